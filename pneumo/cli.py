@@ -1,0 +1,107 @@
+"""`python -m pneumo predict|evaluate|bench`: JSON on stdout, progress and errors on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+BATCH = 16
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pneumo", description="Pneumonia chest X-ray model.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    predict = sub.add_parser("predict", help="one JSON line per file")
+    predict.add_argument("files", nargs="+", type=Path)
+    evaluate = sub.add_parser("evaluate", help="metrics on a labelled folder, one JSON object")
+    evaluate.add_argument("folder", type=Path, help="folder with NORMAL/ and PNEUMONIA/, or a Kaggle root (uses test/)")
+    bench = sub.add_parser("bench", help="speed benchmark table (see README)")
+    bench.add_argument("--quick", action="store_true", help="skip the cold training run")
+    bench.add_argument("--repeats", type=int, default=20)
+    for command in (predict, evaluate, bench):
+        command.add_argument("--model", default=None, help="bundle folder or hf://USER/REPO "
+                             "(default: env PNEUMO_MODEL, else weights/)")
+        command.add_argument("--backbone-weights", default=None, help="default: env PNEUMO_BACKBONE_WEIGHTS, else imagenet")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "bench":
+            from .bench import run_bench
+
+            return run_bench(args)
+        from .predictor import Predictor
+
+        predictor = Predictor.load(args.model, args.backbone_weights)
+        return run_predict(predictor, args.files) if args.command == "predict" else run_evaluate(predictor, args.folder)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def decode_batches(paths: list[Path], desc: str, size: int):
+    """Yield (batch of (path, model input | error message)) in order, BATCH at a time."""
+    from .images import read_image, to_model_input
+
+    batch = []
+    for path in tqdm(paths, desc=desc, unit="img", disable=len(paths) < 2 * BATCH):
+        try:
+            batch.append((path, to_model_input(read_image(path), size)))
+        except ValueError as err:
+            batch.append((path, str(err)))
+        if len(batch) == BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def predict_paths(predictor, paths: list[Path], desc: str = "predict"):
+    """Yield (path, probability or None, pooled or None, error or None) in input order."""
+    for batch in decode_batches(paths, desc, predictor.input_size):
+        good = [item for item in batch if not isinstance(item[1], str)]
+        probs, pooled = predictor.predict_inputs(np.stack([x for _, x in good])) if good else ([], [])
+        results = {id(item): (p, f) for item, p, f in zip(good, probs, pooled)}
+        for item in batch:
+            if isinstance(item[1], str):
+                yield item[0], None, None, item[1]
+            else:
+                yield item[0], *results[id(item)], None
+
+
+def run_predict(predictor, files: list[Path]) -> int:
+    failures = 0
+    for path, prob, _, error in predict_paths(predictor, files):
+        if error is not None:
+            failures += 1
+            record = {"file": str(path), "error": error}
+        else:
+            label = "PNEUMONIA" if prob >= predictor.threshold else "NORMAL"
+            record = {"file": str(path), "label": label, "probability": round(float(prob), 6),
+                      "threshold": round(predictor.threshold, 6)}
+        print(json.dumps(record), flush=True)
+    return 1 if failures else 0
+
+
+def run_evaluate(predictor, folder: Path) -> int:
+    from .data import resolve_eval_folder, scan_class_folder
+    from .evaluation import binary_metrics
+
+    samples = scan_class_folder(resolve_eval_folder(folder))
+    label_of = {s.path: s.label for s in samples}
+    labels, probs, skipped = [], [], []
+    for path, prob, _, error in predict_paths(predictor, [s.path for s in samples], desc="evaluate"):
+        if error is not None:
+            skipped.append({"file": str(path), "error": error})
+            print(f"skipped {path}: {error}", file=sys.stderr)
+        else:
+            labels.append(label_of[path])
+            probs.append(prob)
+    if not labels:
+        raise ValueError(f"no readable images in '{folder}'.")
+    metrics = binary_metrics(labels, probs, predictor.threshold)
+    print(json.dumps({"folder": str(folder), **metrics, "skipped": skipped}))
+    return 0

@@ -1,0 +1,200 @@
+"""Reading X-ray files and the one preprocessing contract.
+
+`read_image` turns a file (JPEG, PNG, BMP, TIFF, WebP or DICOM) into a
+`DecodedImage` holding 8-bit grayscale pixels at the file's own size.
+`to_model_input` turns a decoded image into the network input. Training,
+evaluation, prediction and the app all go through these two functions, so a
+full-resolution upload reaches the model exactly as the 224x224 training
+images were made: the whole image resized bicubically, aspect not kept.
+
+Every failure is a `ValueError` whose message says what the file is and what
+was expected, in words a clinician can act on.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .constants import IMG_SIZE, VGG_MEAN_BGR
+
+EXPECTED = "Expected a chest X-ray as JPEG, PNG or DICOM."
+MAX_PIXELS = 40_000_000  # ~6300x6300; real radiographs are at most ~4300x3500
+MIN_SIDE = 32
+MAX_BYTES = 200 * 1024 * 1024
+RASTER_FORMATS = {"JPEG", "PNG", "BMP", "TIFF", "WEBP", "MPO"}
+DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
+
+# We bound pixels ourselves (MAX_PIXELS, checked before decoding); Pillow's own
+# bomb check would otherwise raise its own error type with a technical message.
+Image.MAX_IMAGE_PIXELS = None
+
+
+@dataclass
+class DecodedImage:
+    """8-bit grayscale pixels plus what the checks downstream need to know."""
+
+    gray: np.ndarray  # (H, W) uint8, original size and orientation
+    format: str  # "JPEG", "PNG", "DICOM", ...
+    colourfulness: float = 0.0  # Hasler-Suesstrunk metric; ~0 for radiographs
+    info: dict = field(default_factory=dict)  # safe technical fields only, never patient data
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height), as PIL reports sizes."""
+        return int(self.gray.shape[1]), int(self.gray.shape[0])
+
+
+def read_image(source: str | Path | bytes, name: str | None = None) -> DecodedImage:
+    """Decode `source` (a path or the file's bytes) into a `DecodedImage`."""
+    data, name = _read_bytes(source, name)
+    if is_dicom(data, name):
+        from .dicom import decode_dicom  # pydicom is only imported when needed
+
+        return _checked(decode_dicom(data, name), name)
+    return _checked(_decode_raster(data, name), name)
+
+
+def to_model_input(image: DecodedImage | np.ndarray, size: int = IMG_SIZE) -> np.ndarray:
+    """The preprocessing contract: any decoded image -> float32 (size, size, 3).
+
+    Grayscale, bicubic resize of the whole image to IMG_SIZE x IMG_SIZE (aspect
+    not kept, exactly how the shared training images were made), replicated to
+    three channels, then VGG16's caffe preprocessing.
+    """
+    gray = image.gray if isinstance(image, DecodedImage) else np.asarray(image)
+    if gray.ndim == 3 and gray.shape[2] in (3, 4):
+        gray = np.asarray(Image.fromarray(gray[..., :3].astype(np.uint8)).convert("L"))
+    small = resize_for_model(gray, size)
+    x = np.empty((size, size, 3), np.float32)
+    for channel, mean in enumerate(VGG_MEAN_BGR):  # gray, so BGR == RGB
+        x[..., channel] = small - np.float32(mean)
+    return x
+
+
+def resize_for_model(gray: np.ndarray, size: int = IMG_SIZE) -> np.ndarray:
+    """(H, W) uint8 -> (size, size) uint8, bicubic, aspect not kept (as the training set)."""
+    if gray.ndim != 2 or gray.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W) uint8 image, got shape {gray.shape} and dtype {gray.dtype}")
+    if gray.shape == (size, size):
+        return gray
+    return np.asarray(Image.fromarray(gray).resize((size, size), Image.BICUBIC))
+
+
+def is_dicom(data: bytes, name: str = "") -> bool:
+    """DICOM Part 10 files carry 'DICM' at byte 128; bare datasets need a .dcm name."""
+    return data[128:132] == b"DICM" or Path(name).suffix.lower() in DICOM_SUFFIXES
+
+
+def _read_bytes(source: str | Path | bytes, name: str | None) -> tuple[bytes, str]:
+    if isinstance(source, (bytes, bytearray)):
+        data, name = bytes(source), name or "upload"
+    else:
+        path = Path(source)
+        name = name or path.name
+        if not path.is_file():
+            raise ValueError(f"'{name}': no such file. {EXPECTED}")
+        if path.stat().st_size > MAX_BYTES:
+            raise ValueError(f"'{name}' is {path.stat().st_size // 2**20} MB; the limit is {MAX_BYTES // 2**20} MB.")
+        data = path.read_bytes()
+    if not data:
+        raise ValueError(f"'{name}' is empty (0 bytes). {EXPECTED}")
+    return data, name
+
+
+def _decode_raster(data: bytes, name: str) -> DecodedImage:
+    try:
+        im = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ValueError(f"'{name}' is {_sniff(data)}, not an image. {EXPECTED}") from None
+    fmt = im.format or "unknown"
+    if fmt not in RASTER_FORMATS:
+        raise ValueError(f"'{name}' is a {fmt} image, which is not supported. {EXPECTED}")
+    if getattr(im, "n_frames", 1) > 1 and fmt != "MPO":
+        raise ValueError(f"'{name}' has {im.n_frames} frames (an animation or stack); {EXPECTED}")
+    width, height = im.size
+    if width * height > MAX_PIXELS:
+        if fmt != "JPEG":
+            raise ValueError(_too_big(name, width, height))
+        im.draft("L", (width // 8, height // 8))  # JPEG can decode at 1/8 scale: memory stays bounded
+        if im.size[0] * im.size[1] > MAX_PIXELS:
+            raise ValueError(_too_big(name, width, height))
+    try:
+        im.load()
+        im = ImageOps.exif_transpose(im)  # phones and some viewers store rotation in EXIF only
+        gray, colour = _to_gray(im)
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"'{name}' is a damaged or incomplete {fmt} file ({_short(err)}). "
+                         "The upload or copy may have been interrupted; export it again.") from None
+    return DecodedImage(gray, fmt, colour, {"original_size": [width, height], "mode": im.mode})
+
+
+def _to_gray(im: Image.Image) -> tuple[np.ndarray, float]:
+    """8-bit gray pixels and the colourfulness of the original."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return _high_bit_depth_to_uint8(np.asarray(im)), 0.0
+    if im.mode in ("1", "L"):
+        return np.asarray(im.convert("L")), 0.0
+    if im.mode == "LA":
+        return np.asarray(im.convert("L")), 0.0
+    rgb = np.asarray(im.convert("RGB"))  # palette, RGBA, CMYK, YCbCr ... all become RGB
+    return np.asarray(Image.fromarray(rgb).convert("L")), colourfulness(rgb)
+
+
+def _high_bit_depth_to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Scale 16-bit (or 10/12/14-bit stored in 16) pixels to 8 bits.
+
+    The bit depth is the smallest of 8/10/12/14/16 bits that holds the maximum,
+    so an 8-bit image saved as 16-bit (x257) maps back to the same pixels and a
+    12-bit detector image is not left dark.
+    """
+    arr = arr.astype(np.float64)
+    if arr.min() < 0:
+        arr = arr - arr.min()
+    top = next(b for b in (8, 10, 12, 14, 16, 32) if arr.max() <= 2**b - 1)
+    return np.clip(np.rint(arr * (255.0 / (2**top - 1))), 0, 255).astype(np.uint8)
+
+
+def colourfulness(rgb: np.ndarray) -> float:
+    """Hasler & Suesstrunk (2003) colourfulness: 0 for gray, > ~15 for photographs."""
+    r, g, b = (rgb[..., i].astype(np.float32) for i in range(3))
+    rg, yb = r - g, 0.5 * (r + g) - b
+    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
+
+
+def _checked(image: DecodedImage, name: str) -> DecodedImage:
+    height, width = image.gray.shape
+    if min(width, height) < MIN_SIDE:
+        raise ValueError(f"'{name}' is only {width}x{height} pixels; a chest X-ray needs at least "
+                         f"{MIN_SIDE} pixels per side.")
+    return image
+
+
+def _too_big(name: str, width: int, height: int) -> str:
+    return (f"'{name}' declares {width}x{height} pixels ({width * height / 1e6:.0f} megapixels); "
+            f"the limit is {MAX_PIXELS / 1e6:.0f} megapixels. Export a smaller copy.")
+
+
+def _sniff(data: bytes) -> str:
+    """Name what a non-image file probably is, for the error message."""
+    head = data[:1024]
+    if head.startswith(b"%PDF"):
+        return "a PDF document"
+    if head.startswith(b"PK\x03\x04"):
+        return "a ZIP archive or Office document"
+    if head.lstrip().lower().startswith((b"<!doctype html", b"<html")):
+        return "a web page (HTML)"
+    try:
+        head.decode("utf-8")
+        return "a text file"
+    except UnicodeDecodeError:
+        return "a file of unknown type"
+
+
+def _short(err: Exception) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text if len(text) < 80 else text[:77] + "..."

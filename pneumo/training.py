@@ -1,0 +1,234 @@
+"""Training: cached backbone features -> head -> threshold -> metrics -> bundle.
+
+The recipe, end to end:
+1. scan the Kaggle folders; split train/ by patient (seeded) into fit and validation;
+2. extract pooled VGG16 features once per image (and per augmented view), cached;
+3. train the head on the fit patients' features with balanced class weights,
+   keeping the epoch with the best validation loss;
+4. choose the decision threshold on validation with the configured rule;
+5. measure every split, draw the plots, write the bundle atomically.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, bundle, data, evaluation, features, model
+from .augment import AugmentConfig
+from .constants import BACKBONE, CLASS_NAMES, FEATURE_LAYER, IMG_SIZE, PREPROCESSING_VERSION
+
+
+SPLIT_NAMES = ("train", "val", "test", "validation", "kaggle_val")  # reserved
+
+
+@dataclass
+class TrainConfig:
+    data_dir: Path
+    output: Path = Path("weights")
+    cache_dir: Path = field(default_factory=features.default_cache_dir)
+    backbone_weights: str | None = None  # None: env PNEUMO_BACKBONE_WEIGHTS, else "imagenet"
+    val_fraction: float = 0.15
+    seed: int = 0
+    epochs: int = 60
+    patience: int = 10
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    label_smoothing: float = 0.0
+    mixup: float = 0.0  # Beta(a, a) feature mixup strength; 0 = off
+    views: int = 0  # augmented feature views per training image, on top of the plain one
+    threshold_rule: str = "youden"
+    input_size: int = IMG_SIZE  # smaller only in tests
+    # Extra folders (NORMAL/, PNEUMONIA/) only measured and reported, never fitted on: {name: folder}
+    report_dirs: dict[str, Path] = field(default_factory=dict)
+    head: model.HeadConfig = field(default_factory=model.HeadConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def validate(self) -> None:
+        """Every argument checked before any work starts."""
+        checks = [
+            (Path(self.data_dir).is_dir(), f"--data-dir must be an existing folder, got '{self.data_dir}'"),
+            (0 < self.val_fraction < 0.5, f"--val-fraction must be in (0, 0.5), got {self.val_fraction}"),
+            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 2, f"--batch-size must be >= 2, got {self.batch_size}"),
+            (self.learning_rate > 0, f"--learning-rate must be > 0, got {self.learning_rate}"),
+            (0 <= self.label_smoothing < 0.5, f"--label-smoothing must be in [0, 0.5), got {self.label_smoothing}"),
+            (self.mixup >= 0, f"--mixup must be >= 0, got {self.mixup}"),
+            (0 <= self.views <= 16, f"--views must be between 0 and 16, got {self.views}"),
+            (0 <= self.head.dropout < 1, f"--dropout must be in [0, 1), got {self.head.dropout}"),
+            (32 <= self.input_size <= 512, f"input_size must be in [32, 512], got {self.input_size}"),
+            (self.head.units >= 1, f"--units must be >= 1, got {self.head.units}"),
+            (self.threshold_rule in evaluation.THRESHOLD_RULES,
+             f"--threshold-rule must be one of {evaluation.THRESHOLD_RULES}, got '{self.threshold_rule}'"),
+        ]
+        checks += [(Path(folder).is_dir() and name.isidentifier() and name not in SPLIT_NAMES,
+                    f"--report NAME=DIR needs a new split name and a folder, got {name}={folder}")
+                   for name, folder in self.report_dirs.items()]
+        errors = [message for ok, message in checks if not ok]
+        if errors:
+            raise ValueError("; ".join(errors) + ".")
+        self.backbone_weights = model.backbone_weights_setting(self.backbone_weights)
+
+    def recipe(self) -> dict:
+        """What is needed to reproduce the head (paths excluded)."""
+        keep = ("val_fraction", "seed", "epochs", "patience", "batch_size", "learning_rate",
+                "label_smoothing", "mixup", "views", "threshold_rule")
+        out = {key: getattr(self, key) for key in keep}
+        out.update(head=self.head.to_dict(), augment=self.augment.to_dict() if self.views else None)
+        return out
+
+
+@dataclass
+class Labelled:
+    """Features of the readable files of a split, with their labels."""
+
+    x: np.ndarray
+    y: np.ndarray
+    paths: list[Path]
+    failed: list[tuple[Path, str]]
+
+    def subset(self, samples: list[data.Sample]) -> tuple[np.ndarray, np.ndarray]:
+        wanted = {s.path for s in samples}
+        rows = [i for i, p in enumerate(self.paths) if p in wanted]
+        return self.x[rows], self.y[rows]
+
+
+class _Extractor:
+    """Feature extraction for this run: one backbone, one cache root, labels attached."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.network = model.build_feature_extractor(config.backbone_weights, config.input_size)
+        self.fingerprint = model.backbone_fingerprint(config.backbone_weights)
+
+    def __call__(self, samples: list[data.Sample], desc: str, view: int = 0) -> Labelled:
+        cache = features.FeatureCache(self.config.cache_dir, self.fingerprint, view, self.config.augment,
+                                      self.config.input_size)
+        fs = features.extract([s.path for s in samples], self.network, cache, view=view,
+                              augment_config=self.config.augment, desc=desc)
+        label_of = {s.path: s.label for s in samples}
+        return Labelled(fs.features, np.array([label_of[p] for p in fs.paths], np.float32), fs.paths, fs.failed)
+
+
+def run(config: TrainConfig, log=print) -> Path:
+    """Train, evaluate and write a bundle; returns the bundle folder."""
+    config.validate()
+    started = time.time()
+    splits = data.kaggle_splits(config.data_dir)
+    splits.update({name: data.scan_class_folder(folder) for name, folder in config.report_dirs.items()})
+    fit_samples, val_samples = data.split_by_patient(splits["train"], config.val_fraction, config.seed)
+    extract = _Extractor(config)
+    train = extract(splits["train"], "train")
+    fit_x, fit_y = train.subset(fit_samples)
+    val_x, val_y = train.subset(val_samples)
+    failed = list(train.failed)
+    for view in range(1, config.views + 1):
+        augmented = extract(fit_samples, f"train view {view}", view)
+        fit_x, fit_y = np.concatenate([fit_x, augmented.x]), np.concatenate([fit_y, augmented.y])
+    others = {name: extract(samples, name) for name, samples in splits.items() if name != "train"}
+    failed += [f for split in others.values() for f in split.failed]
+
+    log(f"fit: {len(fit_y)} feature rows from {len(fit_samples)} images; validation: {len(val_y)} images "
+        f"of {len({s.patient for s in val_samples})} patients, none of them in fit")
+    head = fit_head(fit_x, fit_y, val_x, val_y, config)
+    predictions = {"validation": (val_y, predict_head(head, val_x))}
+    threshold = evaluation.choose_threshold(*predictions["validation"], config.threshold_rule)
+    for name, split in others.items():  # official val/ is 16 full-resolution images
+        predictions["kaggle_val" if name == "val" else "test"] = (split.y, predict_head(head, split.x))
+    metrics = {name: evaluation.binary_metrics(y, p, threshold) for name, (y, p) in predictions.items()}
+    counts = _counts(splits, fit_samples, val_samples)
+    cfg = bundle_config(config, threshold, metrics, counts, time.time() - started)
+    cfg["skipped_files"] = [{"file": str(p), "error": e} for p, e in failed]
+    out = bundle.write_bundle(config.output, cfg, head, predictions)
+    report(metrics, threshold, config.threshold_rule, failed, log)
+    return out
+
+
+def fit_head(fit_x, fit_y, val_x, val_y, config: TrainConfig):
+    """Train the head on features; balanced class weights; best validation-loss epoch kept."""
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
+    head = model.build_head_model(config.head, fit_x.shape[1])
+    head.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                 loss=keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing),
+                 metrics=[keras.metrics.AUC(name="auc")])
+    counts = np.bincount(fit_y.astype(int), minlength=2)
+    # Pneumonia outnumbers normal ~3:1 in train; weight each class to half the total.
+    weights = {c: len(fit_y) / (2.0 * max(counts[c], 1)) for c in (0, 1)}
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
+    train_data = _batches(fit_x, fit_y, weights, config)
+    head.fit(train_data, validation_data=(val_x, val_y), epochs=config.epochs, callbacks=[stop], verbose=0,
+             shuffle=False)  # the dataset is already shuffled, with our seed
+    return head
+
+
+def _batches(x, y, class_weights, config: TrainConfig):
+    """Shuffled batches with per-sample class weights, optionally mixed up (features and labels)."""
+    import tensorflow as tf
+
+    w = np.array([class_weights[int(label)] for label in y], np.float32)
+    ds = tf.data.Dataset.from_tensor_slices((x, y[:, None], w)).shuffle(len(y), seed=config.seed)
+    ds = ds.batch(config.batch_size)
+    if config.mixup > 0:
+        alpha = config.mixup
+
+        def mix(bx, by, bw):
+            g1, g2 = (tf.random.gamma([tf.shape(bx)[0], 1], alpha) for _ in range(2))
+            lam = g1 / (g1 + g2)  # Beta(alpha, alpha)
+            perm = tf.random.shuffle(tf.range(tf.shape(bx)[0]), seed=config.seed)
+            mixed = lambda a: lam * a + (1 - lam) * tf.gather(a, perm)  # noqa: E731
+            return mixed(bx), mixed(by), tf.squeeze(mixed(bw[:, None]), 1)
+
+        ds = ds.map(mix)
+    return ds.prefetch(2)
+
+
+def predict_head(head, x: np.ndarray) -> np.ndarray:
+    return head.predict(x, batch_size=1024, verbose=0).ravel().astype(np.float64)
+
+
+def _counts(splits, fit_samples, val_samples) -> dict:
+    def by_class(samples):
+        return {name: sum(s.label == i for s in samples) for i, name in enumerate(CLASS_NAMES)}
+
+    out = {"fit": by_class(fit_samples), "validation": by_class(val_samples)}
+    out.update({("kaggle_val" if k == "val" else k): by_class(v) for k, v in splits.items() if k != "train"})
+    return out
+
+
+def bundle_config(config: TrainConfig, threshold: float, metrics: dict, counts: dict, seconds: float) -> dict:
+    return {
+        "format": "pneumo-bundle-1",
+        "package_version": __version__,
+        "backbone": BACKBONE,
+        # What a user needs: a local weights file is only a copy of Keras' ImageNet weights.
+        "backbone_weights": model.RANDOM if config.backbone_weights == model.RANDOM else "imagenet",
+        "backbone_fingerprint": model.backbone_fingerprint(config.backbone_weights),
+        "feature_layer": FEATURE_LAYER,
+        "input_size": config.input_size,
+        "class_names": list(CLASS_NAMES),
+        "preprocessing_version": PREPROCESSING_VERSION,
+        "threshold": threshold,
+        "threshold_rule": config.threshold_rule,
+        "recipe": config.recipe(),
+        "data_counts": counts,
+        "metrics": metrics,
+        "training_seconds": round(seconds, 1),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def report(metrics: dict, threshold: float, rule: str, failed: list, log=print) -> None:
+    log(f"threshold {threshold:.4f} (rule: {rule}, chosen on validation)")
+    log(f"{'split':<12}{'n':>6}{'acc':>8}{'sens':>8}{'spec':>8}{'prec':>8}{'f1':>8}{'auc':>8}  confusion [[TN FP] [FN TP]]")
+    for split, m in metrics.items():
+        log(f"{split:<12}{m['n']:>6}{m['accuracy']:>8.4f}{m['sensitivity']:>8.4f}{m['specificity']:>8.4f}"
+            f"{m['precision']:>8.4f}{m['f1']:>8.4f}{m['auc']:>8.4f}  {m['confusion']}")
+    if failed:
+        log(f"skipped {len(failed)} unreadable file(s):")
+        for path, error in failed:
+            log(f"  {path}: {error}")

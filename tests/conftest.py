@@ -1,0 +1,61 @@
+"""Shared fixtures: a tiny synthetic Kaggle tree and a bundle trained on it with a random 32 px backbone."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for `import synth`
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+SHARED_VAL = SHARED / "data" / "chest_xray" / "val"
+TINY = 32  # px: VGG16's five poolings leave 1x1; enough to exercise every code path in seconds
+
+
+def real_backbone() -> str:
+    """The shared ImageNet file from PNEUMO_BACKBONE_WEIGHTS, or skip the test saying why."""
+    path = os.environ.get("PNEUMO_BACKBONE_WEIGHTS", "")
+    if not path or not Path(path).is_file():
+        pytest.skip("needs the real VGG16 weights: set PNEUMO_BACKBONE_WEIGHTS to "
+                    "../shared/weights/vgg16_imagenet_notop.weights.h5")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    import synth
+
+    return synth.kaggle_tree(tmp_path_factory.mktemp("data"), {"train": 6, "val": 1, "test": 2})
+
+
+@pytest.fixture(scope="session")
+def tiny_config_factory(tiny_data, tmp_path_factory):
+    from pneumo.training import TrainConfig
+
+    cache = tmp_path_factory.mktemp("cache")
+
+    def make(output: Path, **overrides) -> TrainConfig:
+        settings = dict(data_dir=tiny_data, output=output, cache_dir=cache, backbone_weights="random",
+                        input_size=TINY, epochs=4, patience=4, batch_size=8, val_fraction=0.34)
+        settings.update(overrides)
+        return TrainConfig(**settings)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_config_factory, tmp_path_factory) -> Path:
+    from pneumo.training import run
+
+    return run(tiny_config_factory(tmp_path_factory.mktemp("bundles") / "tiny"), log=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
+def tiny_predictor(tiny_bundle):
+    from pneumo.predictor import Predictor
+
+    return Predictor.load(tiny_bundle)

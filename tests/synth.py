@@ -1,0 +1,42 @@
+"""Synthetic chest-X-ray-like images for tests: no real data needed, fully seeded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def xray(seed: int = 0, pneumonia: bool = False, size: tuple[int, int] = (80, 96)) -> np.ndarray:
+    """(H, W) uint8: bright body, two dark lungs, a bright spine; pneumonia adds lung opacities."""
+    height, width = size
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width] / np.array([height, width])[:, None, None]
+    img = 0.75 - 0.25 * ((xx - 0.5) ** 2 + (yy - 0.5) ** 2)
+    for cx in (0.3, 0.7):  # lungs
+        img -= 0.45 * (((xx - cx) / 0.16) ** 2 + ((yy - 0.5) / 0.3) ** 2 < 1)
+    img += 0.35 * (np.abs(xx - 0.5) < 0.05)  # spine
+    if pneumonia:
+        for _ in range(3):
+            cx, cy = rng.choice([0.3, 0.7]) + rng.uniform(-0.05, 0.05), rng.uniform(0.35, 0.65)
+            img += 0.35 * np.exp(-(((xx - cx) / 0.08) ** 2 + ((yy - cy) / 0.1) ** 2))
+    img += rng.normal(0, 0.03, img.shape)
+    return np.uint8(np.clip(img, 0, 1) * 255)
+
+
+def kaggle_tree(root: Path, patients: dict[str, int], images_per_patient: int = 2, seed: int = 0) -> Path:
+    """Write {split: n patients per class} in the Kaggle layout with Kermany-style file names."""
+    counter = seed * 1000
+    for split, n in patients.items():
+        for label in ("NORMAL", "PNEUMONIA"):
+            folder = root / split / label
+            folder.mkdir(parents=True, exist_ok=True)
+            for _ in range(n):
+                counter += 1
+                for k in range(images_per_patient):
+                    name = (f"person{counter}_bacteria_{counter * 10 + k}.jpeg" if label == "PNEUMONIA"
+                            else f"IM-{counter:04d}-{k + 1:04d}.jpeg")
+                    pixels = xray(counter * 10 + k, pneumonia=label == "PNEUMONIA")
+                    Image.fromarray(pixels).save(folder / name, quality=95)
+    return root

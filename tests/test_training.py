@@ -1,0 +1,132 @@
+"""train.py end to end on a tiny synthetic tree: bundle contents, cache reuse, atomic writes, validation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import train
+from pneumo import bundle as bundles
+from pneumo import features
+from pneumo.training import run
+
+
+def test_bundle_has_everything_a_user_needs(tiny_bundle):
+    names = {p.name for p in tiny_bundle.iterdir()}
+    assert {"config.json", "head.weights.h5", "roc.png", "confusion.png", "README.md"} <= names
+    config = json.loads((tiny_bundle / "config.json").read_text())
+    assert config["class_names"] == ["NORMAL", "PNEUMONIA"]
+    assert 0.0 < config["threshold"] < 1.0
+    assert set(config["metrics"]) == {"validation", "kaggle_val", "test"}
+    for split in config["metrics"].values():
+        assert {"accuracy", "sensitivity", "specificity", "precision", "f1", "auc", "confusion"} <= set(split)
+    assert config["data_counts"]["test"] == {"NORMAL": 4, "PNEUMONIA": 4}
+    card = (tiny_bundle / "README.md").read_text()
+    assert card.startswith("---\n") and "library_name: keras" in card and "not for diagnosis" in card.lower()
+    assert "model-index" in card
+
+
+def test_validation_patients_never_fitted(tiny_bundle):
+    counts = json.loads((tiny_bundle / "config.json").read_text())["data_counts"]
+    total = sum(counts["fit"].values()) + sum(counts["validation"].values())
+    assert total == 24  # 6 patients x 2 images x 2 classes, each in exactly one side
+
+
+def test_second_run_reuses_cached_features(tiny_config_factory, tmp_path, monkeypatch):
+    calls = []
+    original = features._compute_missing
+    monkeypatch.setattr(features, "_compute_missing", lambda todo, *a, **k: calls.append(len(todo)) or original(todo, *a, **k))
+    run(tiny_config_factory(tmp_path / "a"), log=lambda *_: None)
+    assert sum(calls) == 0, "the tiny_bundle fixture already extracted every image; nothing should be recomputed"
+
+
+def test_changed_image_is_recomputed(tiny_config_factory, tiny_data, tmp_path):
+    import shutil
+
+    import synth
+    from PIL import Image
+
+    from pneumo.augment import AugmentConfig
+    from pneumo.model import backbone_fingerprint
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    target = sorted((data / "test" / "NORMAL").iterdir())[0]
+    Image.fromarray(synth.xray(999)).save(target, quality=90)
+    cfg = tiny_config_factory(tmp_path / "b", data_dir=data)
+    run(cfg, log=lambda *_: None)
+    cache = features.FeatureCache(cfg.cache_dir, backbone_fingerprint("random"), 0, AugmentConfig(), 32)
+    assert features.file_hash(target) in cache.rows
+
+
+def test_interrupted_write_keeps_previous_bundle(tiny_bundle, tiny_config_factory, tmp_path, monkeypatch):
+    import shutil
+
+    out = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, out)
+    before = (out / "config.json").read_text()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("pneumo.plots.save_confusion", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_config_factory(out), log=lambda *_: None)
+    assert (out / "config.json").read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"], "no partial folder left behind"
+
+
+def test_refuses_to_replace_a_folder_that_is_not_a_bundle(tiny_config_factory, tmp_path):
+    (tmp_path / "notes.txt").write_text("precious")
+    with pytest.raises(ValueError, match="not a model bundle"):
+        run(tiny_config_factory(tmp_path), log=lambda *_: None)
+    assert (tmp_path / "notes.txt").read_text() == "precious"
+
+
+def test_unreadable_training_file_is_skipped_and_listed(tiny_config_factory, tiny_data, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    (data / "train" / "NORMAL" / "IM-9999-0001.jpeg").write_text("not an image")
+    lines = []
+    out = run(tiny_config_factory(tmp_path / "out", data_dir=data), log=lines.append)
+    skipped = json.loads((out / "config.json").read_text())["skipped_files"]
+    assert [s["file"].endswith("IM-9999-0001.jpeg") for s in skipped] == [True]
+    assert any("skipped 1 unreadable" in line for line in lines)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--data-dir", "/nonexistent"], "--data-dir must be an existing folder"),
+    (["--val-fraction", "0.9"], "--val-fraction must be in (0, 0.5), got 0.9"),
+    (["--epochs", "0"], "--epochs must be >= 1, got 0"),
+    (["--push-to-hub", "not a repo"], "expected a Hub repository as USER/REPO"),
+    (["--report", "shift_dev"], "--report expects NAME=DIR"),
+])
+def test_cli_rejects_bad_arguments_before_work(tiny_data, argv, message, capsys):
+    if argv[0] != "--data-dir":
+        argv = ["--data-dir", str(tiny_data), "--backbone-weights", "random"] + argv
+    assert train.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_empty_class_folder_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "train" / "NORMAL").mkdir(parents=True)
+    (tmp_path / "train" / "PNEUMONIA").mkdir(parents=True)
+    assert train.main(["--data-dir", str(tmp_path), "--backbone-weights", "random"]) == 2
+    assert "holds no images" in capsys.readouterr().err
+
+
+def test_loaded_bundle_reproduces_training_predictions(tiny_bundle, tiny_predictor, tiny_data):
+    from pneumo.data import scan_class_folder
+    from pneumo.evaluation import binary_metrics
+    from pneumo.images import read_image, to_model_input
+
+    samples = scan_class_folder(tiny_data / "test")
+    x = np.stack([to_model_input(read_image(s.path), 32) for s in samples])
+    probs, _ = tiny_predictor.predict_inputs(x)
+    stored = json.loads((tiny_bundle / "config.json").read_text())["metrics"]["test"]
+    assert binary_metrics([s.label for s in samples], probs, tiny_predictor.threshold)["auc"] == pytest.approx(stored["auc"])
+    assert bundles.load_bundle(tiny_bundle).threshold == tiny_predictor.threshold
