@@ -75,6 +75,8 @@ def _monochrome_to_uint8(pixels: np.ndarray, ds) -> tuple[np.ndarray, str]:
         # DICOM PS3.3 C.11.2.1.2.1 linear window, scaled to 0..1
         scaled = (values - (center - 0.5)) / (width - 1) + 0.5
         return _to_uint8(np.clip(scaled, 0.0, 1.0)), f"center {center:g}, width {width:g}"
+    if int(ds.get("BitsStored", 16)) <= 8 and values.min() >= 0 and values.max() <= 255:
+        return values.astype(np.uint8), "8-bit as stored"
     return _min_max(values), "full range"
 
 

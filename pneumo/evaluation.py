@@ -76,7 +76,7 @@ def choose_threshold(y_true, probs, rule: str = "youden") -> float:
     spec = np.array([(p[~y] < t).mean() for t in candidates])
     if rule == "youden":
         best = np.flatnonzero(np.isclose(sens + spec, (sens + spec).max()))
-        return float(np.median(candidates[best]))  # middle of a tied plateau: furthest from both edges
+        return float(candidates[best[len(best) // 2]])  # middle of tied optima: away from both edges
     if rule == "balanced":
         return float(candidates[np.argmin(np.abs(sens - spec))])
     return float(candidates[sens >= 0.95].max())

@@ -28,6 +28,8 @@ MIN_SIDE = 32
 MAX_BYTES = 200 * 1024 * 1024
 RASTER_FORMATS = {"JPEG", "PNG", "BMP", "TIFF", "WEBP", "MPO"}
 DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
+SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP",
+              b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
 
 # We bound pixels ourselves (MAX_PIXELS, checked before decoding); Pillow's own
 # bomb check would otherwise raise its own error type with a technical message.
@@ -109,8 +111,13 @@ def _read_bytes(source: str | Path | bytes, name: str | None) -> tuple[bytes, st
 def _decode_raster(data: bytes, name: str) -> DecodedImage:
     try:
         im = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
+    except UnidentifiedImageError as err:
+        signature = next((fmt for magic, fmt in SIGNATURES.items() if data.startswith(magic)), None)
+        if signature:  # an image whose header is corrupt, e.g. a PNG with a bad CRC
+            raise ValueError(_damaged(name, signature, err)) from None
         raise ValueError(f"'{name}' is {_sniff(data)}, not an image. {EXPECTED}") from None
+    except (OSError, SyntaxError, ValueError) as err:  # a header cut short or corrupt
+        raise ValueError(_damaged(name, "image", err)) from None
     fmt = im.format or "unknown"
     if fmt not in RASTER_FORMATS:
         raise ValueError(f"'{name}' is a {fmt} image, which is not supported. {EXPECTED}")
@@ -128,8 +135,7 @@ def _decode_raster(data: bytes, name: str) -> DecodedImage:
         im = ImageOps.exif_transpose(im)  # phones and some viewers store rotation in EXIF only
         gray, colour = _to_gray(im)
     except (OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"'{name}' is a damaged or incomplete {fmt} file ({_short(err)}). "
-                         "The upload or copy may have been interrupted; export it again.") from None
+        raise ValueError(_damaged(name, fmt, err)) from None
     return DecodedImage(gray, fmt, colour, {"original_size": [width, height], "mode": im.mode})
 
 
@@ -172,6 +178,11 @@ def _checked(image: DecodedImage, name: str) -> DecodedImage:
         raise ValueError(f"'{name}' is only {width}x{height} pixels; a chest X-ray needs at least "
                          f"{MIN_SIDE} pixels per side.")
     return image
+
+
+def _damaged(name: str, fmt: str, err: Exception) -> str:
+    return (f"'{name}' is a damaged or incomplete {fmt} file ({_short(err)}). "
+            "The upload or copy may have been interrupted; export it again.")
 
 
 def _too_big(name: str, width: int, height: int) -> str:

@@ -40,3 +40,43 @@ def kaggle_tree(root: Path, patients: dict[str, int], images_per_patient: int = 
                     pixels = xray(counter * 10 + k, pneumonia=label == "PNEUMONIA")
                     Image.fromarray(pixels).save(folder / name, quality=95)
     return root
+
+
+def dicom_bytes(pixels: np.ndarray, photometric: str = "MONOCHROME2", bits: int = 12, slope: float = 1.0,
+                intercept: float = 0.0, window: tuple[float, float] | None = None, frames: int = 1,
+                with_pixels: bool = True, jpeg: bool = False, patient: str = "DOE^JANE") -> bytes:
+    """A DICOM Part 10 file (CR, single or multi-frame, optionally JPEG baseline compressed)."""
+    import io
+
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"  # CR image storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = JPEGBaseline8Bit if jpeg else ExplicitVRLittleEndian
+    ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.PatientName, ds.PatientID, ds.Modality = patient, "SECRET-123", "CR"
+    ds.Rows, ds.Columns = pixels.shape[:2]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated = 8 if jpeg else 16
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = (8, 7, 0) if jpeg else (bits, bits - 1, 0)
+    if slope != 1.0 or intercept != 0.0:
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    if with_pixels and jpeg:
+        buffer = io.BytesIO()
+        Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="JPEG", quality=95)
+        ds.PixelData = encapsulate([buffer.getvalue()])
+        ds["PixelData"].VR = "OB"
+    elif with_pixels:
+        stack = np.repeat(pixels[None], frames, 0) if frames > 1 else pixels
+        ds.PixelData = stack.astype(np.uint16).tobytes()
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()

@@ -1,0 +1,76 @@
+"""`python -m pneumo predict|evaluate` as a user runs them: real files, a real subprocess, JSON out."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import synth
+from PIL import Image
+
+from conftest import ROOT
+
+
+def pneumo(*args, env_extra=None):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "pneumo", *args], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def mixed_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("files")
+    good = folder / "good.png"
+    Image.fromarray(synth.xray(5, pneumonia=True)).save(good)
+    sixteen = folder / "sixteen.png"
+    Image.fromarray(synth.xray(6).astype(np.uint16) * 257).save(sixteen)
+    dicom = folder / "scan.dcm"
+    dicom.write_bytes(synth.dicom_bytes(synth.xray(7).astype(np.uint16) * 16))
+    buffer = io.BytesIO()
+    Image.fromarray(synth.xray(8)).save(buffer, format="JPEG")
+    truncated = folder / "truncated.jpg"
+    truncated.write_bytes(buffer.getvalue()[:400])
+    text = folder / "notes.jpg"
+    text.write_text("hello")
+    return [good, truncated, sixteen, text, dicom]
+
+
+def test_predict_prints_one_json_line_per_file_and_fails_softly(tiny_bundle, mixed_files):
+    result = pneumo("predict", *map(str, mixed_files), "--model", str(tiny_bundle))
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["file"] for line in lines] == list(map(str, mixed_files))
+    ok = [line for line in lines if "error" not in line]
+    assert [l["file"].rsplit("/", 1)[1] for l in ok] == ["good.png", "sixteen.png", "scan.dcm"]
+    for line in ok:
+        assert line["label"] in ("NORMAL", "PNEUMONIA") and 0.0 <= line["probability"] <= 1.0
+        assert line["label"] == ("PNEUMONIA" if line["probability"] >= line["threshold"] else "NORMAL")
+    errors = {l["file"].rsplit("/", 1)[1]: l["error"] for l in lines if "error" in l}
+    assert "damaged or incomplete" in errors["truncated.jpg"] and "text file" in errors["notes.jpg"]
+
+
+def test_predict_exit_code_zero_when_all_files_read(tiny_bundle, mixed_files):
+    result = pneumo("predict", str(mixed_files[0]), "--model", str(tiny_bundle))
+    assert result.returncode == 0 and json.loads(result.stdout)["file"].endswith("good.png")
+
+
+def test_evaluate_prints_metrics_for_a_kaggle_root(tiny_bundle, tiny_data):
+    result = pneumo("evaluate", str(tiny_data), "--model", str(tiny_bundle))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["n"] == 8 and sum(map(sum, report["confusion"])) == 8
+    for key in ("accuracy", "sensitivity", "specificity", "auc"):
+        assert 0.0 <= report[key] <= 1.0
+    stored = json.loads((tiny_bundle / "config.json").read_text())["metrics"]["test"]
+    assert report["auc"] == pytest.approx(stored["auc"], abs=1e-6) and report["confusion"] == stored["confusion"]
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    result = pneumo("predict", "x.png", "--model", str(tmp_path))
+    assert result.returncode == 2 and "is not a model bundle" in result.stderr and "Traceback" not in result.stderr

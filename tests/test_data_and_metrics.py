@@ -1,0 +1,80 @@
+"""Patient ids, the patient-wise split, and the metric/threshold arithmetic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pneumo.data import Sample, patient_id, resolve_eval_folder, scan_class_folder, split_by_patient
+from pneumo.evaluation import binary_metrics, choose_threshold, roc_auc
+
+
+@pytest.mark.parametrize("name, patient", [
+    ("person1234_bacteria_5678.jpeg", "person1234"),
+    ("person77_virus_140.jpeg", "person77"),
+    ("IM-0115-0001.jpeg", "IM-0115"),
+    ("IM-0033-0001-0002.jpeg", "IM-0033"),
+    ("NORMAL2-IM-1427-0001.jpeg", "NORMAL2-IM-1427"),
+    ("scan.png", "scan"),
+])
+def test_patient_id(name, patient):
+    assert patient_id(name) == patient
+
+
+def _samples(n_patients: int, images: int, label: int) -> list[Sample]:
+    return [Sample(Path(f"p{label}_{p}_{i}.jpeg"), label, f"{label}/p{p}") for p in range(n_patients) for i in range(images)]
+
+
+def test_split_keeps_patients_whole_is_stratified_and_seeded():
+    samples = _samples(40, 3, 0) + _samples(100, 2, 1)
+    fit, val = split_by_patient(samples, 0.2, seed=7)
+    assert {s.patient for s in fit}.isdisjoint({s.patient for s in val})
+    assert len(fit) + len(val) == len(samples)
+    assert {s.patient for s in val if s.label == 0}.__len__() == 8 and len({s.patient for s in val if s.label == 1}) == 20
+    assert split_by_patient(samples, 0.2, seed=7) == (fit, val)
+    assert split_by_patient(samples, 0.2, seed=8)[1] != val
+
+
+def test_scan_reports_missing_class_folder(tmp_path):
+    (tmp_path / "NORMAL").mkdir()
+    with pytest.raises(ValueError, match="missing: PNEUMONIA"):
+        scan_class_folder(tmp_path)
+
+
+def test_eval_folder_accepts_kaggle_root(tiny_data):
+    assert resolve_eval_folder(tiny_data) == tiny_data / "test"
+    assert resolve_eval_folder(tiny_data / "val") == tiny_data / "val"
+    with pytest.raises(ValueError, match="neither NORMAL"):
+        resolve_eval_folder(tiny_data / "train" / "NORMAL")
+
+
+def test_auc_matches_pairwise_definition():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    s = np.round(rng.random(300) + 0.3 * y, 1)  # rounding makes ties
+    pos, neg = s[y == 1], s[y == 0]
+    pairwise = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (len(pos) * len(neg))
+    assert roc_auc(y, s) == pytest.approx(pairwise)
+
+
+def test_metrics_on_a_known_confusion():
+    y = [0, 0, 0, 0, 1, 1, 1, 1, 1, 1]
+    p = [0.1, 0.2, 0.3, 0.9, 0.4, 0.6, 0.7, 0.8, 0.9, 0.95]
+    m = binary_metrics(y, p, 0.5)
+    assert m["confusion"] == [[3, 1], [1, 5]]
+    assert (m["accuracy"], m["sensitivity"], m["specificity"]) == (0.8, 5 / 6, 0.75)
+    assert m["precision"] == pytest.approx(5 / 6) and m["f1"] == pytest.approx(5 / 6)
+
+
+def test_threshold_rules():
+    y = np.array([0] * 50 + [1] * 50)
+    p = np.concatenate([np.linspace(0.0, 0.6, 50), np.linspace(0.4, 1.0, 50)])
+    youden = choose_threshold(y, p, "youden")
+    m = binary_metrics(y, p, youden)
+    assert m["sensitivity"] + m["specificity"] == pytest.approx(max(
+        binary_metrics(y, p, t)["sensitivity"] + binary_metrics(y, p, t)["specificity"] for t in np.linspace(0, 1, 501)))
+    assert binary_metrics(y, p, choose_threshold(y, p, "sensitivity95"))["sensitivity"] >= 0.95
+    with pytest.raises(ValueError, match="must be one of"):
+        choose_threshold(y, p, "magic")

@@ -1,0 +1,87 @@
+"""Grad-CAM on a tiny random-weight model: shape, range, constant input, and that it follows the evidence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pneumo import gradcam
+from pneumo.images import to_model_input
+from pneumo.model import HeadConfig, build_full_model, build_head_model
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def cam():
+    """A model whose logit grows with every pooled feature, so image evidence is positive evidence."""
+    head = build_head_model(HeadConfig(units=8, dropout=0.0))
+    dense, logit = head.get_layer("head_dense"), head.get_layer("logit")
+    dense.set_weights([np.full((512, 8), 1 / 512, np.float32), np.zeros(8, np.float32)])
+    logit.set_weights([np.ones((8, 1), np.float32), np.zeros(1, np.float32)])
+    full = build_full_model("random", head, SIZE)
+    trunk, tail = gradcam.split_at_cam_layer(full)
+    return gradcam.make_cam_function(trunk, tail, SIZE)
+
+
+def blob(side: str) -> np.ndarray:
+    img = np.full((SIZE, SIZE), 40, np.uint8)
+    cx = 14 if side == "left" else SIZE - 14
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    img[(xx - cx) ** 2 + (yy - SIZE // 2) ** 2 < 100] = 255
+    return img
+
+
+def run(cam, gray, positive=True):
+    _, _, activations, gradients = cam(to_model_input(gray, SIZE)[None])
+    return gradcam.heatmap(activations.numpy()[0], gradients.numpy()[0], positive)
+
+
+def centre_x(heat: np.ndarray) -> float:
+    return float((heat.sum(axis=0) * np.arange(heat.shape[1])).sum() / (heat.sum() + 1e-7) / (heat.shape[1] - 1))
+
+
+def test_heatmap_shape_and_range(cam):
+    heat = run(cam, blob("left"))
+    assert heat.shape == (SIZE // 16, SIZE // 16) and heat.dtype == np.float32
+    assert heat.min() >= 0.0 and heat.max() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_constant_image_gives_finite_heatmap(cam):
+    for value in (0, 128, 255):
+        heat = run(cam, np.full((SIZE, SIZE), value, np.uint8))
+        assert np.isfinite(heat).all() and heat.min() >= 0 and heat.max() <= 1
+
+
+def test_heatmap_follows_the_evidence(cam):
+    left, right = run(cam, blob("left")), run(cam, blob("right"))
+    assert centre_x(left) < 0.5 < centre_x(right)
+    hottest_column = lambda heat: np.unravel_index(heat.argmax(), heat.shape)[1]  # noqa: E731
+    assert hottest_column(left) < left.shape[1] / 2 <= hottest_column(right)
+
+
+def test_negative_class_uses_negated_gradients():
+    activations = np.ones((2, 2, 3), np.float32)
+    gradients = np.zeros((2, 2, 3), np.float32)
+    gradients[..., 0] = 1.0
+    assert gradcam.heatmap(activations, gradients, True).max() == pytest.approx(1.0)
+    assert gradcam.heatmap(activations, gradients, False).max() == 0.0  # evidence against "normal" is clipped
+
+
+def test_overlay_keeps_the_original_size_and_cold_pixels():
+    gray = np.tile(np.arange(300, dtype=np.uint8)[None, :200], (120, 1))
+    heat = np.zeros((4, 4), np.float32)
+    heat[0, 0] = 1.0
+    out = gradcam.overlay(gray, heat, opacity=0.6)
+    assert out.shape == (120, 200, 3) and out.dtype == np.uint8
+    assert np.array_equal(out[-1, -1], [gray[-1, -1]] * 3), "cold regions show the X-ray unchanged"
+    assert not np.array_equal(out[0, 0], [gray[0, 0]] * 3)
+    assert np.array_equal(gradcam.overlay(gray, heat, opacity=0.0), np.repeat(gray[..., None], 3, -1))
+    with pytest.raises(ValueError, match="opacity"):
+        gradcam.overlay(gray, heat, 1.5)
+
+
+def test_cam_function_is_traced_once(cam):
+    for batch in (1, 2, 1, 3):
+        cam(np.zeros((batch, SIZE, SIZE, 3), np.float32))
+    assert cam.experimental_get_tracing_count() == 1
