@@ -38,6 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument("--mixup", type=float, default=d.mixup, help="feature mixup Beta(a, a); 0 = off")
     p.add_argument("--views", type=int, default=d.views, help="augmented feature views per training image")
+    p.add_argument("--augment-classes", nargs="+", default=list(d.augment_classes), metavar="CLASS",
+                   help="classes whose images get augmented views (default: both)")
     p.add_argument("--threshold-rule", choices=THRESHOLD_RULES, default=d.threshold_rule)
     p.add_argument("--report", action="append", default=[], metavar="NAME=DIR",
                    help="also measure on DIR (NORMAL/, PNEUMONIA/) as split NAME; never fitted on")
@@ -57,7 +59,8 @@ def to_config(args: argparse.Namespace) -> TrainConfig:
         data_dir=args.data_dir, output=args.output, backbone_weights=args.backbone_weights,
         val_fraction=args.val_fraction, seed=args.seed, epochs=args.epochs, patience=args.patience,
         batch_size=args.batch_size, learning_rate=args.learning_rate, label_smoothing=args.label_smoothing,
-        mixup=args.mixup, views=args.views, threshold_rule=args.threshold_rule, report_dirs=reports,
+        mixup=args.mixup, views=args.views, augment_classes=tuple(args.augment_classes),
+        threshold_rule=args.threshold_rule, report_dirs=reports,
         head=HeadConfig(units=args.units, dropout=args.dropout, weight_decay=args.weight_decay),
         augment=AugmentConfig())
     if args.cache_dir is not None:

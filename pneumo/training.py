@@ -23,6 +23,7 @@ from .constants import BACKBONE, CLASS_NAMES, FEATURE_LAYER, IMG_SIZE, PREPROCES
 
 
 SPLIT_NAMES = ("train", "val", "test", "validation", "kaggle_val")  # reserved
+REPORT_NAMES = {"val": "kaggle_val"}  # Kaggle's val/ is 16 images, not our validation split
 
 
 @dataclass
@@ -40,6 +41,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     mixup: float = 0.0  # Beta(a, a) feature mixup strength; 0 = off
     views: int = 0  # augmented feature views per training image, on top of the plain one
+    augment_classes: tuple[str, ...] = CLASS_NAMES  # which classes get the augmented views
     threshold_rule: str = "youden"
     input_size: int = IMG_SIZE  # smaller only in tests
     # Extra folders (NORMAL/, PNEUMONIA/) only measured and reported, never fitted on: {name: folder}
@@ -58,6 +60,8 @@ class TrainConfig:
             (0 <= self.label_smoothing < 0.5, f"--label-smoothing must be in [0, 0.5), got {self.label_smoothing}"),
             (self.mixup >= 0, f"--mixup must be >= 0, got {self.mixup}"),
             (0 <= self.views <= 16, f"--views must be between 0 and 16, got {self.views}"),
+            (bool(self.augment_classes) and set(self.augment_classes) <= set(CLASS_NAMES),
+             f"--augment-classes must be among {CLASS_NAMES}, got {self.augment_classes}"),
             (0 <= self.head.dropout < 1, f"--dropout must be in [0, 1), got {self.head.dropout}"),
             (32 <= self.input_size <= 512, f"input_size must be in [32, 512], got {self.input_size}"),
             (self.head.units >= 1, f"--units must be >= 1, got {self.head.units}"),
@@ -75,8 +79,9 @@ class TrainConfig:
     def recipe(self) -> dict:
         """What is needed to reproduce the head (paths excluded)."""
         keep = ("val_fraction", "seed", "epochs", "patience", "batch_size", "learning_rate",
-                "label_smoothing", "mixup", "views", "threshold_rule")
+                "label_smoothing", "mixup", "views", "augment_classes", "threshold_rule")
         out = {key: getattr(self, key) for key in keep}
+        out["augment_classes"] = list(self.augment_classes)
         out.update(head=self.head.to_dict(), augment=self.augment.to_dict() if self.views else None)
         return out
 
@@ -125,8 +130,9 @@ def run(config: TrainConfig, log=print) -> Path:
     fit_x, fit_y = train.subset(fit_samples)
     val_x, val_y = train.subset(val_samples)
     failed = list(train.failed)
+    to_augment = [s for s in fit_samples if CLASS_NAMES[s.label] in config.augment_classes]
     for view in range(1, config.views + 1):
-        augmented = extract(fit_samples, f"train view {view}", view)
+        augmented = extract(to_augment, f"train view {view}", view)
         fit_x, fit_y = np.concatenate([fit_x, augmented.x]), np.concatenate([fit_y, augmented.y])
     others = {name: extract(samples, name) for name, samples in splits.items() if name != "train"}
     failed += [f for split in others.values() for f in split.failed]
@@ -137,7 +143,7 @@ def run(config: TrainConfig, log=print) -> Path:
     predictions = {"validation": (val_y, predict_head(head, val_x))}
     threshold = evaluation.choose_threshold(*predictions["validation"], config.threshold_rule)
     for name, split in others.items():  # official val/ is 16 full-resolution images
-        predictions["kaggle_val" if name == "val" else "test"] = (split.y, predict_head(head, split.x))
+        predictions[REPORT_NAMES.get(name, name)] = (split.y, predict_head(head, split.x))
     metrics = {name: evaluation.binary_metrics(y, p, threshold) for name, (y, p) in predictions.items()}
     counts = _counts(splits, fit_samples, val_samples)
     cfg = bundle_config(config, threshold, metrics, counts, time.time() - started)
@@ -196,7 +202,7 @@ def _counts(splits, fit_samples, val_samples) -> dict:
         return {name: sum(s.label == i for s in samples) for i, name in enumerate(CLASS_NAMES)}
 
     out = {"fit": by_class(fit_samples), "validation": by_class(val_samples)}
-    out.update({("kaggle_val" if k == "val" else k): by_class(v) for k, v in splits.items() if k != "train"})
+    out.update({REPORT_NAMES.get(k, k): by_class(v) for k, v in splits.items() if k != "train"})
     return out
 
 

@@ -7,7 +7,6 @@ with the reader's plain message; nothing else reaches the page.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import time
@@ -16,17 +15,30 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
+from gradio.components.label import LabelConfidence, LabelData
 
 from . import gradcam
 from .constants import CLASS_NAMES
 from .images import DecodedImage, read_image
 from .predictor import Prediction, Predictor
 
-log = logging.getLogger("pneumo.app")
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 DISCLAIMER = ("**Research demo, not a medical device.** Trained on pediatric (1-5 years) frontal chest X-rays "
               "from one hospital; it does not diagnose and must not guide care.")
 ACCEPTED = "JPEG, PNG or DICOM (.dcm or no extension)"
+
+
+class DecisionLabel(gr.Label):
+    """gr.Label whose headline is the thresholded decision, not simply the larger probability."""
+
+    def postprocess(self, value):
+        return value if isinstance(value, LabelData) else super().postprocess(value)
+
+
+def decision_label(prediction: Prediction) -> LabelData:
+    confidences = sorted(prediction.class_probabilities.items(), key=lambda item: -item[1])
+    return LabelData(label=prediction.label,
+                     confidences=[LabelConfidence(label=k, confidence=v) for k, v in confidences])
 
 
 @dataclass
@@ -50,8 +62,6 @@ class Service:
             image = read_image(path, name=_display_name(path))
         except ValueError as err:
             raise gr.Error(str(err)) from None
-        finally:
-            _forget_upload(path)
         prediction = self.predictor.analyze(image)
         return Analysis(image, prediction, time.perf_counter() - started)
 
@@ -67,8 +77,7 @@ class Service:
     def describe(analysis: Analysis) -> str:
         p = analysis.prediction
         width, height = analysis.image.size
-        return (f"### {p.label}\n"
-                f"Probability of pneumonia **{p.probability:.3f}**; operating threshold **{p.threshold:.3f}**: "
+        return (f"Probability of pneumonia **{p.probability:.3f}**; operating threshold **{p.threshold:.3f}**: "
                 f"above this, the model calls pneumonia.\n\n"
                 f"The heatmap marks the regions that pushed the model towards **{p.label}** "
                 f"(Grad-CAM, `block5_conv3`); it is not a segmentation of disease.\n\n"
@@ -89,21 +98,6 @@ def _display_name(path: str) -> str:
     return Path(path).name
 
 
-def _forget_upload(path: str) -> None:
-    """Uploaded X-rays are read once and deleted: nothing of the patient stays on the server."""
-    try:
-        if Path(path).resolve().is_relative_to(Path(_gradio_tmp()).resolve()):
-            os.remove(path)
-    except OSError as err:
-        log.warning("could not delete an upload: %s", type(err).__name__)
-
-
-def _gradio_tmp() -> str:
-    import tempfile
-
-    return os.environ.get("GRADIO_TEMP_DIR") or str(Path(tempfile.gettempdir()) / "gradio")
-
-
 def model_card_markdown(predictor: Predictor) -> str:
     """The bundle's model card without YAML front matter or image links (shown as images instead)."""
     card = (predictor.bundle.path / "README.md").read_text()
@@ -114,8 +108,10 @@ def model_card_markdown(predictor: Predictor) -> str:
 def build_demo(predictor: Predictor) -> gr.Blocks:
     service = Service(predictor)
     examples = sorted(str(p) for p in EXAMPLES.glob("*") if p.suffix.lower() in (".jpeg", ".jpg", ".png", ".dcm"))
-    # delete_cache: Gradio's copies of uploads and rendered overlays go after ~10 minutes at most.
-    with gr.Blocks(title="Pneumonia chest X-ray demo", delete_cache=(300, 300)) as demo:
+    # Gradio keeps uploads and rendered overlays in its cache; delete them soon after each request
+    # (not in the handler: concurrent uploads of the same file share one cached copy).
+    keep = int(os.environ.get("PNEUMO_DELETE_AFTER_S", "60"))
+    with gr.Blocks(title="Pneumonia chest X-ray demo", delete_cache=(keep, keep)) as demo:
         gr.Markdown(f"# Pneumonia on pediatric chest X-rays\n{DISCLAIMER}")
         with gr.Tab("Analyse"):
             state = gr.State(None)
@@ -126,7 +122,7 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
                     preview = gr.Image(label="What was read (DICOM shown with its window)", type="numpy",
                                        interactive=False, height=320)
                 with gr.Column():
-                    label = gr.Label(label="Class probabilities", num_top_classes=2, elem_id="result-label")
+                    label = DecisionLabel(label="Decision and class probabilities", elem_id="result-label")
                     summary = gr.Markdown(elem_id="summary")
                     overlay = gr.Image(label="Grad-CAM overlay", type="numpy", interactive=False,
                                        elem_id="overlay", height=420)
@@ -145,7 +141,7 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
         def on_upload(path, opacity_value, show_value):
             analysis = service.analyze(path)
             p = analysis.prediction
-            return (analysis, analysis.image.gray, p.class_probabilities, service.describe(analysis),
+            return (analysis, analysis.image.gray, decision_label(p), service.describe(analysis),
                     service.render(analysis, opacity_value, show_value))
 
         upload.upload(on_upload, [upload, opacity, show], [state, preview, label, summary, overlay],

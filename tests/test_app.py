@@ -1,0 +1,156 @@
+"""The app as users meet it: a real `python app.py` server, gradio_client calls, and a real Chromium drag-and-drop."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import synth
+from PIL import Image
+
+from conftest import ROOT
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(bundle: Path, temp_dir: Path, extra_env: dict | None = None):
+    port = free_port()
+    env = {**os.environ, "PNEUMO_MODEL": str(bundle), "GRADIO_SERVER_PORT": str(port),
+           "GRADIO_TEMP_DIR": str(temp_dir), "TF_CPP_MIN_LOG_LEVEL": "3", **(extra_env or {})}
+    log = open(temp_dir.parent / f"app-{port}.log", "w")
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"app.py exited with {process.returncode}: {Path(log.name).read_text()[-2000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return process, url
+        except OSError:
+            time.sleep(0.5)
+    process.kill()
+    raise RuntimeError("app.py did not start within 120 s")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_bundle, tmp_path_factory):
+    temp_dir = tmp_path_factory.mktemp("app") / "gradio-tmp"
+    temp_dir.mkdir()
+    process, url = start_app(tiny_bundle, temp_dir, {"PNEUMO_DELETE_AFTER_S": "3"})
+    yield url, temp_dir
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("uploads")
+    out = {"jpeg": folder / "child.jpeg", "png16": folder / "detector.png", "dicom": folder / "IM000001"}
+    Image.fromarray(synth.xray(1, True, (300, 360))).save(out["jpeg"], quality=92)
+    Image.fromarray(synth.xray(2, False, (240, 200)).astype(np.uint16) * 257).save(out["png16"])
+    out["dicom"].write_bytes(synth.dicom_bytes(synth.xray(3, True, (256, 320)).astype(np.uint16) * 16,
+                                               window=(2048, 4096), patient="DOE^JOHN"))
+    out["corrupt"] = folder / "broken.jpg"
+    out["corrupt"].write_bytes(out["jpeg"].read_bytes()[:500])
+    out["pdf"] = folder / "report.pdf"
+    out["pdf"].write_bytes(b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer\n%%EOF\n")
+    return out
+
+
+def call(url: str, path: Path):
+    from gradio_client import Client, handle_file
+
+    return Client(url, verbose=False).predict(handle_file(str(path)), api_name="/predict")
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("kind, size", [("jpeg", (360, 300)), ("png16", (200, 240)), ("dicom", (320, 256))])
+def test_predict_endpoint(server, files, kind, size):
+    result, overlay = call(server[0], files[kind])
+    assert result["label"] in ("NORMAL", "PNEUMONIA") and 0.0 <= result["probability"] <= 1.0
+    assert result["label"] == ("PNEUMONIA" if result["probability"] >= result["threshold"] else "NORMAL")
+    assert Image.open(overlay).size == size, "the overlay is drawn on the original, at its own size"
+    assert "DOE" not in str(result)
+
+
+@pytest.mark.server
+def test_four_clients_at_once(server, files):
+    paths = [files["jpeg"], files["png16"], files["dicom"], files["jpeg"]]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda p: call(server[0], p), paths))
+    assert [r[0]["width"] for r in results] == [360, 200, 320, 360]
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("kind, message", [("corrupt", "damaged or incomplete"), ("pdf", "PDF document")])
+def test_bad_files_get_a_message_and_the_app_keeps_serving(server, files, kind, message):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match=message):
+        call(server[0], files[kind])
+    assert call(server[0], files["jpeg"])[0]["label"] in ("NORMAL", "PNEUMONIA")
+
+
+@pytest.mark.server
+def test_uploads_and_overlays_are_deleted_after_the_request(server, files):
+    def ours():  # uploads and rendered overlays (examples and model-card plots stay cached on purpose)
+        return [p for p in server[1].rglob("*") if p.is_file()
+                and (p.name in {f.name for f in files.values()} or p.name == "image.png")]
+
+    call(server[0], files["dicom"])
+    assert ours(), "the request left its upload and overlay in Gradio's cache"
+    deadline = time.time() + 15
+    while ours() and time.time() < deadline:
+        time.sleep(0.5)
+    assert ours() == [], "PNEUMO_DELETE_AFTER_S=3 should clear them within seconds"
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium")
+def test_drag_and_drop_in_a_real_browser(server, files, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(server[0])
+        page.get_by_text("Drop a chest X-ray").first.wait_for()
+        drop_file(page, "#upload", files["jpeg"], "image/jpeg")
+        page.locator("#summary").get_by_text("Probability of pneumonia").wait_for(timeout=60_000)
+        label = page.locator("#result-label").inner_text()
+        assert "NORMAL" in label or "PNEUMONIA" in label
+        page.locator("#overlay img").wait_for(timeout=30_000)
+        page.screenshot(path=str(tmp_path / "drag-and-drop.png"), full_page=True)
+        browser.close()
+    assert (tmp_path / "drag-and-drop.png").stat().st_size > 10_000
+
+
+def drop_file(page, selector: str, path: Path, mime: str) -> None:
+    """A real drop event carrying the file, as when a user drags it from the desktop."""
+    data = base64.b64encode(path.read_bytes()).decode()
+    transfer = page.evaluate_handle(
+        """([data, name, mime]) => {
+            const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], name, {type: mime}));
+            return dt;
+        }""", [data, path.name, mime])
+    target = page.locator(f"{selector} button.upload-container")  # the drop zone
+    for event in ("dragenter", "dragover", "drop"):
+        target.dispatch_event(event, {"dataTransfer": transfer})
