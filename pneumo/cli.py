@@ -22,6 +22,8 @@ def main(argv=None) -> int:
     evaluate.add_argument("folder", type=Path, help="folder with NORMAL/ and PNEUMONIA/, or a Kaggle root (uses test/)")
     bench = sub.add_parser("bench", help="speed benchmark table (see README)")
     bench.add_argument("--quick", action="store_true", help="skip the cold training run")
+    bench.add_argument("--full-train", action="store_true",
+                       help="time train.py on all of ../shared train/ (~15 min cold) instead of 100 images per class")
     bench.add_argument("--repeats", type=int, default=20)
     for command in (predict, evaluate, bench):
         command.add_argument("--model", default=None, help="bundle folder or hf://USER/REPO "

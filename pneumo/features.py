@@ -61,6 +61,31 @@ class FeatureCache:
         self.rows.update(zip(keys, feats))
 
 
+class FeatureExtractor:
+    """Pooled backbone features (GAP of block5_pool) of a VGG16 model, by TensorFlow or ONNX Runtime.
+
+    Any model holding VGG16's layers and a "gap" layer works: the training extractor or a full model.
+    """
+
+    def __init__(self, full_model, backend: str = "onnx"):
+        self.size = int(full_model.input_shape[1])
+        self.dim = int(full_model.get_layer("gap").output.shape[-1])
+        if backend == "onnx":
+            from .gradcam import pool_activations
+            from .onnx_trunk import OnnxTrunk, trunk_to_onnx
+
+            trunk = OnnxTrunk(trunk_to_onnx(full_model))
+            self._run = lambda batch: pool_activations(trunk(batch))
+        else:
+            import keras
+
+            keras_model = keras.Model(full_model.input, full_model.get_layer("gap").output)
+            self._run = keras_model.predict_on_batch
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self._run(np.asarray(batch, np.float32)), np.float32)
+
+
 @dataclass
 class FeatureSet:
     features: np.ndarray  # (n, d) float32, rows in the order of `paths`
@@ -84,13 +109,13 @@ def extract(paths: list[Path], extractor, cache: FeatureCache, view: int = 0,
     failed = _compute_missing(todo, extractor, cache, view, augment_config, batch_size, desc)
     bad = {str(p) for p, _ in failed}
     kept = [(p, h) for p, h in zip(paths, hashes) if str(p) not in bad]
-    dim = extractor.output.shape[-1]
+    dim = extractor.dim
     feats = np.stack([cache.rows[h] for _, h in kept]) if kept else np.zeros((0, dim), np.float32)
     return FeatureSet(feats.astype(np.float32), [p for p, _ in kept], [h for _, h in kept], failed)
 
 
 def _compute_missing(todo, extractor, cache, view, config, batch_size, desc) -> list[tuple[Path, str]]:
-    size = int(extractor.input_shape[1])
+    size = extractor.size
     failed: list[tuple[Path, str]] = []
     keys: list[str] = []
     batch: list[np.ndarray] = []
@@ -102,14 +127,14 @@ def _compute_missing(todo, extractor, cache, view, config, batch_size, desc) -> 
         except ValueError as err:
             failed.append((path, str(err)))
         if len(batch) == batch_size:
-            pending_feats.append(extractor.predict_on_batch(np.stack(batch)))
+            pending_feats.append(extractor(np.stack(batch)))
             pending_keys += keys
             batch, keys = [], []
         if len(pending_keys) >= CHUNK_ROWS:
             cache.save_chunk(pending_keys, np.concatenate(pending_feats))
             pending_keys, pending_feats = [], []
     if batch:
-        pending_feats.append(extractor.predict_on_batch(np.stack(batch)))
+        pending_feats.append(extractor(np.stack(batch)))
         pending_keys += keys
     if pending_keys:
         cache.save_chunk(pending_keys, np.concatenate(pending_feats))

@@ -64,9 +64,12 @@ def heatmap(activations: np.ndarray, gradients: np.ndarray, positive: bool = Tru
     `gradients` are d logit / d activations. For the positive class (pneumonia)
     the evidence is the logit; for the negative class (normal) it is -logit.
     """
-    sign = 1.0 if positive else -1.0
-    weights = sign * gradients.mean(axis=(0, 1))  # one weight per channel
-    cam = np.maximum((activations * weights).sum(axis=-1), 0.0)
+    return heatmap_from_weights(activations, gradients.mean(axis=(0, 1)), positive)
+
+
+def heatmap_from_weights(activations: np.ndarray, weights: np.ndarray, positive: bool = True) -> np.ndarray:
+    """Grad-CAM map from per-channel weights (the mean gradients): ReLU(sum_c w_c A_c), scaled to [0, 1]."""
+    cam = np.maximum(activations @ ((1.0 if positive else -1.0) * weights).astype(activations.dtype), 0.0)
     return (cam / (cam.max() + EPS)).astype(np.float32)
 
 
@@ -86,3 +89,40 @@ def overlay(gray: np.ndarray, heat: np.ndarray, opacity: float = 0.5,
     colours = cv2.cvtColor(cv2.applyColorMap(np.uint8(heat_full * 255), colormap), cv2.COLOR_BGR2RGB)
     alpha = (opacity * heat_full)[..., None]
     return np.uint8(base * (1.0 - alpha) + colours * alpha + 0.5)
+
+
+# --- The same Grad-CAM in closed form, for trunks run outside TensorFlow (ONNX Runtime) ---------------
+# After block5_conv3 the model is max-pool 2x2 -> global average -> BN -> Dense+ReLU -> BN -> Dense.
+# Each pooling window passes its gradient to exactly one activation, so the mean gradient per channel
+# (Grad-CAM's weight) is d logit / d pooled / (h * w): no backward pass through the pooling is needed.
+
+
+def _affine_bn(layer) -> tuple[np.ndarray, np.ndarray]:
+    gamma, beta, mean, var = (w.astype(np.float64) for w in layer.get_weights())
+    scale = gamma / np.sqrt(var + layer.epsilon)
+    return scale, beta - mean * scale
+
+
+class NumpyHead:
+    """The trained head as NumPy arrays: logits and d logit / d pooled features, batched."""
+
+    def __init__(self, model):
+        self.s1, self.t1 = _affine_bn(model.get_layer("head_bn1"))
+        self.w1, self.b1 = (w.astype(np.float64) for w in model.get_layer("head_dense").get_weights())
+        self.s2, self.t2 = _affine_bn(model.get_layer("head_bn2"))
+        w2, b2 = model.get_layer("logit").get_weights()
+        self.w2, self.b2 = w2[:, 0].astype(np.float64), float(b2[0])
+
+    def __call__(self, pooled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        hidden = (pooled * self.s1 + self.t1) @ self.w1 + self.b1
+        active = hidden > 0
+        logits = (np.maximum(hidden, 0) * self.s2 + self.t2) @ self.w2 + self.b2
+        grad_pooled = ((self.w2 * self.s2) * active) @ self.w1.T * self.s1
+        return logits, grad_pooled
+
+
+def pool_activations(activations: np.ndarray) -> np.ndarray:
+    """(n, h, w, c) block5_conv3 -> (n, c): VGG16's 2x2 max-pool, then global average."""
+    n, h, w, c = activations.shape
+    pooled = activations[:, : h // 2 * 2, : w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+    return pooled.mean(axis=(1, 2))

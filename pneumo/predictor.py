@@ -36,33 +36,66 @@ class Prediction:
         return {"label": self.label, "probability": round(self.probability, 6), "threshold": round(self.threshold, 6)}
 
 
-class Predictor:
-    """Holds the model; call `analyze` per image or `predict_inputs` for batches."""
+BACKENDS = ("onnx", "tf")
 
-    def __init__(self, bundle: bundles.Bundle, full_model):
+
+def default_backend() -> str:
+    """ONNX Runtime when installed (faster on CPU, see `python -m pneumo bench`), else TensorFlow."""
+    choice = os.environ.get("PNEUMO_BACKEND")
+    if choice:
+        if choice not in BACKENDS:
+            raise ValueError(f"PNEUMO_BACKEND must be one of {BACKENDS}, got '{choice}'.")
+        return choice
+    try:
+        import onnxruntime  # noqa: F401
+
+        return "onnx"
+    except ImportError:
+        return "tf"
+
+
+class Predictor:
+    """Holds the model; call `analyze` per image or `predict_inputs` for batches.
+
+    Both backends run the trunk (image -> block5_conv3) once per image and get
+    the logit and Grad-CAM weights from the same activations: "tf" with a
+    GradientTape over the tail only, "onnx" with ONNX Runtime and the head's
+    closed-form gradient (gradcam.NumpyHead). They agree to ~1e-6 (tested).
+    """
+
+    def __init__(self, bundle: bundles.Bundle, full_model, backend: str | None = None):
         self.bundle = bundle
         self.model = full_model
         self.threshold = bundle.threshold
         self.input_size = int(bundle.config["input_size"])
-        trunk, tail = gradcam.split_at_cam_layer(full_model)
-        self._cam = gradcam.make_cam_function(trunk, tail, bundle.config["input_size"])
+        self.backend = backend or default_backend()
+        if self.backend == "onnx":
+            from .onnx_trunk import OnnxTrunk, trunk_to_onnx
+
+            self._trunk = OnnxTrunk(trunk_to_onnx(full_model))
+            self._head = gradcam.NumpyHead(full_model)
+        elif self.backend == "tf":
+            self._cam = gradcam.make_cam_function(*gradcam.split_at_cam_layer(full_model), self.input_size)
+        else:
+            raise ValueError(f"backend must be one of {BACKENDS}, got '{self.backend}'.")
 
     @classmethod
-    def load(cls, source: str | os.PathLike | None = None, backbone_weights: str | None = None) -> "Predictor":
+    def load(cls, source: str | os.PathLike | None = None, backbone_weights: str | None = None,
+             backend: str | None = None) -> "Predictor":
         """Load a bundle (folder, hf://USER/REPO, or env PNEUMO_MODEL / weights/) and warm it up."""
         bundle = bundles.load_bundle(source)
         full, _ = bundles.load_models(bundle, backbone_weights)
-        predictor = cls(bundle, full)
+        predictor = cls(bundle, full, backend)
         predictor.predict_inputs(np.zeros((1, *full.input_shape[1:]), np.float32))  # trace + allocate now
         return predictor
 
     def analyze(self, image: DecodedImage, with_cam: bool = True) -> Prediction:
         """Probability of pneumonia and (optionally) the Grad-CAM heatmap of the predicted class."""
-        probs, pooled, activations, gradients = self._run(to_model_input(image, self.input_size)[None])
+        probs, pooled, activations, weights = self._run(to_model_input(image, self.input_size)[None])
         probability = float(probs[0])
         heat = None
         if with_cam:
-            heat = gradcam.heatmap(activations[0], gradients[0], positive=probability >= self.threshold)
+            heat = gradcam.heatmap_from_weights(activations[0], weights[0], positive=probability >= self.threshold)
         return Prediction(probability, self.threshold, heat, pooled[0])
 
     def predict_inputs(self, inputs: np.ndarray, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
@@ -80,6 +113,15 @@ class Predictor:
         return {"file": str(path), **prediction.to_json()}
 
     def _run(self, batch: np.ndarray):
-        logits, pooled, activations, gradients = self._cam(np.asarray(batch, np.float32))
-        probs = 1.0 / (1.0 + np.exp(-logits.numpy().astype(np.float64)))
-        return probs, pooled.numpy(), activations.numpy(), gradients.numpy()
+        """(probabilities, pooled features, activations, Grad-CAM channel weights) for a batch."""
+        batch = np.asarray(batch, np.float32)
+        if self.backend == "onnx":
+            activations = self._trunk(batch)
+            pooled = gradcam.pool_activations(activations)
+            logits, grad_pooled = self._head(pooled)
+            weights = grad_pooled / (activations.shape[1] * activations.shape[2])
+        else:
+            logits, pooled, activations, gradients = (t.numpy() for t in self._cam(batch))
+            weights = gradients.mean(axis=(1, 2))
+        probs = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+        return probs, pooled, activations, weights

@@ -42,7 +42,7 @@ class TrainConfig:
     mixup: float = 0.0  # Beta(a, a) feature mixup strength; 0 = off
     views: int = 0  # augmented feature views per training image, on top of the plain one
     augment_classes: tuple[str, ...] = CLASS_NAMES  # which classes get the augmented views
-    threshold_rule: str = "youden"
+    threshold_rule: str = "sensitivity95"  # see docs/experiments.md: robust to the shift to new patients
     input_size: int = IMG_SIZE  # smaller only in tests
     # Extra folders (NORMAL/, PNEUMONIA/) only measured and reported, never fitted on: {name: folder}
     report_dirs: dict[str, Path] = field(default_factory=dict)
@@ -106,7 +106,10 @@ class _Extractor:
 
     def __init__(self, config: TrainConfig):
         self.config = config
-        self.network = model.build_feature_extractor(config.backbone_weights, config.input_size)
+        from .predictor import default_backend
+
+        self.network = features.FeatureExtractor(
+            model.build_feature_extractor(config.backbone_weights, config.input_size), default_backend())
         self.fingerprint = model.backbone_fingerprint(config.backbone_weights)
 
     def __call__(self, samples: list[data.Sample], desc: str, view: int = 0) -> Labelled:

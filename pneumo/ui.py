@@ -15,7 +15,6 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
-from gradio.components.label import LabelConfidence, LabelData
 
 from . import gradcam
 from .constants import CLASS_NAMES
@@ -28,17 +27,18 @@ DISCLAIMER = ("**Research demo, not a medical device.** Trained on pediatric (1-
 ACCEPTED = "JPEG, PNG or DICOM (.dcm or no extension)"
 
 
-class DecisionLabel(gr.Label):
-    """gr.Label whose headline is the thresholded decision, not simply the larger probability."""
+def decision_html(prediction: Prediction) -> str:
+    """The thresholded decision as the headline, then both class probabilities as bars.
 
-    def postprocess(self, value):
-        return value if isinstance(value, LabelData) else super().postprocess(value)
-
-
-def decision_label(prediction: Prediction) -> LabelData:
-    confidences = sorted(prediction.class_probabilities.items(), key=lambda item: -item[1])
-    return LabelData(label=prediction.label,
-                     confidences=[LabelConfidence(label=k, confidence=v) for k, v in confidences])
+    (gr.Label would headline the larger probability, which is not the decision when the
+    threshold is not 0.5.)
+    """
+    rows = "".join(
+        f'<div style="margin:4px 0"><span style="display:inline-block;width:110px">{name}</span>'
+        f'<span style="display:inline-block;width:{max(1, round(200 * p))}px;height:10px;'
+        f'background:{"#d9534f" if name == CLASS_NAMES[1] else "#5b9bd5"}"></span> {p:.1%}</div>'
+        for name, p in prediction.class_probabilities.items())
+    return f'<div style="font-size:2em;font-weight:700;margin-bottom:6px">{prediction.label}</div>{rows}'
 
 
 @dataclass
@@ -122,7 +122,7 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
                     preview = gr.Image(label="What was read (DICOM shown with its window)", type="numpy",
                                        interactive=False, height=320)
                 with gr.Column():
-                    label = DecisionLabel(label="Decision and class probabilities", elem_id="result-label")
+                    label = gr.HTML(label="Decision", elem_id="result-label")
                     summary = gr.Markdown(elem_id="summary")
                     overlay = gr.Image(label="Grad-CAM overlay", type="numpy", interactive=False,
                                        elem_id="overlay", height=420)
@@ -141,7 +141,7 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
         def on_upload(path, opacity_value, show_value):
             analysis = service.analyze(path)
             p = analysis.prediction
-            return (analysis, analysis.image.gray, decision_label(p), service.describe(analysis),
+            return (analysis, analysis.image.gray, decision_html(p), service.describe(analysis),
                     service.render(analysis, opacity_value, show_value))
 
         upload.upload(on_upload, [upload, opacity, show], [state, preview, label, summary, overlay],

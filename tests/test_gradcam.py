@@ -85,3 +85,41 @@ def test_cam_function_is_traced_once(cam):
     for batch in (1, 2, 1, 3):
         cam(np.zeros((batch, SIZE, SIZE, 3), np.float32))
     assert cam.experimental_get_tracing_count() == 1
+
+
+def test_backends_agree_with_the_naive_two_pass_grad_cam(tiny_bundle):
+    """ONNX Runtime + closed-form head gradient, the TF tail-only tape, and keras-io's naive recipe
+    (model.predict, then a GradientTape over the whole model) give the same numbers."""
+    import synth
+    import tensorflow as tf
+
+    from pneumo.images import read_image
+    from pneumo.predictor import Predictor
+
+    onnx, tf_backend = Predictor.load(tiny_bundle, backend="onnx"), Predictor.load(tiny_bundle, backend="tf")
+    model = onnx.model
+    # keras-io's recipe differentiates the output probability: p(1-p) times the logit's gradient,
+    # a positive factor that the heatmap's normalisation removes.
+    grad_model = tf.keras.Model(model.inputs, [model.get_layer("block5_conv3").output, model.output])
+    for seed in range(3):
+        image = read_image(_png(synth.xray(seed, seed % 2 == 1)), "x.png")
+        a, b = onnx.analyze(image), tf_backend.analyze(image)
+        x = to_model_input(image, onnx.input_size)[None]
+        naive_prob = float(model.predict(x, verbose=0)[0, 0])
+        with tf.GradientTape() as tape:
+            conv, prob = grad_model(x)
+            target = prob[:, 0] if naive_prob >= onnx.threshold else -prob[:, 0]
+        grads = tape.gradient(target, conv).numpy()[0]
+        naive_heat = gradcam.heatmap(conv.numpy()[0], grads)
+        assert abs(a.probability - naive_prob) < 1e-3 and abs(b.probability - naive_prob) < 1e-3
+        assert np.abs(a.heatmap - naive_heat).max() < 1e-3 and np.abs(b.heatmap - naive_heat).max() < 1e-3
+
+
+def _png(pixels):
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
