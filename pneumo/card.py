@@ -84,9 +84,10 @@ test patients (normal children called pneumonia). Trust `test`/`shift_dev` rows 
 
 {_counts_table(config['data_counts'])}
 
-Recipe: `{_recipe_line(recipe)}`; preprocessing `{config['preprocessing_version']}` (grayscale, bicubic resize of the
+Reproduce: `{config.get('command', '')}` (DATA = the Kaggle folder). Recipe: `{_recipe_line(recipe)}`; preprocessing `{config['preprocessing_version']}` (grayscale, bicubic resize of the
 whole image to {config['input_size']}x{config['input_size']} without keeping aspect, VGG16 caffe normalisation);
-trained in {config['training_seconds']:.0f} s with package version {config['package_version']}.
+this run took {config['training_seconds']:.0f} s with {config.get('backbone_passes_this_run', '?')} images through the backbone
+(the other features came from the on-disk cache), package version {config['package_version']}.
 
 ## Limitations
 - One hospital, one age group: expect worse results on other hospitals, devices and ages; untested on adults.

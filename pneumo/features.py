@@ -92,6 +92,7 @@ class FeatureSet:
     paths: list[Path]
     hashes: list[str]
     failed: list[tuple[Path, str]] = field(default_factory=list)  # unreadable files, with the reason
+    computed: int = 0  # images that went through the backbone in this call (the rest came from the cache)
 
 
 def model_input_for_view(image, content_hash: str, view: int, config: AugmentConfig, size: int) -> np.ndarray:
@@ -111,7 +112,7 @@ def extract(paths: list[Path], extractor, cache: FeatureCache, view: int = 0,
     kept = [(p, h) for p, h in zip(paths, hashes) if str(p) not in bad]
     dim = extractor.dim
     feats = np.stack([cache.rows[h] for _, h in kept]) if kept else np.zeros((0, dim), np.float32)
-    return FeatureSet(feats.astype(np.float32), [p for p, _ in kept], [h for _, h in kept], failed)
+    return FeatureSet(feats.astype(np.float32), [p for p, _ in kept], [h for _, h in kept], failed, len(todo))
 
 
 def _compute_missing(todo, extractor, cache, view, config, batch_size, desc) -> list[tuple[Path, str]]:

@@ -76,6 +76,22 @@ class TrainConfig:
             raise ValueError("; ".join(errors) + ".")
         self.backbone_weights = model.backbone_weights_setting(self.backbone_weights)
 
+    def command(self) -> str:
+        """The train.py command line that reproduces this recipe (non-default options only)."""
+        default = TrainConfig(data_dir=self.data_dir)
+        flags = []
+        for key in ("val_fraction", "seed", "epochs", "patience", "batch_size", "learning_rate",
+                    "label_smoothing", "mixup", "views", "threshold_rule"):
+            if getattr(self, key) != getattr(default, key):
+                flags.append(f"--{key.replace('_', '-')} {getattr(self, key)}")
+        for key in ("units", "dropout", "weight_decay"):
+            if getattr(self.head, key) != getattr(default.head, key):
+                flags.append(f"--{key.replace('_', '-')} {getattr(self.head, key)}")
+        if self.augment_classes != default.augment_classes:
+            flags.append("--augment-classes " + " ".join(self.augment_classes))
+        flags += [f"--report {name}=DIR" for name in self.report_dirs]
+        return " ".join(["python train.py --data-dir DATA", *flags])
+
     def recipe(self) -> dict:
         """What is needed to reproduce the head (paths excluded)."""
         keep = ("val_fraction", "seed", "epochs", "patience", "batch_size", "learning_rate",
@@ -94,6 +110,7 @@ class Labelled:
     y: np.ndarray
     paths: list[Path]
     failed: list[tuple[Path, str]]
+    computed: int = 0
 
     def subset(self, samples: list[data.Sample]) -> tuple[np.ndarray, np.ndarray]:
         wanted = {s.path for s in samples}
@@ -111,6 +128,7 @@ class _Extractor:
         self.network = features.FeatureExtractor(
             model.build_feature_extractor(config.backbone_weights, config.input_size), default_backend())
         self.fingerprint = model.backbone_fingerprint(config.backbone_weights)
+        self.computed = 0  # backbone passes in this run
 
     def __call__(self, samples: list[data.Sample], desc: str, view: int = 0) -> Labelled:
         cache = features.FeatureCache(self.config.cache_dir, self.fingerprint, view, self.config.augment,
@@ -118,6 +136,7 @@ class _Extractor:
         fs = features.extract([s.path for s in samples], self.network, cache, view=view,
                               augment_config=self.config.augment, desc=desc)
         label_of = {s.path: s.label for s in samples}
+        self.computed += fs.computed
         return Labelled(fs.features, np.array([label_of[p] for p in fs.paths], np.float32), fs.paths, fs.failed)
 
 
@@ -150,6 +169,7 @@ def run(config: TrainConfig, log=print) -> Path:
     metrics = {name: evaluation.binary_metrics(y, p, threshold) for name, (y, p) in predictions.items()}
     counts = _counts(splits, fit_samples, val_samples)
     cfg = bundle_config(config, threshold, metrics, counts, time.time() - started)
+    cfg["backbone_passes_this_run"] = extract.computed
     cfg["skipped_files"] = [{"file": str(p), "error": e} for p, e in failed]
     out = bundle.write_bundle(config.output, cfg, head, predictions)
     report(metrics, threshold, config.threshold_rule, failed, log)
@@ -224,6 +244,7 @@ def bundle_config(config: TrainConfig, threshold: float, metrics: dict, counts: 
         "threshold": threshold,
         "threshold_rule": config.threshold_rule,
         "recipe": config.recipe(),
+        "command": config.command(),
         "data_counts": counts,
         "metrics": metrics,
         "training_seconds": round(seconds, 1),
