@@ -135,7 +135,7 @@ def bench_throughput(predictor, paths: list[Path], table: Table) -> float:
     from .images import read_image, to_model_input
 
     start = time.perf_counter()
-    n = sum(1 for *_, error in predict_paths(predictor, paths, desc="throughput") if error is None)
+    n = sum(1 for _, _, error in predict_paths(predictor, paths, desc="throughput") if error is None)
     ours = n / (time.perf_counter() - start)
     subset = paths[: max(8, len(paths) // 4)]
     start = time.perf_counter()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .constants import MODEL_ENV, PREPROCESSING_VERSION
+from .ood import OOD_FILE, FeatureGaussian
 
 FORMAT = "pneumo-bundle-1"
 CONFIG, HEAD_WEIGHTS = "config.json", "head.weights.h5"
@@ -31,9 +32,14 @@ class Bundle:
     def threshold(self) -> float:
         return float(self.config["threshold"])
 
+    def feature_gaussian(self) -> FeatureGaussian | None:
+        """Statistics for the "looks like a chest X-ray?" check (None for bundles made before it)."""
+        path = self.path / OOD_FILE
+        return FeatureGaussian.load(path) if path.is_file() else None
 
-def write_bundle(output: Path, config: dict, head, predictions: dict) -> Path:
-    """Write config, head weights, ROC/confusion plots and model card; swap in atomically."""
+
+def write_bundle(output: Path, config: dict, head, predictions: dict, gaussian=None) -> Path:
+    """Write config, head weights, plots, model card (and the X-ray check's statistics); swap in atomically."""
     from . import card, plots
 
     output = Path(output)
@@ -42,6 +48,8 @@ def write_bundle(output: Path, config: dict, head, predictions: dict) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     try:
         head.save_weights(tmp / HEAD_WEIGHTS)
+        if gaussian is not None:
+            gaussian.save(tmp / OOD_FILE)
         plots.save_roc(predictions, config["metrics"], tmp / "roc.png")
         plots.save_confusion(config["metrics"], tmp / "confusion.png")
         (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")

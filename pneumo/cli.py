@@ -45,15 +45,16 @@ def main(argv=None) -> int:
 
 
 def decode_batches(paths: list[Path], desc: str, size: int):
-    """Yield (batch of (path, model input | error message)) in order, BATCH at a time."""
+    """Yield lists of (path, decoded image, model input) or (path, None, error message), BATCH at a time."""
     from .images import read_image, to_model_input
 
     batch = []
     for path in tqdm(paths, desc=desc, unit="img", disable=len(paths) < 2 * BATCH):
         try:
-            batch.append((path, to_model_input(read_image(path), size)))
+            image = read_image(path)
+            batch.append((path, image, to_model_input(image, size)))
         except ValueError as err:
-            batch.append((path, str(err)))
+            batch.append((path, None, str(err)))
         if len(batch) == BATCH:
             yield batch
             batch = []
@@ -62,28 +63,23 @@ def decode_batches(paths: list[Path], desc: str, size: int):
 
 
 def predict_paths(predictor, paths: list[Path], desc: str = "predict"):
-    """Yield (path, probability or None, pooled or None, error or None) in input order."""
+    """Yield (path, Prediction or None, error or None) in input order, batching the model calls."""
+    from .predictor import Prediction
+
     for batch in decode_batches(paths, desc, predictor.input_size):
-        good = [item for item in batch if not isinstance(item[1], str)]
-        probs, pooled = predictor.predict_inputs(np.stack([x for _, x in good])) if good else ([], [])
-        results = {id(item): (p, f) for item, p, f in zip(good, probs, pooled)}
+        good = [item for item in batch if item[1] is not None]
+        probs, pooled = predictor.predict_inputs(np.stack([x for *_, x in good])) if good else ([], [])
+        results = {id(item): Prediction(float(p), predictor.threshold, None, f, predictor.warnings(item[1], f[None]))
+                   for item, p, f in zip(good, probs, pooled)}
         for item in batch:
-            if isinstance(item[1], str):
-                yield item[0], None, None, item[1]
-            else:
-                yield item[0], *results[id(item)], None
+            yield (item[0], None, item[2]) if item[1] is None else (item[0], results[id(item)], None)
 
 
 def run_predict(predictor, files: list[Path]) -> int:
     failures = 0
-    for path, prob, _, error in predict_paths(predictor, files):
-        if error is not None:
-            failures += 1
-            record = {"file": str(path), "error": error}
-        else:
-            label = "PNEUMONIA" if prob >= predictor.threshold else "NORMAL"
-            record = {"file": str(path), "label": label, "probability": round(float(prob), 6),
-                      "threshold": round(predictor.threshold, 6)}
+    for path, prediction, error in predict_paths(predictor, files):
+        failures += error is not None
+        record = {"file": str(path), "error": error} if error else {"file": str(path), **prediction.to_json()}
         print(json.dumps(record), flush=True)
     return 1 if failures else 0
 
@@ -95,13 +91,13 @@ def run_evaluate(predictor, folder: Path) -> int:
     samples = scan_class_folder(resolve_eval_folder(folder))
     label_of = {s.path: s.label for s in samples}
     labels, probs, skipped = [], [], []
-    for path, prob, _, error in predict_paths(predictor, [s.path for s in samples], desc="evaluate"):
+    for path, prediction, error in predict_paths(predictor, [s.path for s in samples], desc="evaluate"):
         if error is not None:
             skipped.append({"file": str(path), "error": error})
             print(f"skipped {path}: {error}", file=sys.stderr)
         else:
             labels.append(label_of[path])
-            probs.append(prob)
+            probs.append(prediction.probability)
     if not labels:
         raise ValueError(f"no readable images in '{folder}'.")
     metrics = binary_metrics(labels, probs, predictor.threshold)

@@ -6,13 +6,13 @@ Used by `python -m pneumo predict/evaluate` and by the app.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import bundle as bundles
-from . import gradcam
+from . import gradcam, ood
 from .constants import CLASS_NAMES
 from .images import DecodedImage, read_image, to_model_input
 
@@ -23,6 +23,11 @@ class Prediction:
     threshold: float
     heatmap: np.ndarray | None  # (h, w) in [0, 1] for the predicted class, or None
     pooled: np.ndarray  # backbone features (for the "is this a chest X-ray?" check)
+    warnings: list[str] = field(default_factory=list)  # why it may not be a chest X-ray
+
+    @property
+    def looks_like_chest_xray(self) -> bool:
+        return not self.warnings
 
     @property
     def label(self) -> str:
@@ -33,7 +38,8 @@ class Prediction:
         return {CLASS_NAMES[0]: 1.0 - self.probability, CLASS_NAMES[1]: self.probability}
 
     def to_json(self) -> dict:
-        return {"label": self.label, "probability": round(self.probability, 6), "threshold": round(self.threshold, 6)}
+        return {"label": self.label, "probability": round(self.probability, 6), "threshold": round(self.threshold, 6),
+                "looks_like_chest_xray": self.looks_like_chest_xray, "warnings": self.warnings}
 
 
 BACKENDS = ("onnx", "tf")
@@ -68,6 +74,7 @@ class Predictor:
         self.model = full_model
         self.threshold = bundle.threshold
         self.input_size = int(bundle.config["input_size"])
+        self.gaussian = bundle.feature_gaussian()
         self.backend = backend or default_backend()
         if self.backend == "onnx":
             from .onnx_trunk import OnnxTrunk, trunk_to_onnx
@@ -96,7 +103,11 @@ class Predictor:
         heat = None
         if with_cam:
             heat = gradcam.heatmap_from_weights(activations[0], weights[0], positive=probability >= self.threshold)
-        return Prediction(probability, self.threshold, heat, pooled[0])
+        return Prediction(probability, self.threshold, heat, pooled[0], self.warnings(image, pooled[0]))
+
+    def warnings(self, image: DecodedImage, pooled: np.ndarray) -> list[str]:
+        """Reasons `image` may not be a frontal chest X-ray (empty: looks like one)."""
+        return ood.check(image, pooled, self.gaussian)
 
     def predict_inputs(self, inputs: np.ndarray, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, pooled features) for preprocessed inputs (n, size, size, 3)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, bundle, data, evaluation, features, model
+from . import __version__, bundle, data, evaluation, features, model, ood
 from .augment import AugmentConfig
 from .constants import BACKBONE, CLASS_NAMES, FEATURE_LAYER, IMG_SIZE, PREPROCESSING_VERSION
 
@@ -162,6 +162,7 @@ def run(config: TrainConfig, log=print) -> Path:
     log(f"fit: {len(fit_y)} feature rows from {len(fit_samples)} images; validation: {len(val_y)} images "
         f"of {len({s.patient for s in val_samples})} patients, none of them in fit")
     head = fit_head(fit_x, fit_y, val_x, val_y, config)
+    gaussian = ood.FeatureGaussian.fit(train.subset(fit_samples)[0], val_x)  # plain views only
     predictions = {"validation": (val_y, predict_head(head, val_x))}
     threshold = evaluation.choose_threshold(*predictions["validation"], config.threshold_rule)
     for name, split in others.items():  # official val/ is 16 full-resolution images
@@ -171,7 +172,8 @@ def run(config: TrainConfig, log=print) -> Path:
     cfg = bundle_config(config, threshold, metrics, counts, time.time() - started)
     cfg["backbone_passes_this_run"] = extract.computed
     cfg["skipped_files"] = [{"file": str(p), "error": e} for p, e in failed]
-    out = bundle.write_bundle(config.output, cfg, head, predictions)
+    cfg["ood"] = {"cutoff": gaussian.cutoff, "percentile": gaussian.percentile, "file": ood.OOD_FILE}
+    out = bundle.write_bundle(config.output, cfg, head, predictions, gaussian)
     report(metrics, threshold, config.threshold_rule, failed, log)
     return out
 

@@ -38,7 +38,8 @@ def decision_html(prediction: Prediction) -> str:
         f'<span style="display:inline-block;width:{max(1, round(200 * p))}px;height:10px;'
         f'background:{"#d9534f" if name == CLASS_NAMES[1] else "#5b9bd5"}"></span> {p:.1%}</div>'
         for name, p in prediction.class_probabilities.items())
-    return f'<div style="font-size:2em;font-weight:700;margin-bottom:6px">{prediction.label}</div>{rows}'
+    caution = "" if prediction.looks_like_chest_xray else '<div style="color:#b94a00">⚠️ not a chest X-ray?</div>'
+    return f'<div style="font-size:2em;font-weight:700;margin-bottom:6px">{prediction.label}</div>{caution}{rows}'
 
 
 @dataclass
@@ -77,7 +78,11 @@ class Service:
     def describe(analysis: Analysis) -> str:
         p = analysis.prediction
         width, height = analysis.image.size
-        return (f"Probability of pneumonia **{p.probability:.3f}**; operating threshold **{p.threshold:.3f}**: "
+        warning = ""
+        if not p.looks_like_chest_xray:
+            warning = ("⚠️ **This does not look like a frontal pediatric chest X-ray** (" + "; ".join(p.warnings) +
+                       "). The number below is meaningless for such images.\n\n")
+        return (f"{warning}Probability of pneumonia **{p.probability:.3f}**; operating threshold **{p.threshold:.3f}**: "
                 f"above this, the model calls pneumonia.\n\n"
                 f"The heatmap marks the regions that pushed the model towards **{p.label}** "
                 f"(Grad-CAM, `block5_conv3`); it is not a segmentation of disease.\n\n"

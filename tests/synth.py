@@ -44,7 +44,7 @@ def kaggle_tree(root: Path, patients: dict[str, int], images_per_patient: int = 
 
 def dicom_bytes(pixels: np.ndarray, photometric: str = "MONOCHROME2", bits: int = 12, slope: float = 1.0,
                 intercept: float = 0.0, window: tuple[float, float] | None = None, frames: int = 1,
-                with_pixels: bool = True, jpeg: bool = False, patient: str = "DOE^JANE") -> bytes:
+                with_pixels: bool = True, jpeg: bool = False, patient: str = "DOE^JANE", modality: str = "CR") -> bytes:
     """A DICOM Part 10 file (CR, single or multi-frame, optionally JPEG baseline compressed)."""
     import io
 
@@ -58,7 +58,7 @@ def dicom_bytes(pixels: np.ndarray, photometric: str = "MONOCHROME2", bits: int 
     meta.TransferSyntaxUID = JPEGBaseline8Bit if jpeg else ExplicitVRLittleEndian
     ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.PatientName, ds.PatientID, ds.Modality = patient, "SECRET-123", "CR"
+    ds.PatientName, ds.PatientID, ds.Modality = patient, "SECRET-123", modality
     ds.Rows, ds.Columns = pixels.shape[:2]
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
     ds.BitsAllocated = 8 if jpeg else 16

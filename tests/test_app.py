@@ -108,6 +108,15 @@ def test_bad_files_get_a_message_and_the_app_keeps_serving(server, files, kind, 
 
 
 @pytest.mark.server
+def test_colour_photo_is_answered_with_a_warning(server, tmp_path):
+    photo = tmp_path / "holiday.jpg"
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(photo)
+    result, _ = call(server[0], photo)
+    assert result["looks_like_chest_xray"] is False and "colour image" in result["warnings"][0]
+
+
+@pytest.mark.server
 def test_uploads_and_overlays_are_deleted_after_the_request(server, files):
     def ours():  # uploads and rendered overlays (examples and model-card plots stay cached on purpose)
         return [p for p in server[1].rglob("*") if p.is_file()
