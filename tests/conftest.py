@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -59,3 +63,46 @@ def tiny_predictor(tiny_bundle):
     from pneumo.predictor import Predictor
 
     return Predictor.load(tiny_bundle)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(bundle: Path, temp_dir: Path, extra_env: dict | None = None):
+    port = free_port()
+    env = {**os.environ, "PNEUMO_MODEL": str(bundle), "GRADIO_SERVER_PORT": str(port),
+           "GRADIO_TEMP_DIR": str(temp_dir), "TF_CPP_MIN_LOG_LEVEL": "3", **(extra_env or {})}
+    log = open(temp_dir.parent / f"app-{port}.log", "w")
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process.log_path = Path(log.name)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"app.py exited with {process.returncode}: {Path(log.name).read_text()[-2000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return process, url
+        except OSError:
+            time.sleep(0.5)
+    process.kill()
+    raise RuntimeError("app.py did not start within 120 s")
+
+
+@pytest.fixture(scope="session")
+def server(tiny_bundle, tmp_path_factory):
+    """A real `python app.py` serving the tiny bundle: (url, Gradio temp dir, log file, pid)."""
+    temp_dir = tmp_path_factory.mktemp("app") / "gradio-tmp"
+    temp_dir.mkdir()
+    process, url = start_app(tiny_bundle, temp_dir, {"PNEUMO_DELETE_AFTER_S": "3"})
+    yield url, temp_dir, process.log_path, process.pid
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def server_url(server) -> str:
+    return server[0]

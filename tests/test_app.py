@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import base64
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,45 +12,7 @@ import pytest
 import synth
 from PIL import Image
 
-from conftest import ROOT
-
 CHROMIUM = Path("/usr/bin/chromium")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_app(bundle: Path, temp_dir: Path, extra_env: dict | None = None):
-    port = free_port()
-    env = {**os.environ, "PNEUMO_MODEL": str(bundle), "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_TEMP_DIR": str(temp_dir), "TF_CPP_MIN_LOG_LEVEL": "3", **(extra_env or {})}
-    log = open(temp_dir.parent / f"app-{port}.log", "w")
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"app.py exited with {process.returncode}: {Path(log.name).read_text()[-2000:]}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return process, url
-        except OSError:
-            time.sleep(0.5)
-    process.kill()
-    raise RuntimeError("app.py did not start within 120 s")
-
-
-@pytest.fixture(scope="module")
-def server(tiny_bundle, tmp_path_factory):
-    temp_dir = tmp_path_factory.mktemp("app") / "gradio-tmp"
-    temp_dir.mkdir()
-    process, url = start_app(tiny_bundle, temp_dir, {"PNEUMO_DELETE_AFTER_S": "3"})
-    yield url, temp_dir
-    process.terminate()
-    process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +43,14 @@ def test_predict_endpoint(server, files, kind, size):
     assert result["label"] in ("NORMAL", "PNEUMONIA") and 0.0 <= result["probability"] <= 1.0
     assert result["label"] == ("PNEUMONIA" if result["probability"] >= result["threshold"] else "NORMAL")
     assert Image.open(overlay).size == size, "the overlay is drawn on the original, at its own size"
-    assert "DOE" not in str(result)
+    assert "DOE" not in str(result) and "SECRET" not in str(result)
+
+
+@pytest.mark.server
+def test_dicom_patient_fields_are_never_logged(server, files):
+    call(server[0], files["dicom"])
+    log = server[2].read_text()
+    assert "DOE" not in log and "SECRET-123" not in log
 
 
 @pytest.mark.server

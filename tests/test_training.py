@@ -130,3 +130,28 @@ def test_loaded_bundle_reproduces_training_predictions(tiny_bundle, tiny_predict
     stored = json.loads((tiny_bundle / "config.json").read_text())["metrics"]["test"]
     assert binary_metrics([s.label for s in samples], probs, tiny_predictor.threshold)["auc"] == pytest.approx(stored["auc"])
     assert bundles.load_bundle(tiny_bundle).threshold == tiny_predictor.threshold
+
+
+def test_ctrl_c_during_extraction_keeps_the_cache_usable(tiny_config_factory, tiny_data, tmp_path, monkeypatch):
+    """Interrupt after the first chunk: the chunk stays readable and the rerun computes only the rest."""
+    cfg = tiny_config_factory(tmp_path / "out", cache_dir=tmp_path / "cache")
+    monkeypatch.setattr(features, "CHUNK_ROWS", 8)
+    real_save = features.FeatureCache.save_chunk
+    saves = []
+
+    def save_then_interrupt(self, keys, feats):
+        real_save(self, keys, feats)
+        saves.append(len(keys))
+        if len(saves) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(features.FeatureCache, "save_chunk", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, log=lambda *_: None)
+    assert not (tmp_path / "out").exists(), "no bundle from an interrupted run"
+    computed = []
+    original = features._compute_missing
+    monkeypatch.setattr(features.FeatureCache, "save_chunk", real_save)
+    monkeypatch.setattr(features, "_compute_missing", lambda todo, *a, **k: computed.append(len(todo)) or original(todo, *a, **k))
+    run(cfg, log=lambda *_: None)
+    assert computed[0] == 24 - saves[0], "the chunk saved before Ctrl-C was reused"
