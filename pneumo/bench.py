@@ -102,7 +102,7 @@ def bench_image(predictor, path: Path, repeats: int, table: Table) -> dict:
     from .images import read_image, to_model_input
 
     model = predictor.model
-    grad_model = tf.keras.Model(model.inputs, [model.get_layer("block5_conv3").output, model.output])
+    grad_model = tf.keras.Model(model.input, [model.get_layer("block5_conv3").output, model.output])
 
     def ours(with_cam: bool):
         image = read_image(path)
@@ -243,6 +243,47 @@ def bench_naive_fit(predictor, table: Table) -> None:
     table.add("naive: model.fit through VGG16, per image per epoch", None, seconds / 64 * 1000, "ms")
 
 
+def bench_rejected(predictor, paths: list[Path], table: Table) -> None:
+    """Speed-ups we tried and did not keep, each with how much it changes the probability."""
+    from PIL import Image
+
+    from . import gradcam
+    from .images import read_image, to_model_input
+
+    paths = paths[:48]
+    exact = predictor.predict_inputs(np.stack([to_model_input(read_image(p)) for p in paths]))[0]
+
+    def drafted(path):
+        image = Image.open(path)
+        image.draft("L", (448, 448))  # JPEG DCT-domain downscale to >= 2x the model input
+        return to_model_input(np.asarray(image.convert("L")))
+
+    full = [t * 1000 for t in timed(lambda: np.asarray(Image.open(paths[0]).convert("L")), 10)]
+    draft = [t * 1000 for t in timed(lambda: drafted(paths[0]), 10)]
+    shift = np.abs(predictor.predict_inputs(np.stack([drafted(p) for p in paths]))[0] - exact).max()
+    table.add(f"tried: Pillow draft decode vs full (max |dp| {shift:.3f})", draft, full, "ms")
+    try:
+        import openvino as ov
+    except ImportError:
+        print("(OpenVINO bf16 row skipped: pip install openvino to measure it)")
+        return
+    from .onnx_trunk import trunk_to_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "trunk.onnx").write_bytes(trunk_to_onnx(predictor.model))
+        core = ov.Core()
+        compiled = core.compile_model(core.read_model(str(Path(tmp) / "trunk.onnx")), "CPU",
+                                      {"INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY"})
+    x = np.stack([to_model_input(read_image(p)) for p in paths])
+    activations = np.concatenate([compiled(x[i:i + 1])[0] for i in range(len(x))])
+    logits, _ = gradcam.NumpyHead(predictor.model)(gradcam.pool_activations(activations))
+    shift = np.abs(1 / (1 + np.exp(-logits)) - exact).max()
+    one = x[:1]
+    table.add(f"tried: OpenVINO bf16/AMX vs ours (max |dp| {shift:.3f})",
+              [t * 1000 for t in timed(lambda: compiled(one), 10)],
+              [t * 1000 for t in timed(lambda: predictor.predict_inputs(one), 10)], "ms")
+
+
 def pick_inputs() -> tuple[Path, list[Path]]:
     """A >= 1500 px JPEG and a folder of X-rays: from ../shared when present, else examples/."""
     examples = sorted((ROOT / "examples").glob("*.jpeg"))
@@ -272,6 +313,7 @@ def run_bench(args) -> int:
     headline = bench_image(predictor, image, args.repeats, table)
     headline["predict_images_per_s"] = round(bench_throughput(predictor, folder, table), 1)
     bench_features(predictor, table)
+    bench_rejected(predictor, folder, table)
     bench_naive_fit(predictor, table)
     app_s, rss = bench_app(args.model, image, 20, table)
     data_dir = SHARED / "chest_xray"

@@ -100,7 +100,7 @@ def test_backends_agree_with_the_naive_two_pass_grad_cam(tiny_bundle):
     model = onnx.model
     # keras-io's recipe differentiates the output probability: p(1-p) times the logit's gradient,
     # a positive factor that the heatmap's normalisation removes.
-    grad_model = tf.keras.Model(model.inputs, [model.get_layer("block5_conv3").output, model.output])
+    grad_model = tf.keras.Model(model.input, [model.get_layer("block5_conv3").output, model.output])
     for seed in range(3):
         image = read_image(_png(synth.xray(seed, seed % 2 == 1)), "x.png")
         a, b = onnx.analyze(image), tf_backend.analyze(image)
