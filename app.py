@@ -11,8 +11,8 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # runs with no network at all
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pneumo.predictor import Predictor  # noqa: E402
-from pneumo.ui import build_demo  # noqa: E402
+from pneumo.predictor import Predictor
+from pneumo.ui import build_demo
 
 predictor = Predictor.load()  # once, at start-up
 demo = build_demo(predictor)

@@ -5,7 +5,11 @@ CLASS_NAMES = ("NORMAL", "PNEUMONIA")  # index 1 is the positive class.
 
 # Bump when to_model_input() changes: it is part of the feature-cache key and of
 # every bundle's config, so stale features or mismatched bundles are detected.
-PREPROCESSING_VERSION = "gray-bicubic224-caffe-v1"
+PREPROCESSING_VERSION = "gray-bicubic224-crop10-caffe-v2"
+
+# The outer 10% of every side is cut off after the 224x224 resize: side markers ("R"), text, tubes and
+# film edges live there, and the frozen features latch onto them (docs/experiments.md).
+CROP_MARGIN = 0.10
 
 # Keras' VGG16 was trained with "caffe" preprocessing: BGR order, ImageNet mean
 # subtracted, no scaling. Kept here so importing images.py does not import Keras.

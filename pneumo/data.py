@@ -12,7 +12,7 @@ from .constants import CLASS_NAMES
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".dcm", ".dicom", ".bmp", ".tif", ".tiff", ".webp"}
 # person1234_bacteria_5678 -> person1234; IM-0115-0001 -> IM-0115; NORMAL2-IM-1427-0001 -> NORMAL2-IM-1427
-_PATIENT_PATTERNS = (re.compile(r"^(person\d+)_", re.I), re.compile(r"^((?:NORMAL\d+-)?IM-\d+)", re.I))
+_PATIENT_PATTERNS = (re.compile(r"^(person\d+)_", re.IGNORECASE), re.compile(r"^((?:NORMAL\d+-)?IM-\d+)", re.IGNORECASE))
 
 
 @dataclass(frozen=True)

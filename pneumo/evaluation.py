@@ -41,9 +41,9 @@ def binary_metrics(y_true, probs, threshold: float) -> dict:
     fp, fn = int((pred & ~y).sum()), int((~pred & y).sum())
     sens, spec = _ratio(tp, tp + fn), _ratio(tn, tn + fp)
     prec = _ratio(tp, tp + fp)
-    f1 = _ratio(2 * prec * sens, prec + sens) if prec == prec and sens == sens else float("nan")
+    f1 = float("nan") if np.isnan(prec) or np.isnan(sens) else _ratio(2 * prec * sens, prec + sens)
     return {
-        "n": int(len(y)),
+        "n": len(y),
         "accuracy": _ratio(tp + tn, len(y)),
         "sensitivity": sens,
         "specificity": spec,

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .augment import AugmentConfig, augment, view_rng
 from .constants import IMG_SIZE, PREPROCESSING_VERSION
-from .images import read_image, resize_for_model, to_model_input
+from .images import model_view, normalize, read_image, to_model_input
 
 CHUNK_ROWS = 256
 
@@ -99,7 +99,7 @@ def model_input_for_view(image, content_hash: str, view: int, config: AugmentCon
     """View 0 is the plain preprocessing contract; views >= 1 are seeded augmentations of it."""
     if view == 0:
         return to_model_input(image, size)
-    return to_model_input(augment(resize_for_model(image.gray, size), view_rng(content_hash, view), config), size)
+    return normalize(augment(model_view(image.gray, size), view_rng(content_hash, view), config))
 
 
 def extract(paths: list[Path], extractor, cache: FeatureCache, view: int = 0,

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from .constants import CAM_LAYER, IMG_SIZE
+from .images import crop_box
 
 EPS = 1e-7
 
@@ -73,19 +74,31 @@ def heatmap_from_weights(activations: np.ndarray, weights: np.ndarray, positive:
     return (cam / (cam.max() + EPS)).astype(np.float32)
 
 
+MARGIN = crop_box(IMG_SIZE)[0] / IMG_SIZE  # the fraction of each side the model does not see
+
+
+def heat_in_image_frame(heat: np.ndarray, height: int, width: int, margin: float = MARGIN) -> np.ndarray:
+    """The heatmap (of the model's view: the image minus `margin` on every side) at the image's size."""
+    full = np.zeros((height, width), np.float32)
+    top, left = int(round(height * margin)), int(round(width * margin))
+    inner = (max(1, width - 2 * left), max(1, height - 2 * top))
+    full[top:top + inner[1], left:left + inner[0]] = cv2.resize(heat.astype(np.float32), inner,
+                                                                interpolation=cv2.INTER_CUBIC)
+    return np.clip(full, 0.0, 1.0)
+
+
 def overlay(gray: np.ndarray, heat: np.ndarray, opacity: float = 0.5,
-            colormap: int = cv2.COLORMAP_INFERNO) -> np.ndarray:
+            colormap: int = cv2.COLORMAP_INFERNO, margin: float = MARGIN) -> np.ndarray:
     """RGB uint8 at the image's own size and aspect: the heatmap blended over the X-ray.
 
-    Blending is weighted by the heat itself, so cold regions show the X-ray
-    unchanged and only the regions that drove the score are coloured.
+    Blending is weighted by the heat itself, so cold regions (and the margin the
+    model never sees) show the X-ray unchanged; only what drove the score is coloured.
     """
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must be between 0 and 1, got {opacity}")
     height, width = gray.shape[:2]
     base = cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB) if gray.ndim == 2 else gray
-    heat_full = cv2.resize(heat.astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
-    heat_full = np.clip(heat_full, 0.0, 1.0)
+    heat_full = heat_in_image_frame(heat, height, width, margin)
     colours = cv2.cvtColor(cv2.applyColorMap(np.uint8(heat_full * 255), colormap), cv2.COLOR_BGR2RGB)
     alpha = (opacity * heat_full)[..., None]
     return np.uint8(base * (1.0 - alpha) + colours * alpha + 0.5)

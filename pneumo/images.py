@@ -5,7 +5,8 @@
 `to_model_input` turns a decoded image into the network input. Training,
 evaluation, prediction and the app all go through these two functions, so a
 full-resolution upload reaches the model exactly as the 224x224 training
-images were made: the whole image resized bicubically, aspect not kept.
+images were made (the whole image resized bicubically, aspect not kept),
+then loses the same outer margin.
 
 Every failure is a `ValueError` whose message says what the file is and what
 was expected, in words a clinician can act on.
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .constants import IMG_SIZE, VGG_MEAN_BGR
+from .constants import CROP_MARGIN, IMG_SIZE, VGG_MEAN_BGR
 
 EXPECTED = "Expected a chest X-ray as JPEG, PNG or DICOM."
 MAX_PIXELS = 40_000_000  # ~6300x6300; real radiographs are at most ~4300x3500
@@ -64,26 +65,39 @@ def read_image(source: str | Path | bytes, name: str | None = None) -> DecodedIm
 def to_model_input(image: DecodedImage | np.ndarray, size: int = IMG_SIZE) -> np.ndarray:
     """The preprocessing contract: any decoded image -> float32 (size, size, 3).
 
-    Grayscale, bicubic resize of the whole image to IMG_SIZE x IMG_SIZE (aspect
-    not kept, exactly how the shared training images were made), replicated to
-    three channels, then VGG16's caffe preprocessing.
+    `model_view` (grayscale; bicubic resize of the whole image to size x size, aspect not kept, exactly
+    how the shared training images were made; outer margin cut; resized back), then `normalize`.
     """
     gray = image.gray if isinstance(image, DecodedImage) else np.asarray(image)
     if gray.ndim == 3 and gray.shape[2] in (3, 4):
         gray = np.asarray(Image.fromarray(gray[..., :3].astype(np.uint8)).convert("L"))
-    small = resize_for_model(gray, size)
-    x = np.empty((size, size, 3), np.float32)
+    return normalize(model_view(gray, size))
+
+
+def model_view(gray: np.ndarray, size: int = IMG_SIZE) -> np.ndarray:
+    """(H, W) uint8 -> (size, size) uint8: what the network sees (also what augmentation starts from)."""
+    if gray.ndim != 2 or gray.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W) uint8 image, got shape {gray.shape} and dtype {gray.dtype}")
+    whole = gray if gray.shape == (size, size) else _bicubic(gray, size)
+    low, high = crop_box(size)
+    return _bicubic(np.ascontiguousarray(whole[low:high, low:high]), size)
+
+
+def crop_box(size: int = IMG_SIZE) -> tuple[int, int]:
+    """First and last+1 pixel kept along each axis of the size x size resize."""
+    margin = int(round(size * CROP_MARGIN))
+    return margin, size - margin
+
+
+def normalize(view: np.ndarray) -> np.ndarray:
+    """(size, size) uint8 -> float32 (size, size, 3): gray in all channels, VGG16's caffe normalisation."""
+    x = np.empty((*view.shape, 3), np.float32)
     for channel, mean in enumerate(VGG_MEAN_BGR):  # gray, so BGR == RGB
-        x[..., channel] = small - np.float32(mean)
+        x[..., channel] = view - np.float32(mean)
     return x
 
 
-def resize_for_model(gray: np.ndarray, size: int = IMG_SIZE) -> np.ndarray:
-    """(H, W) uint8 -> (size, size) uint8, bicubic, aspect not kept (as the training set)."""
-    if gray.ndim != 2 or gray.dtype != np.uint8:
-        raise ValueError(f"expected an (H, W) uint8 image, got shape {gray.shape} and dtype {gray.dtype}")
-    if gray.shape == (size, size):
-        return gray
+def _bicubic(gray: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(gray).resize((size, size), Image.BICUBIC))
 
 

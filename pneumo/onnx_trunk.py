@@ -15,7 +15,6 @@ from .constants import CAM_LAYER
 
 def trunk_to_onnx(full_model, last_layer: str = CAM_LAYER) -> bytes:
     """Serialized ONNX model: NHWC float32 caffe-preprocessed images -> NHWC activations of `last_layer`."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     nodes = [helper.make_node("Transpose", ["image"], ["x0"], perm=[0, 3, 1, 2])]

@@ -31,7 +31,7 @@ class FeatureGaussian:
 
     @classmethod
     def fit(cls, train_features: np.ndarray, val_features: np.ndarray, percentile: float = 99.5,
-            shrinkage: float = 0.1) -> "FeatureGaussian":
+            shrinkage: float = 0.1) -> FeatureGaussian:
         """Gaussian on `train_features`; cut-off at `percentile` of the validation distances."""
         x = np.log1p(np.maximum(train_features, 0).astype(np.float64))  # pooled ReLU features are skewed
         mean = x.mean(axis=0)
@@ -51,7 +51,7 @@ class FeatureGaussian:
                  cutoff=self.cutoff, percentile=self.percentile)
 
     @classmethod
-    def load(cls, path: Path) -> "FeatureGaussian":
+    def load(cls, path: Path) -> FeatureGaussian:
         with np.load(path) as f:
             return cls(f["mean"].astype(np.float64), f["precision"].astype(np.float64), float(f["cutoff"]),
                        float(f["percentile"]))

@@ -88,7 +88,7 @@ class Predictor:
 
     @classmethod
     def load(cls, source: str | os.PathLike | None = None, backbone_weights: str | None = None,
-             backend: str | None = None) -> "Predictor":
+             backend: str | None = None) -> Predictor:
         """Load a bundle (folder, hf://USER/REPO, or env PNEUMO_MODEL / weights/) and warm it up."""
         bundle = bundles.load_bundle(source)
         full, _ = bundles.load_models(bundle, backbone_weights)

@@ -21,7 +21,6 @@ from . import __version__, bundle, data, evaluation, features, model, ood
 from .augment import AugmentConfig
 from .constants import BACKBONE, CLASS_NAMES, FEATURE_LAYER, IMG_SIZE, PREPROCESSING_VERSION
 
-
 SPLIT_NAMES = ("train", "val", "test", "validation", "kaggle_val")  # reserved
 REPORT_NAMES = {"val": "kaggle_val"}  # Kaggle's val/ is 16 images, not our validation split
 
@@ -211,7 +210,7 @@ def _batches(x, y, class_weights, config: TrainConfig):
             g1, g2 = (tf.random.gamma([tf.shape(bx)[0], 1], alpha) for _ in range(2))
             lam = g1 / (g1 + g2)  # Beta(alpha, alpha)
             perm = tf.random.shuffle(tf.range(tf.shape(bx)[0]), seed=config.seed)
-            mixed = lambda a: lam * a + (1 - lam) * tf.gather(a, perm)  # noqa: E731
+            mixed = lambda a: lam * a + (1 - lam) * tf.gather(a, perm)
             return mixed(bx), mixed(by), tf.squeeze(mixed(bw[:, None]), 1)
 
         ds = ds.map(mix)

@@ -85,7 +85,8 @@ class Service:
         return (f"{warning}Probability of pneumonia **{p.probability:.3f}**; operating threshold **{p.threshold:.3f}**: "
                 f"above this, the model calls pneumonia.\n\n"
                 f"The heatmap marks the regions that pushed the model towards **{p.label}** "
-                f"(Grad-CAM, `block5_conv3`); it is not a segmentation of disease.\n\n"
+                f"(Grad-CAM, `block5_conv3`); it is not a segmentation of disease. The outer 10% of each side "
+                f"is not used by the model (markers and text sit there).\n\n"
                 f"<small>{analysis.image.format}, {width}x{height} px; analysed in {analysis.seconds * 1000:.0f} ms."
                 f"</small>")
 
@@ -106,7 +107,7 @@ def _display_name(path: str) -> str:
 def model_card_markdown(predictor: Predictor) -> str:
     """The bundle's model card without YAML front matter or image links (shown as images instead)."""
     card = (predictor.bundle.path / "README.md").read_text()
-    card = re.sub(r"\A---\n.*?\n---\n", "", card, flags=re.S)
+    card = re.sub(r"\A---\n.*?\n---\n", "", card, flags=re.DOTALL)
     return re.sub(r"!\[[^\]]*\]\([^)]*\)\s*", "", card)
 
 

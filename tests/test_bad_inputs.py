@@ -11,9 +11,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT
 from corpus import cases
 
-from conftest import ROOT
 from pneumo.images import read_image
 
 CASES = cases()

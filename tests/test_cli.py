@@ -11,9 +11,8 @@ import sys
 import numpy as np
 import pytest
 import synth
-from PIL import Image
-
 from conftest import ROOT
+from PIL import Image
 
 
 def pneumo(*args, env_extra=None):

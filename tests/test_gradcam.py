@@ -56,7 +56,7 @@ def test_constant_image_gives_finite_heatmap(cam):
 def test_heatmap_follows_the_evidence(cam):
     left, right = run(cam, blob("left")), run(cam, blob("right"))
     assert centre_x(left) < 0.5 < centre_x(right)
-    hottest_column = lambda heat: np.unravel_index(heat.argmax(), heat.shape)[1]  # noqa: E731
+    hottest_column = lambda heat: np.unravel_index(heat.argmax(), heat.shape)[1]
     assert hottest_column(left) < left.shape[1] / 2 <= hottest_column(right)
 
 
@@ -72,11 +72,14 @@ def test_overlay_keeps_the_original_size_and_cold_pixels():
     gray = np.tile(np.arange(300, dtype=np.uint8)[None, :200], (120, 1))
     heat = np.zeros((4, 4), np.float32)
     heat[0, 0] = 1.0
-    out = gradcam.overlay(gray, heat, opacity=0.6)
+    out = gradcam.overlay(gray, heat, opacity=0.6, margin=0.0)
     assert out.shape == (120, 200, 3) and out.dtype == np.uint8
     assert np.array_equal(out[-1, -1], [gray[-1, -1]] * 3), "cold regions show the X-ray unchanged"
     assert not np.array_equal(out[0, 0], [gray[0, 0]] * 3)
     assert np.array_equal(gradcam.overlay(gray, heat, opacity=0.0), np.repeat(gray[..., None], 3, -1))
+    framed = gradcam.overlay(gray, heat, opacity=0.6)  # default: the cropped margin the model never saw
+    assert np.array_equal(framed[:10, :18], np.repeat(gray[:10, :18, None], 3, -1))
+    assert not np.array_equal(framed[14, 22], [gray[14, 22]] * 3), "hot cell drawn just inside the margin"
     with pytest.raises(ValueError, match="opacity"):
         gradcam.overlay(gray, heat, 1.5)
 

@@ -96,6 +96,19 @@ def test_jpeg_compressed_dicom(gray):
     assert np.abs(out.gray.astype(int) - gray).mean() < 3
 
 
+@pytest.mark.parametrize("syntax", ["RLELossless", "JPEG2000Lossless"])
+def test_compressed_dicom_transfer_syntaxes(gray, syntax):
+    import pydicom
+    import pydicom.uid
+
+    raw = gray.astype(np.uint16) * 16
+    ds = pydicom.dcmread(io.BytesIO(synth.dicom_bytes(raw)))
+    ds.compress(getattr(pydicom.uid, syntax))
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    assert np.array_equal(read_image(buffer.getvalue(), "c.dcm").gray, read_image(synth.dicom_bytes(raw), "u.dcm").gray)
+
+
 def test_dicom_patient_fields_never_leave_the_reader(gray):
     out = read_image(synth.dicom_bytes(gray.astype(np.uint16), patient="SMITH^ANNA"), "p.dcm")
     assert "SMITH" not in repr(out.info) and "SECRET" not in repr(out.info)

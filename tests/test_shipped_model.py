@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, SHARED_VAL, real_backbone
 
 
