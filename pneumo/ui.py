@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import gradio as gr
 import numpy as np
 
@@ -99,6 +101,28 @@ class Service:
         return result, self.render(analysis, 0.5, True)
 
 
+def cache_image(rgb: np.ndarray | None, cache_dir: str, ext: str) -> str | None:
+    """Encode `rgb` (or a gray image) into a new, uniquely named file inside Gradio's cache; return its path.
+
+    Gradio would name the image by a hash of its bytes and rewrite that file in place, so two
+    users who get the same overlay at once share one file and a download can read it half
+    rewritten (the load test saw truncated bodies). A file of our own per request cannot be
+    touched by another request; being inside the cache, Gradio serves it as it is and deletes
+    it on the `delete_cache` schedule. OpenCV also encodes several times faster than Pillow.
+    """
+    if rgb is None:
+        return None
+    params = [cv2.IMWRITE_JPEG_QUALITY, 92] if ext == ".jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    ok, encoded = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb, params)
+    if not ok:
+        raise ValueError(f"could not encode the overlay as {ext}")
+    os.makedirs(cache_dir, exist_ok=True)
+    fd, path = tempfile.mkstemp(prefix="overlay-", suffix=ext, dir=cache_dir)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(encoded.tobytes())
+    return path
+
+
 def _display_name(path: str) -> str:
     # Gradio stores uploads under a random folder; the file name alone is what the user recognises.
     return Path(path).name
@@ -125,12 +149,12 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
                 with gr.Column():
                     upload = gr.File(label=f"Drop a chest X-ray: {ACCEPTED}", type="filepath",
                                      elem_id="upload")
-                    preview = gr.Image(label="What was read (DICOM shown with its window)", type="numpy",
+                    preview = gr.Image(label="What was read (DICOM shown with its window)", type="filepath",
                                        interactive=False, height=320)
                 with gr.Column():
                     label = gr.HTML(label="Decision", elem_id="result-label")
                     summary = gr.Markdown(elem_id="summary")
-                    overlay = gr.Image(label="Grad-CAM overlay", type="numpy", interactive=False,
+                    overlay = gr.Image(label="Grad-CAM overlay", type="filepath", interactive=False,
                                        elem_id="overlay", height=420)
                     with gr.Row():
                         opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Heatmap opacity")
@@ -144,25 +168,33 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
                     if (predictor.bundle.path / name).is_file():
                         gr.Image(str(predictor.bundle.path / name), show_label=False, interactive=False)
 
+        def shown(analysis, opacity_value, show_value):  # JPEG: fast to encode, and only for display
+            return cache_image(service.render(analysis, opacity_value, show_value), overlay.GRADIO_CACHE, ".jpg")
+
         def on_upload(path, opacity_value, show_value):
             analysis = service.analyze(path)
             p = analysis.prediction
-            return (analysis, analysis.image.gray, decision_html(p), service.describe(analysis),
-                    service.render(analysis, opacity_value, show_value))
+            return (analysis, cache_image(analysis.image.gray, preview.GRADIO_CACHE, ".jpg"), decision_html(p),
+                    service.describe(analysis),
+                    shown(analysis, opacity_value, show_value))
+
+        def on_api(path):  # PNG: lossless, for programs
+            result, rgb = service.api(path)
+            return result, cache_image(rgb, api_overlay.GRADIO_CACHE, ".png")
 
         upload.upload(on_upload, [upload, opacity, show], [state, preview, label, summary, overlay],
                       api_visibility="private", concurrency_id="model")
         upload.clear(lambda: (None, None, None, "", None), None, [state, preview, label, summary, overlay],
                      api_visibility="private")
         for control in (opacity, show):
-            control.change(service.render, [state, opacity, show], overlay, api_visibility="private",
+            control.change(shown, [state, opacity, show], overlay, api_visibility="private",
                            show_progress="hidden")
         # The programmatic endpoint, callable with gradio_client: client.predict(handle_file(p), api_name="/predict")
         api_file = gr.File(visible=False)
         api_result = gr.JSON(visible=False, label="result")
-        api_overlay = gr.Image(visible=False, type="numpy", format="png", label="overlay")
+        api_overlay = gr.Image(visible=False, type="filepath", label="overlay")
         api_button = gr.Button(visible=False)
-        api_button.click(service.api, api_file, [api_result, api_overlay], api_name="predict",
+        api_button.click(on_api, api_file, [api_result, api_overlay], api_name="predict",
                          concurrency_id="model")
     # One model call at a time: TensorFlow already uses both cores for one image.
     demo.queue(max_size=64, default_concurrency_limit=1)

@@ -62,6 +62,25 @@ def test_four_clients_at_once(server, files):
 
 
 @pytest.mark.server
+def test_same_file_from_many_clients_at_once_gives_whole_overlays(server, tmp_path):
+    # Identical requests give identical overlays; Gradio would store those in one shared file and
+    # rewrite it while another client downloads it (truncated bodies in CI): each request owns its file.
+    big = tmp_path / "same.jpeg"
+    Image.fromarray(synth.xray(7, True, (900, 1100))).save(big, quality=95)
+
+    def user(_):
+        return [call(server[0], big)[1] for _ in range(4)]
+
+    with ThreadPoolExecutor(6) as pool:
+        overlays = [path for paths in pool.map(user, range(6)) for path in paths]
+    assert len(overlays) == 24 and len(set(overlays)) == 24, "each client downloads its own copy"
+    for path in overlays:
+        with Image.open(path) as image:
+            image.load()  # raises on a truncated file
+            assert image.size == (1100, 900)
+
+
+@pytest.mark.server
 @pytest.mark.parametrize("kind, message", [("corrupt", "damaged or incomplete"), ("pdf", "PDF document")])
 def test_bad_files_get_a_message_and_the_app_keeps_serving(server, files, kind, message):
     from gradio_client.exceptions import AppError
@@ -84,7 +103,7 @@ def test_colour_photo_is_answered_with_a_warning(server, tmp_path):
 def test_uploads_and_overlays_are_deleted_after_the_request(server, files):
     def ours():  # uploads and rendered overlays (examples and model-card plots stay cached on purpose)
         return [p for p in server[1].rglob("*") if p.is_file()
-                and (p.name in {f.name for f in files.values()} or p.name == "image.png")]
+                and (p.name in {f.name for f in files.values()} or p.name.startswith("overlay-"))]
 
     call(server[0], files["dicom"])
     assert ours(), "the request left its upload and overlay in Gradio's cache"
