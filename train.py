@@ -41,6 +41,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--augment-classes", nargs="+", default=list(d.augment_classes), metavar="CLASS",
                    help="classes whose images get augmented views (default: both)")
     p.add_argument("--threshold-rule", choices=THRESHOLD_RULES, default=d.threshold_rule)
+    p.add_argument("--fine-tune", type=int, default=d.fine_tune, metavar="EPOCHS",
+                   help="also fine-tune VGG16's block5 for up to EPOCHS epochs on cached block4_pool maps "
+                        "(default 0: frozen backbone; see docs/experiments.md)")
+    p.add_argument("--fine-tune-lr", type=float, default=d.fine_tune_lr, help="Adam learning rate for --fine-tune")
     p.add_argument("--report", action="append", default=[], metavar="NAME=DIR",
                    help="also measure on DIR (NORMAL/, PNEUMONIA/) as split NAME; never fitted on")
     p.add_argument("--push-to-hub", metavar="USER/REPO", default=None, help="upload the bundle to the Hub")
@@ -60,7 +64,8 @@ def to_config(args: argparse.Namespace) -> TrainConfig:
         val_fraction=args.val_fraction, seed=args.seed, epochs=args.epochs, patience=args.patience,
         batch_size=args.batch_size, learning_rate=args.learning_rate, label_smoothing=args.label_smoothing,
         mixup=args.mixup, views=args.views, augment_classes=tuple(args.augment_classes),
-        threshold_rule=args.threshold_rule, report_dirs=reports,
+        threshold_rule=args.threshold_rule, report_dirs=reports, fine_tune=args.fine_tune,
+        fine_tune_lr=args.fine_tune_lr,
         head=HeadConfig(units=args.units, dropout=args.dropout, weight_decay=args.weight_decay),
         augment=AugmentConfig())
     if args.cache_dir is not None:

@@ -38,9 +38,15 @@ class Bundle:
         return FeatureGaussian.load(path) if path.is_file() else None
 
 
-def write_bundle(output: Path, config: dict, head, predictions: dict, gaussian=None) -> Path:
-    """Write config, head weights, plots, model card (and the X-ray check's statistics); swap in atomically."""
-    from . import card, plots
+def write_bundle(output: Path, config: dict, head, predictions: dict, gaussian=None, fine_tuned=None) -> Path:
+    """Write config, head weights, plots, model card (and the X-ray check's statistics); swap in atomically.
+
+    `fine_tuned`: the full model whose block5 was fine-tuned; its block5 weights are stored too.
+    """
+    from . import card, finetune, plots
+
+    if fine_tuned is not None:
+        config = {**config, "block5_weights": finetune.BLOCK5_FILE}
 
     output = Path(output)
     _check_replaceable(output)
@@ -48,6 +54,8 @@ def write_bundle(output: Path, config: dict, head, predictions: dict, gaussian=N
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     try:
         head.save_weights(tmp / HEAD_WEIGHTS)
+        if fine_tuned is not None:
+            finetune.save_block5(fine_tuned, tmp / finetune.BLOCK5_FILE)
         if gaussian is not None:
             gaussian.save(tmp / OOD_FILE)
         plots.save_roc(predictions, config["metrics"], tmp / "roc.png")
@@ -119,4 +127,8 @@ def load_models(bundle: Bundle, backbone_weights: str | None = None):
     head = model.build_head_model(head_config, bundle.config.get("feature_dim", 512))
     head.load_weights(bundle.path / HEAD_WEIGHTS)
     full = model.build_full_model(setting, head, bundle.config["input_size"])
+    if bundle.config.get("block5_weights"):  # a fine-tuned bundle ships its own block5
+        from .finetune import load_block5
+
+        load_block5(full, bundle.path / bundle.config["block5_weights"])
     return full, head

@@ -53,11 +53,17 @@ def _counts_table(counts: dict) -> str:
 def _body(config: dict) -> str:
     recipe = config["recipe"]
     head = recipe["head"]
+    if recipe.get("fine_tune"):
+        backbone = (f"An ImageNet VGG16 whose last block (`block5`) was fine-tuned (up to {recipe['fine_tune']} epochs, "
+                    f"Adam {recipe['fine_tune_lr']}, best validation-loss epoch kept)")
+        stored = ("The head's weights and block5's fine-tuned weights (float16) are here; the rest of the backbone")
+    else:
+        backbone, stored = "A frozen ImageNet VGG16", "Only the head's weights are here; the backbone"
     return f"""# pneumo-vgg16: pneumonia on pediatric chest X-rays (research demo)
 
-A frozen ImageNet VGG16 with a small trained head (GlobalAveragePooling -> BatchNorm -> Dense({head['units']}, ReLU)
+{backbone} with a small trained head (GlobalAveragePooling -> BatchNorm -> Dense({head['units']}, ReLU)
 -> Dropout({head['dropout']}) -> BatchNorm -> Dense(1, sigmoid)) that labels a frontal pediatric chest X-ray
-NORMAL or PNEUMONIA, with a Grad-CAM heatmap from `block5_conv3`. Only the head's weights are here; the backbone
+NORMAL or PNEUMONIA, with a Grad-CAM heatmap from `block5_conv3`. {stored}
 is Keras' ImageNet VGG16 (`keras.applications.VGG16(include_top=False, weights="imagenet")`).
 
 **Not a medical device. Not for diagnosis or treatment decisions.**
@@ -107,5 +113,6 @@ print(p.predict_file("xray.jpeg"))
 
 
 def _recipe_line(recipe: dict) -> str:
-    keys = ("views", "epochs", "learning_rate", "label_smoothing", "mixup", "val_fraction", "seed")
+    keys = ("views", "epochs", "learning_rate", "label_smoothing", "mixup", "fine_tune", "fine_tune_lr",
+            "val_fraction", "seed")
     return ", ".join(f"{k}={recipe[k]}" for k in keys if k in recipe)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, bundle, data, evaluation, features, model, ood
+from . import __version__, bundle, data, evaluation, features, finetune, model, ood
 from .augment import AugmentConfig
 from .constants import BACKBONE, CLASS_NAMES, FEATURE_LAYER, IMG_SIZE, PREPROCESSING_VERSION
 
@@ -42,6 +42,8 @@ class TrainConfig:
     views: int = 0  # augmented feature views per training image, on top of the plain one
     augment_classes: tuple[str, ...] = CLASS_NAMES  # which classes get the augmented views
     threshold_rule: str = "sensitivity95"  # see docs/experiments.md: robust to the shift to new patients
+    fine_tune: int = 0  # epochs of block5 fine-tuning on cached block4_pool maps; 0 = frozen VGG16 (default)
+    fine_tune_lr: float = 1e-5
     input_size: int = IMG_SIZE  # smaller only in tests
     # Extra folders (NORMAL/, PNEUMONIA/) only measured and reported, never fitted on: {name: folder}
     report_dirs: dict[str, Path] = field(default_factory=dict)
@@ -64,6 +66,8 @@ class TrainConfig:
             (0 <= self.head.dropout < 1, f"--dropout must be in [0, 1), got {self.head.dropout}"),
             (32 <= self.input_size <= 512, f"input_size must be in [32, 512], got {self.input_size}"),
             (self.head.units >= 1, f"--units must be >= 1, got {self.head.units}"),
+            (0 <= self.fine_tune <= 50, f"--fine-tune must be between 0 and 50 epochs, got {self.fine_tune}"),
+            (self.fine_tune_lr > 0, f"--fine-tune-lr must be > 0, got {self.fine_tune_lr}"),
             (self.threshold_rule in evaluation.THRESHOLD_RULES,
              f"--threshold-rule must be one of {evaluation.THRESHOLD_RULES}, got '{self.threshold_rule}'"),
         ]
@@ -80,8 +84,8 @@ class TrainConfig:
         default = TrainConfig(data_dir=self.data_dir)
         flags = []
         for key in ("val_fraction", "seed", "epochs", "patience", "batch_size", "learning_rate",
-                    "label_smoothing", "mixup", "views", "threshold_rule"):
-            if getattr(self, key) != getattr(default, key):
+                    "label_smoothing", "mixup", "views", "threshold_rule", "fine_tune", "fine_tune_lr"):
+            if getattr(self, key) != getattr(default, key) and (key != "fine_tune_lr" or self.fine_tune):
                 flags.append(f"--{key.replace('_', '-')} {getattr(self, key)}")
         for key in ("units", "dropout", "weight_decay"):
             if getattr(self.head, key) != getattr(default.head, key):
@@ -94,7 +98,7 @@ class TrainConfig:
     def recipe(self) -> dict:
         """What is needed to reproduce the head (paths excluded)."""
         keep = ("val_fraction", "seed", "epochs", "patience", "batch_size", "learning_rate",
-                "label_smoothing", "mixup", "views", "augment_classes", "threshold_rule")
+                "label_smoothing", "mixup", "views", "augment_classes", "threshold_rule", "fine_tune", "fine_tune_lr")
         out = {key: getattr(self, key) for key in keep}
         out["augment_classes"] = list(self.augment_classes)
         out.update(head=self.head.to_dict(), augment=self.augment.to_dict() if self.views else None)
@@ -124,14 +128,17 @@ class _Extractor:
         self.config = config
         from .predictor import default_backend
 
+        # Fine-tuning needs block4_pool maps (block5 is retrained); the frozen recipe, pooled features.
+        self.layer = finetune.MAP_LAYER if config.fine_tune else features.POOLED
         self.network = features.FeatureExtractor(
-            model.build_feature_extractor(config.backbone_weights, config.input_size), default_backend())
+            model.build_feature_extractor(config.backbone_weights, config.input_size), default_backend(),
+            self.layer)
         self.fingerprint = model.backbone_fingerprint(config.backbone_weights)
         self.computed = 0  # backbone passes in this run
 
     def __call__(self, samples: list[data.Sample], desc: str, view: int = 0) -> Labelled:
         cache = features.FeatureCache(self.config.cache_dir, self.fingerprint, view, self.config.augment,
-                                      self.config.input_size)
+                                      self.config.input_size, self.layer)
         fs = features.extract([s.path for s in samples], self.network, cache, view=view,
                               augment_config=self.config.augment, desc=desc)
         label_of = {s.path: s.label for s in samples}
@@ -148,41 +155,46 @@ def run(config: TrainConfig, log=print) -> Path:
     fit_samples, val_samples = data.split_by_patient(splits["train"], config.val_fraction, config.seed)
     extract = _Extractor(config)
     train = extract(splits["train"], "train")
-    fit_x, fit_y = train.subset(fit_samples)
-    val_x, val_y = train.subset(val_samples)
-    failed = list(train.failed)
     to_augment = [s for s in fit_samples if CLASS_NAMES[s.label] in config.augment_classes]
-    for view in range(1, config.views + 1):
-        augmented = extract(to_augment, f"train view {view}", view)
-        fit_x, fit_y = np.concatenate([fit_x, augmented.x]), np.concatenate([fit_y, augmented.y])
+    views = [extract(to_augment, f"train view {view}", view) for view in range(1, config.views + 1)]
     others = {name: extract(samples, name) for name, samples in splits.items() if name != "train"}
-    failed += [f for split in others.values() for f in split.failed]
-
-    log(f"fit: {len(fit_y)} feature rows from {len(fit_samples)} images; validation: {len(val_y)} images "
+    failed = train.failed + [f for split in others.values() for f in split.failed]
+    (fit_x, fit_y), (val_x, val_y) = train.subset(fit_samples), train.subset(val_samples)
+    fit_x, fit_y = np.concatenate([fit_x, *(v.x for v in views)]), np.concatenate([fit_y, *(v.y for v in views)])
+    log(f"fit: {len(fit_y)} rows from {len(fit_samples)} images; validation: {len(val_y)} images "
         f"of {len({s.patient for s in val_samples})} patients, none of them in fit")
-    head = fit_head(fit_x, fit_y, val_x, val_y, config)
-    gaussian = ood.FeatureGaussian.fit(train.subset(fit_samples)[0], val_x)  # plain views only
-    predictions = {"validation": (val_y, predict_head(head, val_x))}
+
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
+    head = model.build_head_model(config.head)
+    full = model.build_full_model(config.backbone_weights, head, config.input_size) if config.fine_tune else None
+    pooled = (lambda x: finetune.pooled_from_maps(full, x)) if full is not None else (lambda x: x)
+    fit_head(head, pooled(fit_x), fit_y, pooled(val_x), val_y, config)
+    if full is not None:
+        finetune.fine_tune(full, fit_x, fit_y, val_x, val_y, config.fine_tune, config.fine_tune_lr,
+                           seed=config.seed, log=log)
+    del fit_x  # maps: up to a few GB
+    gaussian = ood.FeatureGaussian.fit(pooled(train.subset(fit_samples)[0]), pooled(val_x))  # plain views only
+    predictions = {"validation": (val_y, predict_head(head, pooled(val_x)))}
     threshold = evaluation.choose_threshold(*predictions["validation"], config.threshold_rule)
     for name, split in others.items():  # official val/ is 16 full-resolution images
-        predictions[REPORT_NAMES.get(name, name)] = (split.y, predict_head(head, split.x))
+        predictions[REPORT_NAMES.get(name, name)] = (split.y, predict_head(head, pooled(split.x)))
     metrics = {name: evaluation.binary_metrics(y, p, threshold) for name, (y, p) in predictions.items()}
     counts = _counts(splits, fit_samples, val_samples)
     cfg = bundle_config(config, threshold, metrics, counts, time.time() - started)
     cfg["backbone_passes_this_run"] = extract.computed
     cfg["skipped_files"] = [{"file": str(p), "error": e} for p, e in failed]
     cfg["ood"] = {"cutoff": gaussian.cutoff, "percentile": gaussian.percentile, "file": ood.OOD_FILE}
-    out = bundle.write_bundle(config.output, cfg, head, predictions, gaussian)
+    out = bundle.write_bundle(config.output, cfg, head, predictions, gaussian, full)
     report(metrics, threshold, config.threshold_rule, failed, log)
     return out
 
 
-def fit_head(fit_x, fit_y, val_x, val_y, config: TrainConfig):
-    """Train the head on features; balanced class weights; best validation-loss epoch kept."""
+def fit_head(head, fit_x, fit_y, val_x, val_y, config: TrainConfig):
+    """Train the head on pooled features; balanced class weights; best validation-loss epoch kept."""
     import keras
 
-    keras.utils.set_random_seed(config.seed)
-    head = model.build_head_model(config.head, fit_x.shape[1])
     head.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                  loss=keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing),
                  metrics=[keras.metrics.AUC(name="auc")])

@@ -155,3 +155,25 @@ def test_ctrl_c_during_extraction_keeps_the_cache_usable(tiny_config_factory, ti
     monkeypatch.setattr(features, "_compute_missing", lambda todo, *a, **k: computed.append(len(todo)) or original(todo, *a, **k))
     run(cfg, log=lambda *_: None)
     assert computed[0] == 24 - saves[0], "the chunk saved before Ctrl-C was reused"
+
+
+def test_fine_tuned_bundle_ships_block5_and_reproduces_its_metrics(tiny_config_factory, tiny_data, tmp_path):
+    from pneumo.data import scan_class_folder
+    from pneumo.evaluation import binary_metrics
+    from pneumo.images import read_image, to_model_input
+    from pneumo.model import build_backbone
+    from pneumo.predictor import Predictor
+
+    out = run(tiny_config_factory(tmp_path / "ft", fine_tune=2, fine_tune_lr=1e-3), log=lambda *_: None)
+    config = json.loads((out / "config.json").read_text())
+    assert config["block5_weights"] == "block5.npz" and config["recipe"]["fine_tune"] == 2
+    assert "--fine-tune 2" in config["command"]
+    predictor = Predictor.load(out)
+    random_conv = build_backbone("random", 32).get_layer("block5_conv3").get_weights()[0]
+    assert not np.allclose(predictor.model.get_layer("block5_conv3").get_weights()[0], random_conv)
+    samples = scan_class_folder(tiny_data / "test")
+    inputs = np.stack([to_model_input(read_image(s.path), 32) for s in samples])
+    probs, _ = predictor.predict_inputs(inputs)
+    measured = binary_metrics([s.label for s in samples], probs, predictor.threshold)
+    assert measured["confusion"] == config["metrics"]["test"]["confusion"], "the shipped block5 is what was measured"
+    assert measured["auc"] == pytest.approx(config["metrics"]["test"]["auc"], abs=1e-6)
