@@ -6,7 +6,8 @@
 Chest X-rays: the validation patients of train/ (the cut-off was set on them), the 16 full-resolution
 originals of val/, and shift_dev (other patients). Other images: what can be made offline here —
 scikit-image's sample images (colour photos, and gray versions and crops of everything), rendered text
-documents, and synthetic CT-like axial slices.
+documents, synthetic CT-like axial slices, and the real CT/MR/NM images shipped in pydicom's wheel (as plain
+pixels). Needs scikit-image (in requirements-dev.txt).
 """
 
 from __future__ import annotations
@@ -79,6 +80,28 @@ def ct_slice(rng) -> np.ndarray:
     return np.uint8(np.clip(img, 0, 1) * 255)
 
 
+def pydicom_slices() -> dict[str, np.ndarray]:
+    """The real CT, MR and NM images that ship inside pydicom's wheel, as plain pixels (no DICOM tags to help)."""
+    import warnings
+
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    out = {}
+    for name in ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm"):
+        with warnings.catch_warnings():  # files not in the wheel would be downloaded: offline, skip them
+            warnings.simplefilter("ignore")
+            path = get_testdata_file(name)
+        if path is None:
+            continue
+        pixels = pydicom.dcmread(path).pixel_array.astype(float)
+        pixels = np.uint8(255 * (pixels - pixels.min()) / (pixels.max() - pixels.min() + 1e-7))
+        out[name.removesuffix(".dcm")] = pixels
+        out[name.removesuffix(".dcm") + "_x4"] = np.asarray(  # the size a real CT slice or scan would have
+            Image.fromarray(pixels).resize((pixels.shape[1] * 4, pixels.shape[0] * 4), Image.BICUBIC))
+    return out
+
+
 def other_images() -> dict[str, bytes]:
     rng = np.random.default_rng(0)
     out = {}
@@ -90,6 +113,7 @@ def other_images() -> dict[str, bytes]:
             out[f"{name}_crop{k}"] = png(gray(crop(image, rng)))
     out.update({f"document{k}": png(document(rng)) for k in range(10)})
     out.update({f"ct_slice{k}": png(ct_slice(rng)) for k in range(10)})
+    out.update({name: png(pixels) for name, pixels in pydicom_slices().items()})
     return out
 
 
