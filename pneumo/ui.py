@@ -27,6 +27,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 DISCLAIMER = ("**Research demo, not a medical device.** Trained on pediatric (1-5 years) frontal chest X-rays "
               "from one hospital; it does not diagnose and must not guide care.")
 ACCEPTED = "JPEG, PNG or DICOM (.dcm or no extension)"
+PREVIEW_PX = 1024  # longest side of the "what was read" preview; the overlay keeps the original size
 
 
 def decision_html(prediction: Prediction) -> str:
@@ -123,6 +124,14 @@ def cache_image(rgb: np.ndarray | None, cache_dir: str, ext: str) -> str | None:
     return path
 
 
+def preview_size(gray: np.ndarray, longest: int = PREVIEW_PX) -> np.ndarray:
+    """The preview is shown 320 px high: a film of 2-3k px is cut to `longest` px (less to encode and send)."""
+    scale = longest / max(gray.shape[:2])
+    if scale >= 1:
+        return gray
+    return cv2.resize(gray, (round(gray.shape[1] * scale), round(gray.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+
+
 def _display_name(path: str) -> str:
     # Gradio stores uploads under a random folder; the file name alone is what the user recognises.
     return Path(path).name
@@ -174,7 +183,8 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
         def on_upload(path, opacity_value, show_value):
             analysis = service.analyze(path)
             p = analysis.prediction
-            return (analysis, cache_image(analysis.image.gray, preview.GRADIO_CACHE, ".jpg"), decision_html(p),
+            return (analysis, cache_image(preview_size(analysis.image.gray), preview.GRADIO_CACHE, ".jpg"),
+                    decision_html(p),
                     service.describe(analysis),
                     shown(analysis, opacity_value, show_value))
 
