@@ -43,31 +43,29 @@ def pooled_from_maps(full_model, maps: np.ndarray, batch_size: int = 64) -> np.n
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, pooled.output.shape[-1]), np.float32)
 
 
-class _Batches:
+def _map_batches(maps, labels, class_weights, batch_size, seed):
     """Shuffled (maps, label, class weight) batches from float16 arrays, cast per batch (no 2 GB copy)."""
+    import keras  # imported here: Keras takes seconds to import and most users never fine-tune
 
-    def __init__(self, maps, labels, class_weights, batch_size, seed):
-        import keras
+    class MapBatches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            self.order = self.rng.permutation(len(labels))
 
-        class Data(keras.utils.PyDataset):
-            def __init__(self):
-                super().__init__()
-                self.rng = np.random.default_rng(seed)
-                self.order = self.rng.permutation(len(labels))
+        def __len__(self):
+            return math.ceil(len(labels) / batch_size)
 
-            def __len__(self):
-                return math.ceil(len(labels) / batch_size)
+        def __getitem__(self, index):
+            rows = np.sort(self.order[index * batch_size:(index + 1) * batch_size])
+            y = labels[rows].astype(np.float32)
+            w = np.array([class_weights[int(v)] for v in y], np.float32)
+            return maps[rows].astype(np.float32), y[:, None], w
 
-            def __getitem__(self, index):
-                rows = np.sort(self.order[index * batch_size:(index + 1) * batch_size])
-                y = labels[rows].astype(np.float32)
-                w = np.array([class_weights[int(v)] for v in y], np.float32)
-                return maps[rows].astype(np.float32), y[:, None], w
+        def on_epoch_end(self):
+            self.order = self.rng.permutation(len(labels))
 
-            def on_epoch_end(self):
-                self.order = self.rng.permutation(len(labels))
-
-        self.data = Data()
+    return MapBatches()
 
 
 def fine_tune(full_model, fit_maps, fit_y, val_maps, val_y, epochs: int, learning_rate: float,
@@ -85,14 +83,14 @@ def fine_tune(full_model, fit_maps, fit_y, val_maps, val_y, epochs: int, learnin
     counts = np.bincount(fit_y.astype(int), minlength=2)
     weights = {c: len(fit_y) / (2.0 * max(counts[c], 1)) for c in (0, 1)}
     best = keras.callbacks.EarlyStopping(monitor="val_loss", patience=epochs, restore_best_weights=True)
-    history = tail.fit(_Batches(fit_maps, fit_y, weights, batch_size, seed).data,
+    history = tail.fit(_map_batches(fit_maps, fit_y, weights, batch_size, seed),
                        validation_data=(val_maps.astype(np.float32), val_y[:, None]), epochs=epochs,
-                       callbacks=[best, _LogEpoch(log)], verbose=0)
+                       callbacks=[best, _log_epochs(log)], verbose=0)
     round_block5_to_float16(full_model)  # what the bundle stores is what was measured
     return [dict(zip(history.history, values)) for values in zip(*history.history.values())]
 
 
-def _LogEpoch(log):
+def _log_epochs(log):
     import keras
 
     class LogEpoch(keras.callbacks.Callback):
