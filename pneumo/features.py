@@ -96,10 +96,6 @@ class FeatureExtractor:
             keras_model = keras.Model(full_model.input, full_model.get_layer(layer).output)
             self._run = keras_model.predict_on_batch
 
-    @property
-    def dim(self) -> int:  # pooled features: their length
-        return self.shape[-1]
-
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self._run(np.asarray(batch, np.float32)), np.float32)
 

@@ -175,8 +175,9 @@ def run(config: TrainConfig, log=print) -> Path:
         finetune.fine_tune(full, fit_x, fit_y, val_x, val_y, config.fine_tune, config.fine_tune_lr,
                            seed=config.seed, log=log)
     del fit_x  # maps: up to a few GB
-    gaussian = ood.FeatureGaussian.fit(pooled(train.subset(fit_samples)[0]), pooled(val_x))  # plain views only
-    predictions = {"validation": (val_y, predict_head(head, pooled(val_x)))}
+    val_pooled = pooled(val_x)  # through the fine-tuned block5 when there is one: computed once
+    gaussian = ood.FeatureGaussian.fit(pooled(train.subset(fit_samples)[0]), val_pooled)  # plain views only
+    predictions = {"validation": (val_y, predict_head(head, val_pooled))}
     threshold = evaluation.choose_threshold(*predictions["validation"], config.threshold_rule)
     for name, split in others.items():  # official val/ is 16 full-resolution images
         predictions[REPORT_NAMES.get(name, name)] = (split.y, predict_head(head, pooled(split.x)))

@@ -116,7 +116,7 @@ def cache_image(rgb: np.ndarray | None, cache_dir: str, ext: str) -> str | None:
     params = [cv2.IMWRITE_JPEG_QUALITY, 92] if ext == ".jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
     ok, encoded = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb, params)
     if not ok:
-        raise ValueError(f"could not encode the overlay as {ext}")
+        raise ValueError(f"could not encode the image as {ext}")
     os.makedirs(cache_dir, exist_ok=True)
     fd, path = tempfile.mkstemp(prefix="overlay-", suffix=ext, dir=cache_dir)
     with os.fdopen(fd, "wb") as handle:
