@@ -47,6 +47,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fine-tune-lr", type=float, default=d.fine_tune_lr, help="Adam learning rate for --fine-tune")
     p.add_argument("--report", action="append", default=[], metavar="NAME=DIR",
                    help="also measure on DIR (NORMAL/, PNEUMONIA/) as split NAME; never fitted on")
+    p.add_argument("--adult-dir", action="append", default=[], type=Path, metavar="DIR",
+                   help="adult chest films (any layout, repeatable): trains the 'outside the pediatric population' "
+                        "check stored in the bundle (e.g. ../shared/data/adult_dev)")
+    p.add_argument("--adult-holdout", type=float, default=d.adult_holdout,
+                   help="share of adult patients held out to measure that check (0: use all)")
+    p.add_argument("--population-views", type=int, default=d.population_views,
+                   help="augmented views per adult film for that check")
     p.add_argument("--push-to-hub", metavar="USER/REPO", default=None, help="upload the bundle to the Hub")
     p.add_argument("--private", action="store_true", help="create the Hub repo as private")
     return p.parse_args(argv)
@@ -65,7 +72,8 @@ def to_config(args: argparse.Namespace) -> TrainConfig:
         batch_size=args.batch_size, learning_rate=args.learning_rate, label_smoothing=args.label_smoothing,
         mixup=args.mixup, views=args.views, augment_classes=tuple(args.augment_classes),
         threshold_rule=args.threshold_rule, report_dirs=reports, fine_tune=args.fine_tune,
-        fine_tune_lr=args.fine_tune_lr,
+        fine_tune_lr=args.fine_tune_lr, adult_dirs=tuple(args.adult_dir), adult_holdout=args.adult_holdout,
+        population_views=args.population_views,
         head=HeadConfig(units=args.units, dropout=args.dropout, weight_decay=args.weight_decay),
         augment=AugmentConfig())
     if args.cache_dir is not None:

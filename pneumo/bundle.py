@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .constants import MODEL_ENV, PREPROCESSING_VERSION
 from .ood import OOD_FILE, FeatureGaussian
+from .population import POPULATION_FILE, PopulationCheck
 
 FORMAT = "pneumo-bundle-1"
 CONFIG, HEAD_WEIGHTS = "config.json", "head.weights.h5"
@@ -37,9 +38,15 @@ class Bundle:
         path = self.path / OOD_FILE
         return FeatureGaussian.load(path) if path.is_file() else None
 
+    def population_check(self) -> PopulationCheck | None:
+        """The "is this a child's film?" classifier (None for bundles made before it)."""
+        path = self.path / POPULATION_FILE
+        return PopulationCheck.load(path) if path.is_file() else None
 
-def write_bundle(output: Path, config: dict, head, predictions: dict, gaussian=None, fine_tuned=None) -> Path:
-    """Write config, head weights, plots, model card (and the X-ray check's statistics); swap in atomically.
+
+def write_bundle(output: Path, config: dict, head, predictions: dict, gaussian=None, fine_tuned=None,
+                 population=None) -> Path:
+    """Write config, head weights, plots, model card (and both checks' statistics); swap in atomically.
 
     `fine_tuned`: the full model whose block5 was fine-tuned; its block5 weights are stored too.
     """
@@ -58,6 +65,8 @@ def write_bundle(output: Path, config: dict, head, predictions: dict, gaussian=N
             finetune.save_block5(fine_tuned, tmp / finetune.BLOCK5_FILE)
         if gaussian is not None:
             gaussian.save(tmp / OOD_FILE)
+        if population is not None:
+            population.save(tmp / POPULATION_FILE)
         plots.save_roc(predictions, config["metrics"], tmp / "roc.png")
         plots.save_confusion(config["metrics"], tmp / "confusion.png")
         (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")

@@ -29,12 +29,20 @@ def main(argv=None) -> int:
         command.add_argument("--model", default=None, help="bundle folder or hf://USER/REPO "
                              "(default: env PNEUMO_MODEL, else weights/)")
         command.add_argument("--backbone-weights", default=None, help="default: env PNEUMO_BACKBONE_WEIGHTS, else imagenet")
+    space = sub.add_parser("deploy-space", help="upload the app and a bundle to a Hugging Face Space over HTTP")
+    space.add_argument("repo_id", help="the Space as USER/NAME (created if needed; token from HF_TOKEN or hf auth login)")
+    space.add_argument("--private", action="store_true", help="create the Space private")
+    space.add_argument("--model", default=None, help="local bundle folder shipped as weights/ (default: weights/)")
     args = parser.parse_args(argv)
     try:
         if args.command == "bench":
             from .bench import run_bench
 
             return run_bench(args)
+        if args.command == "deploy-space":
+            from .space import run_deploy
+
+            return run_deploy(args)
         from .predictor import Predictor
 
         predictor = Predictor.load(args.model, args.backbone_weights)
@@ -64,13 +72,10 @@ def decode_batches(paths: list[Path], desc: str, size: int):
 
 def predict_paths(predictor, paths: list[Path], desc: str = "predict"):
     """Yield (path, Prediction or None, error or None) in input order, batching the model calls."""
-    from .predictor import Prediction
-
     for batch in decode_batches(paths, desc, predictor.input_size):
         good = [item for item in batch if item[1] is not None]
         probs, pooled = predictor.predict_inputs(np.stack([x for *_, x in good])) if good else ([], [])
-        results = {id(item): Prediction(float(p), predictor.threshold, None, f, predictor.warnings(item[1], f[None]))
-                   for item, p, f in zip(good, probs, pooled)}
+        results = {id(item): predictor.prediction(item[1], float(p), f) for item, p, f in zip(good, probs, pooled)}
         for item in batch:
             yield (item[0], None, item[2]) if item[1] is None else (item[0], results[id(item)], None)
 
@@ -90,7 +95,7 @@ def run_evaluate(predictor, folder: Path) -> int:
 
     samples = scan_class_folder(resolve_eval_folder(folder))
     label_of = {s.path: s.label for s in samples}
-    labels, probs, skipped = [], [], []
+    labels, probs, skipped, checks = [], [], [], []
     for path, prediction, error in predict_paths(predictor, [s.path for s in samples], desc="evaluate"):
         if error is not None:
             skipped.append({"file": str(path), "error": error})
@@ -98,8 +103,13 @@ def run_evaluate(predictor, folder: Path) -> int:
         else:
             labels.append(label_of[path])
             probs.append(prediction.probability)
+            checks.append((prediction.looks_like_chest_xray, prediction.in_population))
     if not labels:
         raise ValueError(f"no readable images in '{folder}'.")
+    # Metrics over every readable film, as before: the counts say how many the model should not have answered.
     metrics = binary_metrics(labels, probs, predictor.threshold)
-    print(json.dumps({"folder": str(folder), **metrics, "skipped": skipped}))
+    counts = {"outside_population": sum(not inside for _, inside in checks),
+              "not_chest_xray": sum(not chest for chest, _ in checks),
+              "not_assessed": sum(not (chest and inside) for chest, inside in checks)}
+    print(json.dumps({"folder": str(folder), **metrics, **counts, "skipped": skipped}))
     return 0

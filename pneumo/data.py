@@ -11,8 +11,10 @@ from pathlib import Path
 from .constants import CLASS_NAMES
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".dcm", ".dicom", ".bmp", ".tif", ".tiff", ".webp"}
-# person1234_bacteria_5678 -> person1234; IM-0115-0001 -> IM-0115; NORMAL2-IM-1427-0001 -> NORMAL2-IM-1427
-_PATIENT_PATTERNS = (re.compile(r"^(person\d+)_", re.IGNORECASE), re.compile(r"^((?:NORMAL\d+-)?IM-\d+)", re.IGNORECASE))
+# person1234_bacteria_5678 -> person1234; IM-0115-0001 -> IM-0115; NORMAL2-IM-1427-0001 -> NORMAL2-IM-1427;
+# NIH ChestX-ray14 00001281_000 -> 00001281 (the adult films of the population check)
+_PATIENT_PATTERNS = (re.compile(r"^(person\d+)_", re.IGNORECASE), re.compile(r"^((?:NORMAL\d+-)?IM-\d+)", re.IGNORECASE),
+                     re.compile(r"^(\d{8})_\d{3}$"))
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,17 @@ def scan_class_folder(root: str | Path) -> list[Sample]:
             raise ValueError(f"'{root / name}' holds no images (expected {', '.join(sorted(IMAGE_SUFFIXES))}).")
         samples += [Sample(p, label, f"{name}/{patient_id(p.name)}") for p in files]
     return samples
+
+
+def scan_images(root: str | Path) -> list[Sample]:
+    """Every image below `root`, any layout, as label-0 samples with patient ids (for the population check)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"'{root}' is not a folder of images.")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and _looks_like_image(p))
+    if not files:
+        raise ValueError(f"'{root}' holds no images (expected {', '.join(sorted(IMAGE_SUFFIXES))}).")
+    return [Sample(p, 0, f"{root.name}/{patient_id(p.name)}") for p in files]
 
 
 def resolve_eval_folder(path: str | Path) -> Path:

@@ -1,7 +1,9 @@
 """DICOM decoding: modality LUT, VOI LUT or window, MONOCHROME1, 8-bit output.
 
 Only technical fields are kept in `DecodedImage.info`; patient fields (name,
-id, birth date ...) are never copied out of the dataset.
+id, birth date ...) are never copied out of the dataset. Age and view are read
+only to conclude "outside the pediatric population" (`population_reasons`):
+the values themselves never leave this module.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import numpy as np
 
 from .images import EXPECTED, MAX_PIXELS, DecodedImage
 
-SAFE_FIELDS = ("Modality", "PhotometricInterpretation", "BitsStored", "Rows", "Columns",
-               "BodyPartExamined", "ViewPosition")
+SAFE_FIELDS = ("Modality", "PhotometricInterpretation", "BitsStored", "Rows", "Columns", "BodyPartExamined")
+MAX_AGE_YEARS = 10  # the training children are 1-5; well past that, anatomy and the model's answer differ
+LATERAL_VIEWS = {"LL", "RL", "LAT", "LATERAL"}  # DICOM ViewPosition codes of a lateral projection
+AGE_UNITS = {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1.0}  # PatientAge is nnnD/W/M/Y
 
 
 def decode_dicom(data: bytes, name: str) -> DecodedImage:
@@ -38,6 +42,7 @@ def decode_dicom(data: bytes, name: str) -> DecodedImage:
             gray = 255 - gray
     info = {key: _plain(ds.get(key)) for key in SAFE_FIELDS if key in ds}
     info["window"] = window
+    info["population_reasons"] = header_population_reasons(ds)
     return DecodedImage(np.ascontiguousarray(gray), "DICOM", 0.0, info)
 
 
@@ -114,3 +119,37 @@ def _first(value) -> float | None:
 
 def _plain(value):
     return value if isinstance(value, (int, float)) else str(value)
+
+
+def header_population_reasons(ds) -> list[str]:
+    """What the header says against a 1-5-year-old's frontal film, without the values themselves."""
+    found = []
+    age = _age_years(ds)
+    if age is not None and age > MAX_AGE_YEARS:
+        found.append(f"the DICOM header gives an age over {MAX_AGE_YEARS} years")
+    if str(ds.get("ViewPosition", "")).strip().upper() in LATERAL_VIEWS:
+        found.append("the DICOM header says it is a lateral view")
+    return found
+
+
+def _age_years(ds) -> float | None:
+    """PatientAge, else the study (or series/acquisition) date minus the birth date; None if absent or garbled."""
+    text = str(ds.get("PatientAge", "") or "").strip().upper()
+    if len(text) >= 2 and text[:-1].isdigit() and text[-1] in AGE_UNITS:
+        return int(text[:-1]) * AGE_UNITS[text[-1]]
+    birth = _date(ds.get("PatientBirthDate"))
+    taken = next((d for d in map(_date, (ds.get(k) for k in ("StudyDate", "SeriesDate", "AcquisitionDate",
+                                                                 "ContentDate"))) if d is not None), None)
+    if birth is None or taken is None or taken < birth:
+        return None
+    return (taken - birth).days / 365.25
+
+
+def _date(value):
+    from datetime import date
+
+    text = str(value or "").strip()
+    try:
+        return date(int(text[:4]), int(text[4:6]), int(text[6:8])) if len(text) >= 8 else None
+    except ValueError:
+        return None

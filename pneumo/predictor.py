@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import bundle as bundles
-from . import gradcam, ood
+from . import gradcam, ood, population
 from .constants import CLASS_NAMES
 from .images import DecodedImage, read_image, to_model_input
 
@@ -22,12 +22,32 @@ class Prediction:
     probability: float  # of pneumonia
     threshold: float
     heatmap: np.ndarray | None  # (h, w) in [0, 1] for the predicted class, or None
-    pooled: np.ndarray  # backbone features (for the "is this a chest X-ray?" check)
-    warnings: list[str] = field(default_factory=list)  # why it may not be a chest X-ray
+    pooled: np.ndarray  # backbone features (for the "is this a chest X-ray?" and population checks)
+    chest_reasons: list[str] = field(default_factory=list)  # why it may not be a chest X-ray
+    population_reasons: list[str] = field(default_factory=list)  # why it may not be a child's film
 
     @property
     def looks_like_chest_xray(self) -> bool:
-        return not self.warnings
+        return not self.chest_reasons
+
+    @property
+    def in_population(self) -> bool:
+        return not self.population_reasons
+
+    @property
+    def assessed(self) -> bool:
+        """The model's answer applies: a chest X-ray from the population it was trained on."""
+        return self.looks_like_chest_xray and self.in_population
+
+    @property
+    def warnings(self) -> list[str]:
+        """Plain sentences, one per failed check."""
+        out = []
+        if self.chest_reasons:
+            out.append(f"This may not be a frontal chest X-ray: {'; '.join(self.chest_reasons)}.")
+        if self.population_reasons:
+            out.append(population.sentence(self.population_reasons))
+        return out
 
     @property
     def label(self) -> str:
@@ -39,7 +59,8 @@ class Prediction:
 
     def to_json(self) -> dict:
         return {"label": self.label, "probability": round(self.probability, 6), "threshold": round(self.threshold, 6),
-                "looks_like_chest_xray": self.looks_like_chest_xray, "warnings": self.warnings}
+                "assessed": self.assessed, "looks_like_chest_xray": self.looks_like_chest_xray,
+                "in_population": self.in_population, "warnings": self.warnings}
 
 
 BACKENDS = ("onnx", "tf")
@@ -75,6 +96,7 @@ class Predictor:
         self.threshold = bundle.threshold
         self.input_size = int(bundle.config["input_size"])
         self.gaussian = bundle.feature_gaussian()
+        self.population = bundle.population_check()
         self.backend = backend or default_backend()
         if self.backend == "onnx":
             from .onnx_trunk import OnnxTrunk, trunk_to_onnx
@@ -103,11 +125,13 @@ class Predictor:
         heat = None
         if with_cam:
             heat = gradcam.heatmap_from_weights(activations[0], weights[0], positive=probability >= self.threshold)
-        return Prediction(probability, self.threshold, heat, pooled[0], self.warnings(image, pooled[0]))
+        return self.prediction(image, probability, pooled[0], heat)
 
-    def warnings(self, image: DecodedImage, pooled: np.ndarray) -> list[str]:
-        """Reasons `image` may not be a frontal chest X-ray (empty: looks like one)."""
-        return ood.check(image, pooled, self.gaussian)
+    def prediction(self, image: DecodedImage, probability: float, pooled: np.ndarray,
+                   heat: np.ndarray | None = None) -> Prediction:
+        """A Prediction with both checks run: is it a chest X-ray, is it from the pediatric population."""
+        return Prediction(probability, self.threshold, heat, pooled, ood.check(image, pooled, self.gaussian),
+                          population.reasons(image, pooled[None], self.population))
 
     def predict_inputs(self, inputs: np.ndarray, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, pooled features) for preprocessed inputs (n, size, size, 3)."""

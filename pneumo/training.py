@@ -6,7 +6,9 @@ The recipe, end to end:
 3. train the head on the fit patients' features with balanced class weights,
    keeping the epoch with the best validation loss;
 4. choose the decision threshold on validation with the configured rule;
-5. measure every split, draw the plots, write the bundle atomically.
+5. with --adult-dir: fit the "is this a child's film?" check (population.py) on pediatric fit patients
+   against adult films, cut-off on the pediatric validation patients, measured on held-out adult patients;
+6. measure every split, draw the plots, write the bundle atomically.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, bundle, data, evaluation, features, finetune, model, ood
+from . import __version__, bundle, data, evaluation, features, finetune, model, ood, population
 from .augment import AugmentConfig
 from .constants import BACKBONE, CLASS_NAMES, FEATURE_LAYER, IMG_SIZE, PREPROCESSING_VERSION
 
@@ -47,6 +49,10 @@ class TrainConfig:
     input_size: int = IMG_SIZE  # smaller only in tests
     # Extra folders (NORMAL/, PNEUMONIA/) only measured and reported, never fitted on: {name: folder}
     report_dirs: dict[str, Path] = field(default_factory=dict)
+    # Adult chest films for the population check (any layout); a share of their patients is held out to measure it.
+    adult_dirs: tuple[Path, ...] = ()
+    adult_holdout: float = 0.5
+    population_views: int = 2  # augmented views per adult film, so the check learns anatomy, not one archive's look
     head: model.HeadConfig = field(default_factory=model.HeadConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -68,6 +74,10 @@ class TrainConfig:
             (self.head.units >= 1, f"--units must be >= 1, got {self.head.units}"),
             (0 <= self.fine_tune <= 50, f"--fine-tune must be between 0 and 50 epochs, got {self.fine_tune}"),
             (self.fine_tune_lr > 0, f"--fine-tune-lr must be > 0, got {self.fine_tune_lr}"),
+            (all(Path(d).is_dir() for d in self.adult_dirs), f"--adult-dir must be existing folders, got "
+                                                                f"{[str(d) for d in self.adult_dirs]}"),
+            (0 <= self.adult_holdout < 1, f"--adult-holdout must be in [0, 1), got {self.adult_holdout}"),
+            (0 <= self.population_views <= 8, f"--population-views must be between 0 and 8, got {self.population_views}"),
             (self.threshold_rule in evaluation.THRESHOLD_RULES,
              f"--threshold-rule must be one of {evaluation.THRESHOLD_RULES}, got '{self.threshold_rule}'"),
         ]
@@ -84,7 +94,8 @@ class TrainConfig:
         default = TrainConfig(data_dir=self.data_dir)
         flags = []
         for key in ("val_fraction", "seed", "epochs", "patience", "batch_size", "learning_rate",
-                    "label_smoothing", "mixup", "views", "threshold_rule", "fine_tune", "fine_tune_lr"):
+                    "label_smoothing", "mixup", "views", "threshold_rule", "fine_tune", "fine_tune_lr",
+                    "adult_holdout", "population_views"):
             if getattr(self, key) != getattr(default, key) and (key != "fine_tune_lr" or self.fine_tune):
                 flags.append(f"--{key.replace('_', '-')} {getattr(self, key)}")
         for key in ("units", "dropout", "weight_decay"):
@@ -93,12 +104,14 @@ class TrainConfig:
         if self.augment_classes != default.augment_classes:
             flags.append("--augment-classes " + " ".join(self.augment_classes))
         flags += [f"--report {name}=DIR" for name in self.report_dirs]
+        flags += ["--adult-dir ADULTS"] * len(self.adult_dirs)
         return " ".join(["python train.py --data-dir DATA", *flags])
 
     def recipe(self) -> dict:
         """What is needed to reproduce the head (paths excluded)."""
         keep = ("val_fraction", "seed", "epochs", "patience", "batch_size", "learning_rate",
-                "label_smoothing", "mixup", "views", "augment_classes", "threshold_rule", "fine_tune", "fine_tune_lr")
+                "label_smoothing", "mixup", "views", "augment_classes", "threshold_rule", "fine_tune", "fine_tune_lr",
+                "adult_holdout", "population_views")
         out = {key: getattr(self, key) for key in keep}
         out["augment_classes"] = list(self.augment_classes)
         out.update(head=self.head.to_dict(), augment=self.augment.to_dict() if self.views else None)
@@ -187,9 +200,36 @@ def run(config: TrainConfig, log=print) -> Path:
     cfg["backbone_passes_this_run"] = extract.computed
     cfg["skipped_files"] = [{"file": str(p), "error": e} for p, e in failed]
     cfg["ood"] = {"cutoff": gaussian.cutoff, "percentile": gaussian.percentile, "file": ood.OOD_FILE}
-    out = bundle.write_bundle(config.output, cfg, head, predictions, gaussian, full)
+    check = None
+    if config.adult_dirs:
+        children = [train.subset(fit_samples)[0], *(v.x for v in views)]
+        check, cfg["population"] = fit_population(config, extract, pooled, children, val_pooled)
+        log(f"population check: {cfg['population']['summary']}")
+    out = bundle.write_bundle(config.output, cfg, head, predictions, gaussian, full, check)
     report(metrics, threshold, config.threshold_rule, failed, log)
     return out
+
+
+def fit_population(config: TrainConfig, extract, pooled, children: list, children_val: np.ndarray):
+    """The pediatric-vs-adult check: fitted on adult patients' films and views, measured on held-out adult patients."""
+    adults = [s for folder in config.adult_dirs for s in data.scan_images(folder)]
+    fit, held_out = data.split_by_patient(adults, config.adult_holdout, config.seed) if config.adult_holdout \
+        else (adults, [])
+    adult_x = [extract(fit, "adult films", 0).x]
+    adult_x += [extract(fit, f"adult view {v}", v).x for v in range(1, config.population_views + 1)]
+    check = population.PopulationCheck.fit(pooled(np.concatenate(children)), pooled(np.concatenate(adult_x)),
+                                           children_val)
+    children_flagged = float(check.flags(children_val).mean())
+    stats = {"file": population.POPULATION_FILE, "cutoff": check.cutoff, "percentile": check.percentile,
+             "adult_fit_images": len(fit), "adult_holdout_images": len(held_out),
+             "validation_children_flagged": children_flagged}
+    summary = f"{children_flagged:.1%} of {len(children_val)} pediatric validation films flagged"
+    if held_out:
+        flagged = float(check.flags(pooled(extract(held_out, "held-out adults").x)).mean())
+        stats["holdout_adults_flagged"] = flagged
+        summary += f"; {flagged:.1%} of {len(held_out)} held-out adult films flagged"
+    stats["summary"] = summary
+    return check, stats
 
 
 def fit_head(head, fit_x, fit_y, val_x, val_y, config: TrainConfig):

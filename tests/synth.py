@@ -25,6 +25,20 @@ def xray(seed: int = 0, pneumonia: bool = False, size: tuple[int, int] = (80, 96
     return np.uint8(np.clip(img, 0, 1) * 255)
 
 
+def adult_xray(seed: int = 0, size: tuple[int, int] = (128, 128)) -> np.ndarray:
+    """(H, W) uint8 standing in for an adult film: taller narrow lungs, a wide heart, dense ribs."""
+    height, width = size
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width] / np.array([height, width])[:, None, None]
+    img = np.full((height, width), 0.8)
+    for cx in (0.28, 0.72):
+        img -= 0.55 * (((xx - cx) / 0.12) ** 2 + ((yy - 0.45) / 0.38) ** 2 < 1)
+    img += 0.3 * (((xx - 0.55) / 0.18) ** 2 + ((yy - 0.7) / 0.15) ** 2 < 1)  # heart
+    img += 0.15 * (np.sin(yy * 60) > 0.6)  # ribs
+    img += rng.normal(0, 0.03, img.shape)
+    return np.uint8(np.clip(img, 0, 1) * 255)
+
+
 def kaggle_tree(root: Path, patients: dict[str, int], images_per_patient: int = 2, seed: int = 0) -> Path:
     """Write {split: n patients per class} in the Kaggle layout with Kermany-style file names."""
     counter = seed * 1000
@@ -44,8 +58,9 @@ def kaggle_tree(root: Path, patients: dict[str, int], images_per_patient: int = 
 
 def dicom_bytes(pixels: np.ndarray, photometric: str = "MONOCHROME2", bits: int = 12, slope: float = 1.0,
                 intercept: float = 0.0, window: tuple[float, float] | None = None, frames: int = 1,
-                with_pixels: bool = True, jpeg: bool = False, patient: str = "DOE^JANE", modality: str = "CR") -> bytes:
-    """A DICOM Part 10 file (CR, single or multi-frame, optionally JPEG baseline compressed)."""
+                with_pixels: bool = True, jpeg: bool = False, patient: str = "DOE^JANE", modality: str = "CR",
+                extra: dict | None = None) -> bytes:
+    """A DICOM Part 10 file (CR, single or multi-frame, optionally JPEG baseline compressed); `extra`: more tags."""
     import io
 
     from pydicom.dataset import FileDataset, FileMetaDataset
@@ -69,6 +84,8 @@ def dicom_bytes(pixels: np.ndarray, photometric: str = "MONOCHROME2", bits: int 
         ds.WindowCenter, ds.WindowWidth = window
     if frames > 1:
         ds.NumberOfFrames = frames
+    for keyword, value in (extra or {}).items():
+        setattr(ds, keyword, value)
     if with_pixels and jpeg:
         buffer = io.BytesIO()
         Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="JPEG", quality=95)
