@@ -1,4 +1,4 @@
-"""Gradio demo: drag a chest X-ray, get NORMAL/PNEUMONIA, the probability and a Grad-CAM overlay.
+"""Gradio demo: drag a chest X-ray, get NORMAL/PNEUMONIA where the model applies, and a Grad-CAM overlay.
 
     python app.py                 # http://127.0.0.1:7860 (GRADIO_SERVER_PORT to change)
 
@@ -6,16 +6,26 @@ Model: env PNEUMO_MODEL (a bundle folder or hf://USER/REPO), default weights/.
 Backbone: env PNEUMO_BACKBONE_WEIGHTS (a VGG16 no-top .weights.h5), default Keras' ImageNet download.
 """
 
+import logging
 import os
+import sys
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # runs with no network at all
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+for noisy in ("httpx", "httpcore", "urllib3"):  # one line per request otherwise
+    logging.getLogger(noisy).setLevel(logging.WARNING)
 
-from pneumo.predictor import Predictor
-from pneumo.ui import build_demo
+from pneumo import import_tensorflow_quietly  # noqa: E402
 
-predictor = Predictor.load()  # once, at start-up
+import_tensorflow_quietly()  # no CUDA chatter on CPU machines and Spaces
+from pneumo.predictor import Predictor  # noqa: E402
+from pneumo.ui import build_demo, launch  # noqa: E402
+
+try:
+    predictor = Predictor.load()  # once, at start-up
+except ValueError as err:  # a wrong setting, said in one sentence: no traceback to read through
+    sys.exit(f"error: {err}")
 demo = build_demo(predictor)
 
 if __name__ == "__main__":
-    demo.launch(share=False)
+    launch(demo)

@@ -90,7 +90,10 @@ def main(argv=None) -> int:
 
             check_repo_id(args.push_to_hub)  # fail before ten minutes of work, not after
         config.validate()
+        from pneumo import import_tensorflow_quietly
         from pneumo.training import run
+
+        import_tensorflow_quietly()
 
         out = run(config)
         print(f"bundle written to {out}")

@@ -73,7 +73,7 @@ Demonstration and research on pediatric (1-5 years) anterior-posterior chest rad
 training data. Not for adults, lateral views, other body parts, CT, or any clinical decision.
 
 ## Metrics
-Decision threshold **{config['threshold']:.4f}** on the probability of pneumonia
+Decision threshold **{config['threshold']:.3f}** on the probability of pneumonia
 (rule: {RULES.get(config['threshold_rule'], config['threshold_rule'])}). Above it, the model says PNEUMONIA.
 
 {_metrics_table(config['metrics'])}

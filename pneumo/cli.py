@@ -43,8 +43,10 @@ def main(argv=None) -> int:
             from .space import run_deploy
 
             return run_deploy(args)
+        from . import import_tensorflow_quietly
         from .predictor import Predictor
 
+        import_tensorflow_quietly()
         predictor = Predictor.load(args.model, args.backbone_weights)
         return run_predict(predictor, args.files) if args.command == "predict" else run_evaluate(predictor, args.folder)
     except ValueError as err:

@@ -82,5 +82,20 @@ def choose_threshold(y_true, probs, rule: str = "youden") -> float:
     return float(candidates[sens >= 0.95].max())
 
 
+def borderline_band(y_true, probs, threshold: float, level: float = 0.99) -> tuple[float, float]:
+    """Scores around `threshold` where the validation patients say "could be either".
+
+    Lower edge: the highest cut that still keeps validation sensitivity >= `level` (below it, few
+    pneumonia films fall); upper edge: the lowest cut with validation specificity >= `level` (above it,
+    few normal films rise). The threshold always lies inside the band.
+    """
+    y, p = np.asarray(y_true).astype(bool), np.asarray(probs, dtype=np.float64)
+    if y.all() or not y.any():
+        raise ValueError("the borderline band needs validation images of both classes.")
+    lower = float(np.quantile(p[y], 1.0 - level, method="lower"))  # (1 - level) of pneumonia films lie below
+    upper = float(np.quantile(p[~y], level, method="higher"))  # level of normal films lie at or below
+    return min(lower, threshold), max(upper, threshold)
+
+
 def _ratio(num: float, den: float) -> float:
     return float(num / den) if den else float("nan")

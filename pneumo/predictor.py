@@ -94,6 +94,8 @@ class Predictor:
         self.bundle = bundle
         self.model = full_model
         self.threshold = bundle.threshold
+        band = bundle.config.get("borderline")  # absent from bundles made before it
+        self.borderline: tuple[float, float] | None = tuple(band) if band else None
         self.input_size = int(bundle.config["input_size"])
         self.gaussian = bundle.feature_gaussian()
         self.population = bundle.population_check()

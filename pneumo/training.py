@@ -197,6 +197,7 @@ def run(config: TrainConfig, log=print) -> Path:
     metrics = {name: evaluation.binary_metrics(y, p, threshold) for name, (y, p) in predictions.items()}
     counts = _counts(splits, fit_samples, val_samples)
     cfg = bundle_config(config, threshold, metrics, counts, time.time() - started)
+    cfg["borderline"] = evaluation.borderline_band(*predictions["validation"], threshold)
     cfg["backbone_passes_this_run"] = extract.computed
     cfg["skipped_files"] = [{"file": str(p), "error": e} for p, e in failed]
     cfg["ood"] = {"cutoff": gaussian.cutoff, "percentile": gaussian.percentile, "file": ood.OOD_FILE}

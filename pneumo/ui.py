@@ -1,12 +1,14 @@
-"""The Gradio app: drop an X-ray, get a label, calibrated numbers and a Grad-CAM overlay.
+"""The Gradio app: drop an X-ray, get a verdict where the model applies, a score scale and a Grad-CAM overlay.
 
-The model runs once per upload; the opacity slider and the heatmap switch only
-re-blend the stored heatmap (no model call). User mistakes become `gr.Error`
-with the reader's plain message; nothing else reaches the page.
+The model runs once per upload or example click; the opacity slider and the heatmap switch only re-blend
+the stored heatmap. A file that cannot be read gets its reason in the result area, where it stays until the
+next upload, and one line in the server log (no traceback: it is the user's file, not our fault).
 """
 
 from __future__ import annotations
 
+import html
+import logging
 import os
 import re
 import tempfile
@@ -18,35 +20,83 @@ import cv2
 import gradio as gr
 import numpy as np
 
-from . import gradcam
+from . import gradcam, population
 from .constants import CLASS_NAMES
 from .images import DecodedImage, read_image
 from .predictor import Prediction, Predictor
 
+log = logging.getLogger("pneumo.app")
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 DISCLAIMER = ("**Research demo, not a medical device.** Trained on pediatric (1-5 years) frontal chest X-rays "
               "from one hospital; it does not diagnose and must not guide care.")
 ACCEPTED = "JPEG, PNG or DICOM (.dcm or no extension)"
 PREVIEW_PX = 1024  # longest side of the "what was read" preview; the overlay keeps the original size
+NOT_CHEST = "Not a frontal chest X-ray? This model reads children's chest films; its answer does not apply"
+COLOURS = {CLASS_NAMES[0]: "#2f6db3", CLASS_NAMES[1]: "#c0392b"}
+# System fonts only: web fonts are not reachable offline, and a half-loaded font changes letters mid-word.
+THEME = gr.themes.Default(font=["system-ui", "Segoe UI", "Roboto", "Helvetica", "Arial", "sans-serif"],
+                          font_mono=["ui-monospace", "Menlo", "Consolas", "monospace"])
+CSS = """
+#model-card table { font-size: 0.85em; }
+#model-card th { word-break: keep-all; overflow-wrap: normal; white-space: nowrap; }
+"""
 
 
-def decision_html(prediction: Prediction) -> str:
-    """The thresholded decision as the headline, then both class probabilities as bars.
+def fmt(x: float) -> str:
+    """Every score and threshold on the page is shown with this one rounding."""
+    return f"{x:.3f}"
 
-    (gr.Label would headline the larger probability, which is not the decision when the
-    threshold is not 0.5.)
-    """
-    rows = "".join(
-        f'<div style="margin:4px 0"><span style="display:inline-block;width:110px">{name}</span>'
-        f'<span style="display:inline-block;width:{max(1, round(200 * p))}px;height:10px;'
-        f'background:{"#d9534f" if name == CLASS_NAMES[1] else "#5b9bd5"}"></span> {p:.1%}</div>'
-        for name, p in prediction.class_probabilities.items())
-    caution = "" if prediction.looks_like_chest_xray else '<div style="color:#b94a00">⚠️ not a chest X-ray?</div>'
-    return f'<div style="font-size:2em;font-weight:700;margin-bottom:6px">{prediction.label}</div>{caution}{rows}'
+
+def scale_html(score: float, threshold: float, band: tuple[float, float] | None) -> str:
+    """One pneumonia-score axis from 0 to 1: the threshold line, the borderline band, and this film's score."""
+    pct = lambda x: f"{100 * min(max(x, 0.0), 1.0):.1f}%"  # noqa: E731
+    band_div = "" if band is None else (
+        f'<div title="borderline band" style="position:absolute;top:0;height:100%;left:{pct(band[0])};'
+        f'width:calc({pct(band[1])} - {pct(band[0])});background:repeating-linear-gradient(45deg,#f3d36b55 0 4px,'
+        f'#f3d36b99 4px 8px)"></div>')
+    return (
+        '<div class="score-scale" style="margin:10px 0 4px">'
+        '<div style="position:relative;height:18px;font-size:0.8em;color:#333">'
+        f'<span style="position:absolute;left:{pct(threshold)};transform:translateX(-50%);white-space:nowrap">'
+        f'threshold {fmt(threshold)}</span></div>'
+        '<div style="position:relative;height:16px;border-radius:3px;background:linear-gradient(90deg,'
+        f'{COLOURS["NORMAL"]}33 0 {pct(threshold)},{COLOURS["PNEUMONIA"]}33 {pct(threshold)} 100%)">{band_div}'
+        f'<div style="position:absolute;left:{pct(threshold)};top:-4px;height:24px;border-left:2px solid #222"></div>'
+        f'<div class="score-marker" style="position:absolute;left:calc({pct(score)} - 7px);top:1px;width:14px;'
+        'height:14px;border-radius:50%;background:#111;border:2px solid #fff"></div></div>'
+        '<div style="display:flex;justify-content:space-between;font-size:0.8em;color:#555;margin-top:2px">'
+        '<span>0 · NORMAL side</span><span>pneumonia score</span><span>PNEUMONIA side · 1</span></div></div>')
+
+
+def decision_html(p: Prediction, band: tuple[float, float] | None) -> str:
+    """The headline: the verdict where the model applies, else why it does not (the score small, secondary)."""
+    if not p.assessed:
+        headline = population.HEADLINE if not p.in_population else NOT_CHEST
+        reasons = "".join(f"<li>{html.escape(r)}</li>" for r in p.population_reasons + p.chest_reasons)
+        return (f'<div class="verdict not-assessed" style="font-size:1.5em;font-weight:700;color:#a04a00">'
+                f'⚠️ Not assessed</div><div style="font-size:1.15em;font-weight:600">{html.escape(headline)}.</div>'
+                f'<ul style="margin:6px 0">{reasons}</ul><div style="color:#666;font-size:0.85em">The model\'s '
+                f'pneumonia score would be {fmt(p.probability)} (threshold {fmt(p.threshold)}); it is not '
+                f'meaningful for this image.</div>')
+    near = band is not None and band[0] <= p.probability <= band[1]
+    side = "above" if p.label == CLASS_NAMES[1] else "below"
+    note = (f"Borderline: the score {fmt(p.probability)} is inside the band where validation patients of both "
+            f"classes fall ({fmt(band[0])}-{fmt(band[1])}); read with care." if near else
+            f"Pneumonia score {fmt(p.probability)}, {side} the threshold {fmt(p.threshold)}"
+            + ("" if band is None else f" and outside the borderline band ({fmt(band[0])}-{fmt(band[1])})") + ".")
+    return (f'<div class="verdict" style="font-size:2em;font-weight:700;color:{COLOURS[p.label]}">{p.label}'
+            f'{" <span style=font-size:0.5em>(borderline)</span>" if near else ""}</div>'
+            f'<div>{note}</div>{scale_html(p.probability, p.threshold, band)}')
+
+
+def error_html(message: str) -> str:
+    return (f'<div class="verdict upload-error" style="font-size:1.5em;font-weight:700;color:#a00">'
+            f'Could not read this file</div><div>{html.escape(message)}</div>')
 
 
 @dataclass
 class Analysis:
+    name: str  # the file name the user knows (Gradio stores uploads under a random folder)
     image: DecodedImage
     prediction: Prediction
     seconds: float
@@ -59,15 +109,13 @@ class Service:
         self.predictor = predictor
 
     def analyze(self, path: str | None) -> Analysis:
+        """Raises ValueError with the reader's plain message for files that cannot be read."""
         if not path:
-            raise gr.Error(f"Drop a chest X-ray first ({ACCEPTED}).")
-        started = time.perf_counter()
-        try:
-            image = read_image(path, name=_display_name(path))
-        except ValueError as err:
-            raise gr.Error(str(err)) from None
+            raise ValueError(f"Drop a chest X-ray first ({ACCEPTED}).")
+        started, name = time.perf_counter(), Path(path).name
+        image = read_image(path, name=name)
         prediction = self.predictor.analyze(image)
-        return Analysis(image, prediction, time.perf_counter() - started)
+        return Analysis(name, image, prediction, time.perf_counter() - started)
 
     @staticmethod
     def render(analysis: Analysis | None, opacity: float, show_heatmap: bool) -> np.ndarray | None:
@@ -81,21 +129,24 @@ class Service:
     def describe(analysis: Analysis) -> str:
         p = analysis.prediction
         width, height = analysis.image.size
-        warning = ""
-        if not p.looks_like_chest_xray:
-            warning = ("⚠️ **This does not look like a frontal pediatric chest X-ray** (" + "; ".join(p.warnings) +
-                       "). The number below is meaningless for such images.\n\n")
-        return (f"{warning}Probability of pneumonia **{p.probability:.3f}**; operating threshold **{p.threshold:.3f}**: "
-                f"above this, the model calls pneumonia.\n\n"
-                f"The heatmap marks the regions that pushed the model towards **{p.label}** "
+        return (f"Operating threshold **{fmt(p.threshold)}** on the pneumonia score, chosen on validation "
+                f"patients (sensitivity ≥ 0.95); at or above it the model says PNEUMONIA.\n\n"
+                + (f"The heatmap marks the regions that pushed the score towards **{p.label}** " if p.assessed else
+                   "Not assessed, so the heatmap only shows what moved a score that does not apply here "
+                   "") +
                 f"(Grad-CAM, `block5_conv3`); it is not a segmentation of disease. The outer 10% of each side "
                 f"is not used by the model (markers and text sit there).\n\n"
-                f"<small>{analysis.image.format}, {width}x{height} px; analysed in {analysis.seconds * 1000:.0f} ms."
+                f"<small>{html.escape(analysis.name)}: {analysis.image.format}, {width}x{height} px; "
+                f"analysed in {analysis.seconds * 1000:.0f} ms."
                 f"</small>")
 
     def api(self, path: str | None) -> tuple[dict, np.ndarray]:
-        """The /predict endpoint: label, probabilities, threshold and the overlay at the original size."""
-        analysis = self.analyze(path)
+        """The /predict endpoint: the result JSON and the overlay at the original size."""
+        try:
+            analysis = self.analyze(path)
+        except ValueError as err:
+            log.warning("rejected upload: %s", err)
+            raise gr.Error(str(err), print_exception=False) from None
         p = analysis.prediction
         result = {**p.to_json(), "probabilities": p.class_probabilities,
                   "width": analysis.image.size[0], "height": analysis.image.size[1]}
@@ -132,11 +183,6 @@ def preview_size(gray: np.ndarray, longest: int = PREVIEW_PX) -> np.ndarray:
     return cv2.resize(gray, (round(gray.shape[1] * scale), round(gray.shape[0] * scale)), interpolation=cv2.INTER_AREA)
 
 
-def _display_name(path: str) -> str:
-    # Gradio stores uploads under a random folder; the file name alone is what the user recognises.
-    return Path(path).name
-
-
 def model_card_markdown(predictor: Predictor) -> str:
     """The bundle's model card without YAML front matter or image links (shown as images instead)."""
     card = (predictor.bundle.path / "README.md").read_text()
@@ -144,9 +190,13 @@ def model_card_markdown(predictor: Predictor) -> str:
     return re.sub(r"!\[[^\]]*\]\([^)]*\)\s*", "", card)
 
 
+def example_files() -> list[Path]:
+    return sorted(p for p in EXAMPLES.glob("*") if p.suffix.lower() in (".jpeg", ".jpg", ".png", ".dcm"))
+
+
 def build_demo(predictor: Predictor) -> gr.Blocks:
     service = Service(predictor)
-    examples = sorted(str(p) for p in EXAMPLES.glob("*") if p.suffix.lower() in (".jpeg", ".jpg", ".png", ".dcm"))
+    examples = example_files()
     # Gradio keeps uploads and rendered overlays in its cache; delete them soon after each request
     # (not in the handler: concurrent uploads of the same file share one cached copy).
     keep = int(os.environ.get("PNEUMO_DELETE_AFTER_S", "60"))
@@ -156,46 +206,50 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
             state = gr.State(None)
             with gr.Row():
                 with gr.Column():
-                    upload = gr.File(label=f"Drop a chest X-ray: {ACCEPTED}", type="filepath",
-                                     elem_id="upload")
+                    upload = gr.File(label=f"Drop a chest X-ray: {ACCEPTED}", type="filepath", elem_id="upload")
+                    gallery = gr.Gallery([(str(p), p.name) for p in examples], elem_id="examples", columns=5,
+                                         height=140, allow_preview=False, interactive=False, object_fit="cover",
+                                         label="Or click an example (Kermany et al. 2018, CC BY 4.0)")
                     preview = gr.Image(label="What was read (DICOM shown with its window)", type="filepath",
                                        interactive=False, height=320)
                 with gr.Column():
-                    label = gr.HTML(label="Decision", elem_id="result-label")
+                    label = gr.HTML(elem_id="result-label")
                     summary = gr.Markdown(elem_id="summary")
                     overlay = gr.Image(label="Grad-CAM overlay", type="filepath", interactive=False,
                                        elem_id="overlay", height=420)
                     with gr.Row():
                         opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Heatmap opacity")
                         show = gr.Checkbox(value=True, label="Show heatmap")
-            if examples:
-                gr.Examples(examples, inputs=upload, label="Example X-rays (Kermany et al. 2018, CC BY 4.0)")
         with gr.Tab("Model"):
-            gr.Markdown(model_card_markdown(predictor))
-            with gr.Row():
-                for name in ("roc.png", "confusion.png"):
-                    if (predictor.bundle.path / name).is_file():
-                        gr.Image(str(predictor.bundle.path / name), show_label=False, interactive=False)
+            gr.Markdown(model_card_markdown(predictor), elem_id="model-card")
+            for name in ("roc.png", "confusion.png"):  # one per row: readable at the default width
+                if (predictor.bundle.path / name).is_file():
+                    gr.Image(str(predictor.bundle.path / name), show_label=False, interactive=False, height=420)
 
         def shown(analysis, opacity_value, show_value):  # JPEG: fast to encode, and only for display
             return cache_image(service.render(analysis, opacity_value, show_value), overlay.GRADIO_CACHE, ".jpg")
 
         def on_upload(path, opacity_value, show_value):
-            analysis = service.analyze(path)
-            p = analysis.prediction
+            try:
+                analysis = service.analyze(path)
+            except ValueError as err:  # the reason stays in the result area until the next upload
+                log.warning("rejected upload: %s", err)
+                return None, None, error_html(str(err)), "", None
             return (analysis, cache_image(preview_size(analysis.image.gray), preview.GRADIO_CACHE, ".jpg"),
-                    decision_html(p),
-                    service.describe(analysis),
+                    decision_html(analysis.prediction, predictor.borderline), service.describe(analysis),
                     shown(analysis, opacity_value, show_value))
+
+        def on_example(opacity_value, show_value, evt: gr.SelectData):
+            return on_upload(str(examples[evt.index]), opacity_value, show_value)
 
         def on_api(path):  # PNG: lossless, for programs
             result, rgb = service.api(path)
             return result, cache_image(rgb, api_overlay.GRADIO_CACHE, ".png")
 
-        upload.upload(on_upload, [upload, opacity, show], [state, preview, label, summary, overlay],
-                      api_visibility="private", concurrency_id="model")
-        upload.clear(lambda: (None, None, None, "", None), None, [state, preview, label, summary, overlay],
-                     api_visibility="private")
+        outputs = [state, preview, label, summary, overlay]
+        upload.upload(on_upload, [upload, opacity, show], outputs, api_visibility="private", concurrency_id="model")
+        gallery.select(on_example, [opacity, show], outputs, api_visibility="private", concurrency_id="model")
+        upload.clear(lambda: (None, None, None, "", None), None, outputs, api_visibility="private")
         for control in (opacity, show):
             control.change(shown, [state, opacity, show], overlay, api_visibility="private",
                            show_progress="hidden")
@@ -209,3 +263,10 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
     # One model call at a time: TensorFlow already uses both cores for one image.
     demo.queue(max_size=64, default_concurrency_limit=1)
     return demo
+
+
+def launch(demo: gr.Blocks) -> None:
+    """Serve on loopback (GRADIO_SERVER_* to change) and say where, without Gradio's share-link hint."""
+    demo.launch(share=False, quiet=True, theme=THEME, css=CSS, prevent_thread_lock=True)
+    print(f"Running on {demo.local_url} (Ctrl-C to stop)", flush=True)
+    demo.block_thread()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import subprocess
@@ -106,3 +107,33 @@ def server(tiny_bundle, tmp_path_factory):
 @pytest.fixture(scope="session")
 def server_url(server) -> str:
     return server[0]
+
+
+@pytest.fixture(scope="session")
+def shipped_server(tmp_path_factory):
+    """A real `python app.py` serving the shipped weights/ with the real backbone: (url, log file)."""
+    weights = real_backbone()
+    temp_dir = tmp_path_factory.mktemp("shipped-app") / "gradio-tmp"
+    temp_dir.mkdir()
+    process, url = start_app(ROOT / "weights", temp_dir, {"PNEUMO_BACKBONE_WEIGHTS": weights})
+    yield url, process.log_path
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def drop_file(page, selector: str, path: Path, mime: str) -> None:
+    """A real drop event carrying the file, as when a user drags it from the desktop."""
+    data = base64.b64encode(path.read_bytes()).decode()
+    transfer = page.evaluate_handle(
+        """([data, name, mime]) => {
+            const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], name, {type: mime}));
+            return dt;
+        }""", [data, path.name, mime])
+    target = page.locator(f"{selector} button.upload-container")  # the drop zone
+    if not target.count():  # a file is shown: clear it first, as a user would with the x
+        page.locator(f"{selector} button[aria-label='Clear']").first.click()
+        target.wait_for(timeout=10_000)
+    for event in ("dragenter", "dragover", "drop"):
+        target.dispatch_event(event, {"dataTransfer": transfer})

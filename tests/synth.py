@@ -39,6 +39,19 @@ def adult_xray(seed: int = 0, size: tuple[int, int] = (128, 128)) -> np.ndarray:
     return np.uint8(np.clip(img, 0, 1) * 255)
 
 
+def knee(seed: int = 0, size: tuple[int, int] = (800, 600)) -> np.ndarray:
+    """(H, W) uint8 standing in for a knee radiograph: femur above, tibia and fibula below, a joint space."""
+    height, width = size
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width] / np.array([height, width])[:, None, None]
+    img = 0.12 + 0.25 * (np.abs(xx - 0.5) < 0.33)  # soft tissue on a dark background
+    img += 0.5 * ((np.abs(xx - 0.5) < 0.13 + 0.1 * np.exp(-((yy - 0.45) / 0.06) ** 2)) & (yy < 0.47))  # femur
+    img += 0.5 * ((np.abs(xx - 0.5) < 0.12 + 0.07 * np.exp(-((yy - 0.52) / 0.05) ** 2)) & (yy > 0.50))  # tibia
+    img += 0.35 * ((np.abs(xx - 0.72) < 0.03) & (yy > 0.55))  # fibula
+    img += rng.normal(0, 0.02, img.shape)
+    return np.uint8(np.clip(img, 0, 1) * 255)
+
+
 def kaggle_tree(root: Path, patients: dict[str, int], images_per_patient: int = 2, seed: int = 0) -> Path:
     """Write {split: n patients per class} in the Kaggle layout with Kermany-style file names."""
     counter = seed * 1000

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import synth
+from conftest import drop_file
 from PIL import Image
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -97,6 +97,20 @@ def test_colour_photo_is_answered_with_a_warning(server, tmp_path):
     Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(photo)
     result, _ = call(server[0], photo)
     assert result["looks_like_chest_xray"] is False and "colour image" in result["warnings"][0]
+    assert result["assessed"] is False
+
+
+@pytest.mark.server
+def test_a_rejected_upload_is_one_log_line_not_a_traceback(server, files):
+    from gradio_client.exceptions import AppError
+
+    before = server[2].read_text()
+    with pytest.raises(AppError):
+        call(server[0], files["pdf"])
+    time.sleep(0.5)
+    added = server[2].read_text()[len(before):]
+    assert added.count("rejected upload") == 1 and "PDF document" in added
+    assert "Traceback" not in added
 
 
 @pytest.mark.server
@@ -124,25 +138,10 @@ def test_drag_and_drop_in_a_real_browser(server, files, tmp_path):
         page.goto(server[0])
         page.get_by_text("Drop a chest X-ray").first.wait_for()
         drop_file(page, "#upload", files["jpeg"], "image/jpeg")
-        page.locator("#summary").get_by_text("Probability of pneumonia").wait_for(timeout=60_000)
+        page.locator("#summary").get_by_text("child.jpeg").wait_for(timeout=60_000)
         label = page.locator("#result-label").inner_text()
-        assert "NORMAL" in label or "PNEUMONIA" in label
+        assert "NORMAL" in label or "PNEUMONIA" in label or "Not assessed" in label
         page.locator("#overlay img").wait_for(timeout=30_000)
         page.screenshot(path=str(tmp_path / "drag-and-drop.png"), full_page=True)
         browser.close()
     assert (tmp_path / "drag-and-drop.png").stat().st_size > 10_000
-
-
-def drop_file(page, selector: str, path: Path, mime: str) -> None:
-    """A real drop event carrying the file, as when a user drags it from the desktop."""
-    data = base64.b64encode(path.read_bytes()).decode()
-    transfer = page.evaluate_handle(
-        """([data, name, mime]) => {
-            const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
-            const dt = new DataTransfer();
-            dt.items.add(new File([bytes], name, {type: mime}));
-            return dt;
-        }""", [data, path.name, mime])
-    target = page.locator(f"{selector} button.upload-container")  # the drop zone
-    for event in ("dragenter", "dragover", "drop"):
-        target.dispatch_event(event, {"dataTransfer": transfer})

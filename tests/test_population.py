@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import synth
-from conftest import ROOT, SHARED, real_backbone, start_app
+from conftest import ROOT, SHARED, real_backbone
 from PIL import Image
 
 from pneumo.images import read_image
@@ -151,18 +151,11 @@ def test_cli_says_in_population(shipped):
 
 
 @pytest.mark.server
-def test_app_api_says_in_population(shipped, tmp_path):
+def test_app_api_says_in_population(shipped, shipped_server):
     from gradio_client import Client, handle_file
 
-    temp = tmp_path / "gradio"
-    temp.mkdir()
-    process, url = start_app(ROOT / "weights", temp, {"PNEUMO_BACKBONE_WEIGHTS": real_backbone()})
-    try:
-        client = Client(url, verbose=False)
-        adult, _ = client.predict(handle_file(str(held_out_adults(1)[0])), api_name="/predict")
-        child, _ = client.predict(handle_file(str(some_children(1)[0])), api_name="/predict")
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    client = Client(shipped_server[0], verbose=False)
+    adult, _ = client.predict(handle_file(str(held_out_adults(1)[0])), api_name="/predict")
+    child, _ = client.predict(handle_file(str(some_children(1)[0])), api_name="/predict")
     assert adult["in_population"] is False and adult["assessed"] is False
     assert child["in_population"] is True and child["assessed"] is True
