@@ -7,10 +7,12 @@ number of times (once per image per view).
 
 from __future__ import annotations
 
+import io
 from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
+from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -51,4 +53,35 @@ def augment(gray: np.ndarray, rng: np.random.Generator, config: AugmentConfig = 
     out = (out - out.mean()) * contrast + out.mean() + rng.uniform(-1, 1) * config.brightness * 255
     if config.noise_std:
         out += rng.normal(0, config.noise_std, out.shape)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return change_form(out, rng, config) if isinstance(config, FormConfig) else out
+
+
+@dataclass(frozen=True)
+class FormConfig(AugmentConfig):
+    """Views for the population check: AugmentConfig plus a random "form" of the film.
+
+    The pediatric training films are 224 px JPEGs (quality 75: sharp, blocky), adult films arrive large and
+    smooth; a check trained on them as they are learns that texture instead of anatomy, and flags full-size
+    pediatric originals (measured: up to half of val/). Randomising sharpness and compression on both sides
+    leaves anatomy as the only difference. (A subclass, so the cache keys of AugmentConfig views stay as they are.)
+    """
+
+    blur_max: float = 1.2  # Gaussian sigma, px of the model view: a full-size film downscaled is this smooth
+    sharpen_max: float = 1.0  # unsharp-mask amount: a sharp resize or an edge-enhanced export
+    jpeg_min: int = 60  # lowest JPEG quality tried
+
+
+def change_form(gray: np.ndarray, rng: np.random.Generator, config: FormConfig) -> np.ndarray:
+    """Blur or sharpen (or neither), then maybe re-encode as JPEG: each with its own random strength."""
+    kind = rng.integers(3)
+    if kind == 1:
+        gray = cv2.GaussianBlur(gray, (0, 0), rng.uniform(0.3, config.blur_max))
+    elif kind == 2:
+        amount = rng.uniform(0.2, config.sharpen_max)
+        gray = cv2.addWeighted(gray, 1 + amount, cv2.GaussianBlur(gray, (0, 0), 1.0), -amount, 0)  # saturates
+    if rng.random() < 0.5:
+        buffer = io.BytesIO()
+        Image.fromarray(gray).save(buffer, "JPEG", quality=int(rng.integers(config.jpeg_min, 96)))
+        gray = np.asarray(Image.open(buffer).convert("L"))
+    return gray

@@ -149,11 +149,12 @@ class _Extractor:
         self.fingerprint = model.backbone_fingerprint(config.backbone_weights)
         self.computed = 0  # backbone passes in this run
 
-    def __call__(self, samples: list[data.Sample], desc: str, view: int = 0) -> Labelled:
-        cache = features.FeatureCache(self.config.cache_dir, self.fingerprint, view, self.config.augment,
+    def __call__(self, samples: list[data.Sample], desc: str, view: int = 0, augment=None) -> Labelled:
+        augment = augment or self.config.augment
+        cache = features.FeatureCache(self.config.cache_dir, self.fingerprint, view, augment,
                                       self.config.input_size, self.layer)
         fs = features.extract([s.path for s in samples], self.network, cache, view=view,
-                              augment_config=self.config.augment, desc=desc)
+                              augment_config=augment, desc=desc)
         label_of = {s.path: s.label for s in samples}
         self.computed += fs.computed
         return Labelled(fs.features, np.array([label_of[p] for p in fs.paths], np.float32), fs.paths, fs.failed)
@@ -204,25 +205,38 @@ def run(config: TrainConfig, log=print) -> Path:
     check = None
     if config.adult_dirs:
         children = [train.subset(fit_samples)[0], *(v.x for v in views)]
-        check, cfg["population"] = fit_population(config, extract, pooled, children, val_pooled)
+        check, cfg["population"] = fit_population(config, extract, pooled, children, fit_samples, val_pooled)
         log(f"population check: {cfg['population']['summary']}")
     out = bundle.write_bundle(config.output, cfg, head, predictions, gaussian, full, check)
     report(metrics, threshold, config.threshold_rule, failed, log)
     return out
 
 
-def fit_population(config: TrainConfig, extract, pooled, children: list, children_val: np.ndarray):
-    """The pediatric-vs-adult check: fitted on adult patients' films and views, measured on held-out adult patients."""
+def fit_population(config: TrainConfig, extract, pooled, children: list, child_samples: list, children_val):
+    """The pediatric-vs-adult check: fitted on adult patients' films and views, measured on held-out adult patients.
+
+    Both sides also get FormConfig views (random sharpness and JPEG compression), so the film's texture
+    tells nothing and anatomy has to; for the children a 1-in-8 sample of the fit films is enough.
+    """
+    from .augment import FormConfig
+
     adults = [s for folder in config.adult_dirs for s in data.scan_images(folder)]
     fit, held_out = data.split_by_patient(adults, config.adult_holdout, config.seed) if config.adult_holdout \
         else (adults, [])
-    adult_x = [extract(fit, "adult films", 0).x]
-    adult_x += [extract(fit, f"adult view {v}", v).x for v in range(1, config.population_views + 1)]
-    check = population.PopulationCheck.fit(pooled(np.concatenate(children)), pooled(np.concatenate(adult_x)),
-                                           children_val)
+    form = FormConfig(**config.augment.to_dict())
+    views = range(1, config.population_views + 1)
+    adult_x = [pooled(extract(fit, "adult films", 0).x)]
+    adult_x += [pooled(extract(fit, f"adult form {v}", v, form).x) for v in views]
+    sample = child_samples[::8]
+    child_forms = [pooled(extract(sample, f"child form {v}", v, form).x) for v in views]
+    plain = pooled(extract(sample, "child sample", 0).x)  # cached: the same films' plain features
+    pairs = [(plain, x) for x in child_forms] + [(adult_x[0], x) for x in adult_x[1:]]
+    directions = population.form_directions(pairs) if pairs else None
+    check = population.PopulationCheck.fit(np.concatenate([pooled(np.concatenate(children)), *child_forms]),
+                                           np.concatenate(adult_x), children_val, directions)
     children_flagged = float(check.flags(children_val).mean())
-    stats = {"file": population.POPULATION_FILE, "cutoff": check.cutoff, "percentile": check.percentile,
-             "adult_fit_images": len(fit), "adult_holdout_images": len(held_out),
+    stats = {"file": population.POPULATION_FILE, "version": population.VERSION, "cutoff": check.cutoff,
+             "percentile": check.percentile, "form_dims": len(check.form), "adult_fit_images": len(fit), "adult_holdout_images": len(held_out), "form_views": form.to_dict(),
              "validation_children_flagged": children_flagged}
     summary = f"{children_flagged:.1%} of {len(children_val)} pediatric validation films flagged"
     if held_out:

@@ -25,9 +25,9 @@ SHARED = ROOT.parent / "shared" / "data"
 
 
 def as_224_jpeg(data: bytes) -> bytes:
-    """How the shared training images were made: whole film, bicubic to 224x224, aspect not kept, JPEG."""
+    """How the shared training images were made: whole film, bicubic to 224x224, aspect not kept, JPEG q75."""
     buffer = io.BytesIO()
-    Image.open(io.BytesIO(data)).convert("L").resize((224, 224), Image.BICUBIC).save(buffer, "JPEG", quality=90)
+    Image.open(io.BytesIO(data)).convert("L").resize((224, 224), Image.BICUBIC).save(buffer, "JPEG", quality=75)
     return buffer.getvalue()
 
 

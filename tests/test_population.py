@@ -11,7 +11,7 @@ from conftest import ROOT, SHARED, real_backbone
 from PIL import Image
 
 from pneumo.images import read_image
-from pneumo.population import PopulationCheck, fit_logistic
+from pneumo.population import PopulationCheck, fit_logistic, form_directions
 
 ADULTS = SHARED / "data" / "adult_dev"
 CHILDREN = SHARED / "data" / "shift_dev"
@@ -28,6 +28,30 @@ def test_logistic_regression_separates_and_cutoff_spares_children(tmp_path):
     check.save(tmp_path / "population.npz")
     again = PopulationCheck.load(tmp_path / "population.npz")
     assert np.allclose(again.score(new_adults), check.score(new_adults)) and again.cutoff == check.cutoff
+    np.savez(tmp_path / "old.npz", **{k: v for k, v in np.load(tmp_path / "population.npz").items() if k != "version"})
+    with pytest.raises(ValueError, match="Retrain the bundle"):
+        PopulationCheck.load(tmp_path / "old.npz")
+
+
+def test_projecting_out_form_directions_stops_the_check_from_using_texture():
+    # Feature 0 is "texture": adults are smooth (high), children sharp (low); feature 1 is "anatomy".
+    rng = np.random.default_rng(2)
+
+    def films(n, texture, anatomy):
+        x = rng.gamma(4.0, 1.0, (n, 8))
+        x[:, 0] *= texture
+        x[:, 1] *= anatomy
+        return x
+
+    children, adults, val = films(800, 1.0, 1.0), films(300, 6.0, 6.0), films(300, 1.0, 1.0)
+    smooth_children = films(200, 6.0, 1.0)  # full-size pediatric originals: smooth like the adults
+    plain = films(200, 1.0, 1.0)
+    reformed = plain.copy()
+    reformed[:, 0] *= 6.0  # the same films, only smoother
+    naive = PopulationCheck.fit(children, adults, val)
+    robust = PopulationCheck.fit(children, adults, val, form_directions([(plain, reformed)], k=1))
+    assert naive.flags(smooth_children).mean() > 0.5, "without the projection texture decides"
+    assert robust.flags(smooth_children).mean() < 0.05 and robust.flags(films(200, 1.0, 6.0)).mean() > 0.9
 
 
 def test_logistic_regression_matches_the_closed_form_optimum():
@@ -159,3 +183,18 @@ def test_app_api_says_in_population(shipped, shipped_server):
     child, _ = client.predict(handle_file(str(some_children(1)[0])), api_name="/predict")
     assert adult["in_population"] is False and adult["assessed"] is False
     assert child["in_population"] is True and child["assessed"] is True
+
+
+def test_form_views_change_texture_not_content_and_have_their_own_cache(tmp_path):
+    from pneumo.augment import AugmentConfig, FormConfig, augment
+    from pneumo.features import FeatureCache
+
+    gray = synth.xray(4, size=(224, 224))
+    plain = AugmentConfig(rotation_deg=0, zoom_max=1.0, shift=0, contrast=0, brightness=0)
+    form = FormConfig(**plain.to_dict())
+    views = [augment(gray, np.random.default_rng(seed), form) for seed in range(12)]
+    assert all(v.shape == gray.shape and v.dtype == np.uint8 for v in views)
+    roughness = [np.abs(np.diff(v.astype(float), axis=1)).mean() for v in views]
+    assert max(roughness) / min(roughness) > 1.3, "blur and sharpening should spread the texture"
+    assert max(np.abs(v.astype(float).mean() - gray.mean()) for v in views) < 6, "the content stays"
+    assert FeatureCache(tmp_path, "fp", 1, plain).folder != FeatureCache(tmp_path, "fp", 1, form).folder
