@@ -75,7 +75,7 @@ training data. Not for adults, lateral views, other body parts, CT, or any clini
 ## Metrics
 Decision threshold **{config['threshold']:.3f}** on the probability of pneumonia
 (rule: {RULES.get(config['threshold_rule'], config['threshold_rule'])}). Above it, the model says PNEUMONIA.
-
+{_band_line(config)}
 {_metrics_table(config['metrics'])}
 
 ![ROC](roc.png) ![Confusion matrices](confusion.png)
@@ -116,3 +116,14 @@ def _recipe_line(recipe: dict) -> str:
     keys = ("views", "epochs", "learning_rate", "label_smoothing", "mixup", "fine_tune", "fine_tune_lr",
             "val_fraction", "seed")
     return ", ".join(f"{k}={recipe[k]}" for k in keys if k in recipe)
+
+
+def _band_line(config: dict) -> str:
+    stats = config.get("borderline_validation")
+    if not stats:
+        return ""
+    low, high = stats["band"]
+    return (f"\nBorderline band **{low:.3f}-{high:.3f}**: below it fall only 1% of the validation patients' pneumonia "
+            f"films, above it only 1% of their normal films. It holds {stats['inside']} of {stats['n']} validation "
+            f"films; the decision is right for {stats['accuracy_inside']:.0%} of those and "
+            f"{stats['accuracy_outside']:.0%} of the rest.\n")

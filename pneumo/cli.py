@@ -93,7 +93,7 @@ def run_predict(predictor, files: list[Path]) -> int:
 
 def run_evaluate(predictor, folder: Path) -> int:
     from .data import resolve_eval_folder, scan_class_folder
-    from .evaluation import binary_metrics
+    from .evaluation import band_stats, binary_metrics
 
     samples = scan_class_folder(resolve_eval_folder(folder))
     label_of = {s.path: s.label for s in samples}
@@ -110,6 +110,8 @@ def run_evaluate(predictor, folder: Path) -> int:
         raise ValueError(f"no readable images in '{folder}'.")
     # Metrics over every readable film, as before: the counts say how many the model should not have answered.
     metrics = binary_metrics(labels, probs, predictor.threshold)
+    if predictor.borderline is not None:
+        metrics["borderline"] = band_stats(labels, probs, predictor.threshold, predictor.borderline)
     counts = {"outside_population": sum(not inside for _, inside in checks),
               "not_chest_xray": sum(not chest for chest, _ in checks),
               "not_assessed": sum(not (chest and inside) for chest, inside in checks)}

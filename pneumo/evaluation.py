@@ -97,5 +97,15 @@ def borderline_band(y_true, probs, threshold: float, level: float = 0.99) -> tup
     return min(lower, threshold), max(upper, threshold)
 
 
+def band_stats(y_true, probs, threshold: float, band: tuple[float, float]) -> dict:
+    """How many films fall in the borderline band, and how often the decision is right inside and outside it."""
+    y, p = np.asarray(y_true).astype(bool), np.asarray(probs, dtype=np.float64)
+    inside = (p >= band[0]) & (p <= band[1])
+    right = (p >= threshold) == y
+    return {"band": [float(band[0]), float(band[1])], "inside": int(inside.sum()), "n": len(y),
+            "accuracy_inside": _ratio(right[inside].sum(), inside.sum()),
+            "accuracy_outside": _ratio(right[~inside].sum(), (~inside).sum())}
+
+
 def _ratio(num: float, den: float) -> float:
     return float(num / den) if den else float("nan")

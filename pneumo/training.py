@@ -199,6 +199,7 @@ def run(config: TrainConfig, log=print) -> Path:
     counts = _counts(splits, fit_samples, val_samples)
     cfg = bundle_config(config, threshold, metrics, counts, time.time() - started)
     cfg["borderline"] = evaluation.borderline_band(*predictions["validation"], threshold)
+    cfg["borderline_validation"] = evaluation.band_stats(*predictions["validation"], threshold, cfg["borderline"])
     cfg["backbone_passes_this_run"] = extract.computed
     cfg["skipped_files"] = [{"file": str(p), "error": e} for p, e in failed]
     cfg["ood"] = {"cutoff": gaussian.cutoff, "percentile": gaussian.percentile, "file": ood.OOD_FILE}

@@ -78,3 +78,17 @@ def test_threshold_rules():
     assert binary_metrics(y, p, choose_threshold(y, p, "sensitivity95"))["sensitivity"] >= 0.95
     with pytest.raises(ValueError, match="must be one of"):
         choose_threshold(y, p, "magic")
+
+
+def test_borderline_band_holds_the_threshold_and_the_mixed_scores():
+    from pneumo.evaluation import band_stats, borderline_band
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(500), np.ones(500)]
+    p = np.clip(np.r_[rng.normal(0.3, 0.2, 500), rng.normal(0.7, 0.2, 500)], 0, 1)
+    low, high = borderline_band(y, p, 0.5)
+    assert low <= 0.5 <= high
+    assert np.mean(p[y == 1] < low) <= 0.01 and np.mean(p[y == 0] > high) <= 0.01
+    stats = band_stats(y, p, 0.5, (low, high))
+    assert 0 < stats["inside"] < 1000 and stats["accuracy_inside"] < stats["accuracy_outside"]
+    assert borderline_band(y, p, 0.99)[1] == 0.99  # the threshold always lies inside
