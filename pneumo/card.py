@@ -97,7 +97,10 @@ this run took {config['training_seconds']:.0f} s with {config.get('backbone_pass
 (the other features came from the on-disk cache), package version {config['package_version']}.
 
 ## Limitations
-- One hospital, one age group: expect worse results on other hospitals, devices and ages; untested on adults.
+- One hospital, one age group: expect worse results on other hospitals, devices and ages. On adults it is no
+  better than a coin (ROC AUC 0.46 on NIH adult films): never use it there. With `population.npz` in the
+  bundle, each result says whether the film looks like it comes from the pediatric population
+  (`in_population`); outside it, the answer does not apply.
 - Trained on 224x224 downsized images: fine detail is not used.
 - The heatmap shows which regions drove the score, not where the disease is; it can highlight markers,
   tubes or film edges (the outer 10% of the image is cut off for that reason, but not everything is there).

@@ -24,7 +24,7 @@ from .images import DecodedImage
 
 POPULATION_FILE = "population.npz"
 VERSION = "logreg-log1p-gap-forms-proj20-v1"
-FORM_DIMS = 20  # measured: 0 -> half of the full-size pediatric originals flagged; 20 -> none (README)  # bump when the features or the score change: old files are refused
+FORM_DIMS = 20  # enough to stop full-size pediatric originals looking "adult"; README, Safety and limits  # bump when the features or the score change: old files are refused
 HEADLINE = "Adult film? This model was trained on children aged 1-5; its answer does not apply"
 PIXEL_REASON = "the image looks like an adult chest X-ray"
 

@@ -38,7 +38,8 @@ THEME = gr.themes.Default(font=["system-ui", "Segoe UI", "Roboto", "Helvetica", 
                           font_mono=["ui-monospace", "Menlo", "Consolas", "monospace"])
 CSS = """
 #model-card table { font-size: 0.85em; }
-#model-card th { word-break: keep-all; overflow-wrap: normal; white-space: nowrap; }
+#model-card th, #model-card td { word-break: keep-all; overflow-wrap: normal; }
+#model-card th, #model-card td:not(:last-child) { white-space: nowrap; }
 """
 
 
