@@ -130,10 +130,11 @@ def main() -> None:
              "shift_dev (other patients)": [s.path for s in scan_class_folder(SHARED / "shift_dev")]}
     print(f"{'set':<44}{'images':>8}{'warned':>8}{'rate':>8}")
     for name, paths in ({} if only_others else chest).items():
-        warned = [p.name for p in paths if predictor.analyze(read_image(p), with_cam=False).warnings]
+        warned = [p.name for p in paths if not predictor.analyze(read_image(p), with_cam=False).looks_like_chest_xray]
         print(f"{name:<44}{len(paths):>8}{len(warned):>8}{len(warned) / len(paths):>8.1%}   {' '.join(warned[:5])}")
     others = other_images()
-    missed = [n for n, data in others.items() if not predictor.analyze(read_image(data, n), with_cam=False).warnings]
+    missed = [n for n, data in others.items()
+              if predictor.analyze(read_image(data, n), with_cam=False).looks_like_chest_xray]
     caught = len(others) - len(missed)
     print(f"{'non-chest images (photos, documents, CT-like)':<44}{len(others):>8}{caught:>8}{caught / len(others):>8.1%}"
           f"   missed: {' '.join(missed) or 'none'}")

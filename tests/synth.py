@@ -8,11 +8,16 @@ import numpy as np
 from PIL import Image
 
 
+def _canvas(seed: int, size: tuple[int, int]):
+    """A seeded generator and (y, x) coordinates in [0, 1) for an image of `size` (H, W)."""
+    height, width = size
+    yy, xx = np.mgrid[0:height, 0:width] / np.array([height, width])[:, None, None]
+    return np.random.default_rng(seed), yy, xx
+
+
 def xray(seed: int = 0, pneumonia: bool = False, size: tuple[int, int] = (80, 96)) -> np.ndarray:
     """(H, W) uint8: bright body, two dark lungs, a bright spine; pneumonia adds lung opacities."""
-    height, width = size
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width] / np.array([height, width])[:, None, None]
+    rng, yy, xx = _canvas(seed, size)
     img = 0.75 - 0.25 * ((xx - 0.5) ** 2 + (yy - 0.5) ** 2)
     for cx in (0.3, 0.7):  # lungs
         img -= 0.45 * (((xx - cx) / 0.16) ** 2 + ((yy - 0.5) / 0.3) ** 2 < 1)
@@ -27,10 +32,8 @@ def xray(seed: int = 0, pneumonia: bool = False, size: tuple[int, int] = (80, 96
 
 def adult_xray(seed: int = 0, size: tuple[int, int] = (128, 128)) -> np.ndarray:
     """(H, W) uint8 standing in for an adult film: taller narrow lungs, a wide heart, dense ribs."""
-    height, width = size
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width] / np.array([height, width])[:, None, None]
-    img = np.full((height, width), 0.8)
+    rng, yy, xx = _canvas(seed, size)
+    img = np.full(size, 0.8)
     for cx in (0.28, 0.72):
         img -= 0.55 * (((xx - cx) / 0.12) ** 2 + ((yy - 0.45) / 0.38) ** 2 < 1)
     img += 0.3 * (((xx - 0.55) / 0.18) ** 2 + ((yy - 0.7) / 0.15) ** 2 < 1)  # heart
@@ -41,9 +44,7 @@ def adult_xray(seed: int = 0, size: tuple[int, int] = (128, 128)) -> np.ndarray:
 
 def knee(seed: int = 0, size: tuple[int, int] = (800, 600)) -> np.ndarray:
     """(H, W) uint8 standing in for a knee radiograph: femur above, tibia and fibula below, a joint space."""
-    height, width = size
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width] / np.array([height, width])[:, None, None]
+    rng, yy, xx = _canvas(seed, size)
     img = 0.12 + 0.25 * (np.abs(xx - 0.5) < 0.33)  # soft tissue on a dark background
     img += 0.5 * ((np.abs(xx - 0.5) < 0.13 + 0.1 * np.exp(-((yy - 0.45) / 0.06) ** 2)) & (yy < 0.47))  # femur
     img += 0.5 * ((np.abs(xx - 0.5) < 0.12 + 0.07 * np.exp(-((yy - 0.52) / 0.05) ** 2)) & (yy > 0.50))  # tibia
