@@ -18,8 +18,8 @@ for noisy in ("httpx", "httpcore", "urllib3"):  # one line per request otherwise
 from pneumo import import_tensorflow_quietly  # noqa: E402
 
 import_tensorflow_quietly()  # no CUDA chatter on CPU machines and Spaces
-from pneumo.predictor import Predictor  # noqa: E402
-from pneumo.ui import build_demo, launch  # noqa: E402
+from pneumo.infer.predictor import Predictor  # noqa: E402
+from pneumo.ui.web import build_demo, launch  # noqa: E402
 
 try:
     predictor = Predictor.load()  # once, at start-up

@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # for `import synth`
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 SHARED_VAL = SHARED / "data" / "chest_xray" / "val"
@@ -39,7 +33,7 @@ def tiny_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_config_factory(tiny_data, tmp_path_factory):
-    from pneumo.training import TrainConfig
+    from pneumo.train.options import TrainConfig
 
     cache = tmp_path_factory.mktemp("cache")
 
@@ -54,54 +48,28 @@ def tiny_config_factory(tiny_data, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_config_factory, tmp_path_factory) -> Path:
-    from pneumo.training import run
+    from pneumo.train.loop import run
 
     return run(tiny_config_factory(tmp_path_factory.mktemp("bundles") / "tiny"), log=lambda *_: None)
 
 
 @pytest.fixture(scope="session")
 def tiny_predictor(tiny_bundle):
-    from pneumo.predictor import Predictor
+    from pneumo.infer.predictor import Predictor
 
     return Predictor.load(tiny_bundle)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_app(bundle: Path, temp_dir: Path, extra_env: dict | None = None):
-    port = free_port()
-    env = {**os.environ, "PNEUMO_MODEL": str(bundle), "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_TEMP_DIR": str(temp_dir), "TF_CPP_MIN_LOG_LEVEL": "3", **(extra_env or {})}
-    log = open(temp_dir.parent / f"app-{port}.log", "w")
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    process.log_path = Path(log.name)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"app.py exited with {process.returncode}: {Path(log.name).read_text()[-2000:]}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return process, url
-        except OSError:
-            time.sleep(0.5)
-    process.kill()
-    raise RuntimeError("app.py did not start within 120 s")
 
 
 @pytest.fixture(scope="session")
 def server(tiny_bundle, tmp_path_factory):
     """A real `python app.py` serving the tiny bundle: (url, Gradio temp dir, log file, pid)."""
+    from tools.appserver import running_app
+
     temp_dir = tmp_path_factory.mktemp("app") / "gradio-tmp"
     temp_dir.mkdir()
-    process, url = start_app(tiny_bundle, temp_dir, {"PNEUMO_DELETE_AFTER_S": "3"})
-    yield url, temp_dir, process.log_path, process.pid
-    process.terminate()
-    process.wait(timeout=30)
+    env = {"PNEUMO_MODEL": str(tiny_bundle), "GRADIO_TEMP_DIR": str(temp_dir), "PNEUMO_DELETE_AFTER_S": "3"}
+    with running_app(env, temp_dir.parent / "app.log") as app:
+        yield app.url, temp_dir, app.log_path, app.process.pid
 
 
 @pytest.fixture(scope="session")
@@ -112,13 +80,14 @@ def server_url(server) -> str:
 @pytest.fixture(scope="session")
 def shipped_server(tmp_path_factory):
     """A real `python app.py` serving the shipped weights/ with the real backbone: (url, log file)."""
+    from tools.appserver import running_app
+
     weights = real_backbone()
     temp_dir = tmp_path_factory.mktemp("shipped-app") / "gradio-tmp"
     temp_dir.mkdir()
-    process, url = start_app(ROOT / "weights", temp_dir, {"PNEUMO_BACKBONE_WEIGHTS": weights})
-    yield url, process.log_path
-    process.terminate()
-    process.wait(timeout=30)
+    env = {"PNEUMO_MODEL": str(ROOT / "weights"), "GRADIO_TEMP_DIR": str(temp_dir), "PNEUMO_BACKBONE_WEIGHTS": weights}
+    with running_app(env, temp_dir.parent / "app.log") as app:
+        yield app.url, app.log_path
 
 
 def drop_file(page, selector: str, path: Path, mime: str) -> None:

@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT
 from corpus import cases
 
-from pneumo.images import read_image
+from pneumo.io import read_image
 
 CASES = cases()
 
@@ -69,7 +69,7 @@ def test_bomb_is_refused_without_allocating_it(tmp_path):
     """Decoding 100000x100000 would take 10 GB; the refusal must cost next to nothing."""
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(dict((n, d) for n, d, _ in CASES)["bomb.png"])
-    code = ("import resource, sys; from pneumo.images import read_image\n"
+    code = ("import resource, sys; from pneumo.io import read_image\n"
             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
             "try: read_image(sys.argv[1])\nexcept ValueError: pass\n"
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)")

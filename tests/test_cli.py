@@ -72,6 +72,19 @@ def test_evaluate_prints_metrics_for_a_kaggle_root(tiny_bundle, tiny_data):
     assert report["auc"] == pytest.approx(stored["auc"], abs=1e-6) and report["confusion"] == stored["confusion"]
 
 
+def test_console_script_runs_the_same_cli(tiny_bundle, mixed_files):
+    """`pip install -e .` puts a `pneumo` command next to the interpreter; it gives the same JSON as -m."""
+    script = os.path.join(os.path.dirname(sys.executable), "pneumo")
+    if not os.path.exists(script):
+        pytest.skip("the package is not installed (pip install -e .), so there is no `pneumo` command")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([script, "predict", str(mixed_files[0]), "--model", str(tiny_bundle)], capture_output=True,
+                            text=True, cwd=ROOT, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    via_module = json.loads(pneumo("predict", str(mixed_files[0]), "--model", str(tiny_bundle)).stdout)
+    assert json.loads(result.stdout) == via_module
+
+
 def test_missing_model_is_a_clear_error(tmp_path):
     result = pneumo("predict", "x.png", "--model", str(tmp_path))
     assert result.returncode == 2 and "is not a model bundle" in result.stderr and "Traceback" not in result.stderr

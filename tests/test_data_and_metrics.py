@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pneumo.data import Sample, patient_id, resolve_eval_folder, scan_class_folder, split_by_patient
-from pneumo.evaluation import binary_metrics, choose_threshold, roc_auc
+from pneumo.io.folders import Sample, patient_id, resolve_eval_folder, scan_class_folder, split_by_patient
+from pneumo.train.metrics import binary_metrics, choose_threshold, roc_auc
 
 
 @pytest.mark.parametrize("name, patient", [
@@ -81,7 +81,7 @@ def test_threshold_rules():
 
 
 def test_borderline_band_holds_the_threshold_and_the_mixed_scores():
-    from pneumo.evaluation import band_stats, borderline_band
+    from pneumo.train.metrics import band_stats, borderline_band
 
     rng = np.random.default_rng(0)
     y = np.r_[np.zeros(500), np.ones(500)]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pneumo import gradcam
-from pneumo.images import to_model_input
-from pneumo.model import HeadConfig, build_full_model, build_head_model
+from pneumo.infer import gradcam
+from pneumo.preprocess import to_model_input
+from pneumo.model.backends import make_cam_function
+from pneumo.model.build import HeadConfig, build_full_model, build_head_model
 
 SIZE = 64
 
@@ -19,9 +20,7 @@ def cam():
     dense, logit = head.get_layer("head_dense"), head.get_layer("logit")
     dense.set_weights([np.full((512, 8), 1 / 512, np.float32), np.zeros(8, np.float32)])
     logit.set_weights([np.ones((8, 1), np.float32), np.zeros(1, np.float32)])
-    full = build_full_model("random", head, SIZE)
-    trunk, tail = gradcam.split_at_cam_layer(full)
-    return gradcam.make_cam_function(trunk, tail, SIZE)
+    return make_cam_function(build_full_model("random", head, SIZE), SIZE)
 
 
 def blob(side: str) -> np.ndarray:
@@ -96,8 +95,8 @@ def test_backends_agree_with_the_naive_two_pass_grad_cam(tiny_bundle):
     import synth
     import tensorflow as tf
 
-    from pneumo.images import read_image
-    from pneumo.predictor import Predictor
+    from pneumo.io import read_image
+    from pneumo.infer.predictor import Predictor
 
     onnx, tf_backend = Predictor.load(tiny_bundle, backend="onnx"), Predictor.load(tiny_bundle, backend="tf")
     model = onnx.model

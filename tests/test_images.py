@@ -12,8 +12,9 @@ import synth
 from conftest import SHARED_VAL
 from PIL import Image
 
-from pneumo.constants import IMG_SIZE, VGG_MEAN_BGR
-from pneumo.images import read_image, to_model_input
+from pneumo.config import IMG_SIZE, VGG_MEAN_BGR
+from pneumo.io import read_image
+from pneumo.preprocess import to_model_input
 
 
 def encode(pixels: np.ndarray, fmt: str = "PNG", mode: str | None = None, **kwargs) -> bytes:

@@ -1,19 +1,14 @@
-"""A small load run in CI (the full 8 x 25 is `python scripts/load_test.py`, see README)."""
+"""A small load run in CI (the full 8 x 25 is `python -m tools.load_test`, see README)."""
 
 from __future__ import annotations
 
-import sys
-
 import pytest
-from conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "scripts"))
 
 
 @pytest.mark.server
 def test_concurrent_users_all_succeed_and_memory_settles(server, tmp_path):
     import synth
-    from load_test import run_load
+    from tools.load_test import run_load
     from PIL import Image
 
     files = []

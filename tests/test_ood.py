@@ -9,8 +9,8 @@ import numpy as np
 import synth
 from PIL import Image
 
-from pneumo.images import read_image
-from pneumo.ood import FeatureGaussian, image_reasons
+from pneumo.io import read_image
+from pneumo.infer.chest_check import FeatureGaussian, image_reasons
 
 
 def test_gaussian_flags_far_features_and_round_trips(tmp_path):
@@ -43,8 +43,8 @@ def test_cheap_checks():
     assert any("modality is CT" in r for r in image_reasons(ct))
 
 
-def test_training_stores_the_check_and_predict_reports_it(tiny_bundle, tiny_predictor, tmp_path):
-    from pneumo.cli import run_predict
+def test_training_stores_the_check_and_predict_reports_it(tiny_bundle, tiny_predictor, tmp_path, capsys):
+    from pneumo.ui.cli import run_predict
 
     config = json.loads((tiny_bundle / "config.json").read_text())
     assert (tiny_bundle / "ood.npz").is_file() and config["ood"]["cutoff"] > 0
@@ -55,3 +55,6 @@ def test_training_stores_the_check_and_predict_reports_it(tiny_bundle, tiny_pred
     result = tiny_predictor.analyze(read_image(photo))
     assert result.looks_like_chest_xray is False and result.to_json()["looks_like_chest_xray"] is False
     assert run_predict(tiny_predictor, [photo]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["file"] == str(photo) and line["looks_like_chest_xray"] is False and line["assessed"] is False
+    assert any("may not be a frontal chest X-ray" in w for w in line["warnings"])

@@ -10,8 +10,8 @@ import synth
 from conftest import ROOT, SHARED, real_backbone
 from PIL import Image
 
-from pneumo.images import read_image
-from pneumo.population import PopulationCheck, fit_logistic, form_directions
+from pneumo.io import read_image
+from pneumo.infer.population import PopulationCheck, fit_logistic, form_directions
 
 ADULTS = SHARED / "data" / "adult_dev"
 CHILDREN = SHARED / "data" / "shift_dev"
@@ -100,7 +100,7 @@ def test_dicom_header_age_and_view(header, flagged, caplog, recwarn):
 @pytest.fixture(scope="module")
 def adult_bundle(tiny_config_factory, tmp_path_factory):
     """A tiny bundle whose population check was trained on synthetic 'adult' films."""
-    from pneumo.training import run
+    from pneumo.train.loop import run
 
     adults = tmp_path_factory.mktemp("adults")
     for patient in range(8):
@@ -121,7 +121,7 @@ def test_training_writes_the_check_and_its_measurements(adult_bundle):
 
 
 def test_predict_json_carries_in_population(adult_bundle, tmp_path):
-    from pneumo.predictor import Predictor
+    from pneumo.infer.predictor import Predictor
 
     predictor = Predictor.load(adult_bundle[0])
     assert predictor.population is not None
@@ -136,7 +136,7 @@ def test_predict_json_carries_in_population(adult_bundle, tmp_path):
 # --- The shipped bundle on real films (needs the real backbone and ../shared) ----------------------------
 
 def held_out_adults(n: int):
-    from pneumo.data import scan_images, split_by_patient
+    from pneumo.io.folders import scan_images, split_by_patient
 
     recipe = json.loads((ROOT / "weights" / "config.json").read_text())["recipe"]
     _, held_out = split_by_patient(scan_images(ADULTS), recipe["adult_holdout"], recipe["seed"])
@@ -149,7 +149,7 @@ def some_children(n: int):
 
 @pytest.fixture(scope="module")
 def shipped():
-    from pneumo.predictor import Predictor
+    from pneumo.infer.predictor import Predictor
 
     if not ADULTS.is_dir():
         pytest.skip("needs ../shared/data/adult_dev")
@@ -186,8 +186,8 @@ def test_app_api_says_in_population(shipped, shipped_server):
 
 
 def test_form_views_change_texture_not_content_and_have_their_own_cache(tmp_path):
-    from pneumo.augment import AugmentConfig, FormConfig, augment
-    from pneumo.features import FeatureCache
+    from pneumo.preprocess import AugmentConfig, FormConfig, augment
+    from pneumo.train.features import FeatureCache
 
     gray = synth.xray(4, size=(224, 224))
     plain = AugmentConfig(rotation_deg=0, zoom_max=1.0, shift=0, contrast=0, brightness=0)

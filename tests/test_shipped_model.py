@@ -11,16 +11,16 @@ from conftest import ROOT, SHARED_VAL, real_backbone
 
 @pytest.fixture(scope="module")
 def shipped():
-    from pneumo.predictor import Predictor
+    from pneumo.infer.predictor import Predictor
 
     return Predictor.load(ROOT / "weights", real_backbone())
 
 
 @pytest.mark.skipif(not SHARED_VAL.is_dir(), reason="needs ../shared/data/chest_xray/val")
 def test_shipped_bundle_reproduces_its_stored_kaggle_val_metrics(shipped):
-    from pneumo.cli import predict_paths
-    from pneumo.data import scan_class_folder
-    from pneumo.evaluation import binary_metrics
+    from pneumo.infer.predictor import predict_paths
+    from pneumo.io.folders import scan_class_folder
+    from pneumo.train.metrics import binary_metrics
 
     samples = scan_class_folder(SHARED_VAL)
     probs = [p.probability for _, p, _ in predict_paths(shipped, [s.path for s in samples])]
@@ -31,8 +31,9 @@ def test_shipped_bundle_reproduces_its_stored_kaggle_val_metrics(shipped):
 
 def test_fast_path_matches_keras_on_the_real_model(shipped):
     """ONNX Runtime + closed-form head gradient vs Keras model.predict, on the example X-rays (issue: +-1e-3)."""
-    from pneumo.images import read_image, to_model_input
-    from pneumo.predictor import Predictor
+    from pneumo.io import read_image
+    from pneumo.preprocess import to_model_input
+    from pneumo.infer.predictor import Predictor
 
     tf_backend = Predictor(shipped.bundle, shipped.model, backend="tf")
     for path in sorted((ROOT / "examples").glob("*.jpeg")):

@@ -19,7 +19,7 @@ from conftest import ROOT
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 from huggingface_hub.errors import HfHubHTTPError
 
-from pneumo import space
+from pneumo.ui import space
 
 REAL_API = huggingface_hub.HfApi
 SECRET = "hf_secret_value_123"
@@ -77,16 +77,16 @@ def test_deploy_creates_a_gradio_space_and_uploads_only_what_it_needs(api, capsy
                                "private": True, "exist_ok": True}
     assert api.calls[3][1]["repo_type"] == "space"
     paths = set(added(api))
-    package = {f"pneumo/{p.name}" for p in (ROOT / "pneumo").glob("*.py")}
+    package = {p.relative_to(ROOT).as_posix() for p in (ROOT / "pneumo").rglob("*.py") if "__pycache__" not in p.parts}
     bundle = {f"weights/{p.name}" for p in (ROOT / "weights").iterdir() if p.is_file()}
     examples = {f"examples/{p.name}" for p in (ROOT / "examples").iterdir()
                 if p.suffix.lower() in (".jpeg", ".jpg", ".png", ".dcm") or p.name == "README.md"}
     assert {"weights/head.weights.h5", "weights/ood.npz", "weights/config.json"} <= bundle
-    assert len(examples) >= 2 and "pneumo/space.py" in package
+    assert len(examples) >= 2 and {"pneumo/ui/space.py", "pneumo/io/decode.py"} <= package
     assert paths == {"app.py", "requirements.txt", "README.md", ".gitattributes"} | package | bundle | examples
     for name in paths - {".gitattributes"}:
         assert added(api)[name] == str(ROOT / name)  # the local file itself, not a copy elsewhere
-    for banned in ("tests/", "scripts/", "docs/", ".venv/", ".git/", "train.py", "__pycache__", "shared"):
+    for banned in ("tests/", "tools/", "docs/", ".venv/", ".git/", "train.py", "__pycache__", "shared"):
         assert not any(banned in p for p in paths), banned
     assert SECRET not in capsys.readouterr().out
 
@@ -161,7 +161,7 @@ def test_no_network_becomes_one_sentence(api):
 
 
 def test_cli_prints_url_and_first_start_cost(api, capsys):
-    from pneumo.cli import main
+    from pneumo.ui.cli import main
 
     assert main(["deploy-space", "alice/pneumo-demo", "--private"]) == 0
     out = capsys.readouterr().out
@@ -179,7 +179,7 @@ def test_cli_bad_repo_id_exits_2_with_one_line():
 
 
 def test_cli_help_does_not_import_tensorflow():
-    code = ("import sys\nfrom pneumo.cli import main\ntry:\n    main(['deploy-space', '--help'])\n"
+    code = ("import sys\nfrom pneumo.ui.cli import main\ntry:\n    main(['deploy-space', '--help'])\n"
             "except SystemExit:\n    pass\nprint('TF' if 'tensorflow' in sys.modules else 'no TF')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0 and "deploy-space" in result.stdout and result.stdout.endswith("no TF\n")

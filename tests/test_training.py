@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import train
-from pneumo import bundle as bundles
-from pneumo import features
-from pneumo.training import run
+from pneumo.model import bundle as bundles
+from pneumo.train import features
+from pneumo.train.loop import run
 
 
 def test_bundle_has_everything_a_user_needs(tiny_bundle):
@@ -34,12 +34,15 @@ def test_validation_patients_never_fitted(tiny_bundle):
     assert total == 24  # 6 patients x 2 images x 2 classes, each in exactly one side
 
 
-def test_second_run_reuses_cached_features(tiny_config_factory, tmp_path, monkeypatch):
-    calls = []
-    original = features._compute_missing
-    monkeypatch.setattr(features, "_compute_missing", lambda todo, *a, **k: calls.append(len(todo)) or original(todo, *a, **k))
-    run(tiny_config_factory(tmp_path / "a"), log=lambda *_: None)
-    assert sum(calls) == 0, "the tiny_bundle fixture already extracted every image; nothing should be recomputed"
+def backbone_passes(bundle) -> int:
+    """The bundle's own count of images that went through the backbone in the run that wrote it."""
+    return json.loads((bundle / "config.json").read_text())["backbone_passes_this_run"]
+
+
+def test_second_run_reuses_cached_features(tiny_bundle, tiny_config_factory, tmp_path):
+    assert backbone_passes(tiny_bundle) > 0
+    out = run(tiny_config_factory(tmp_path / "a"), log=lambda *_: None)
+    assert backbone_passes(out) == 0, "the tiny_bundle fixture already extracted every image; nothing is recomputed"
 
 
 def test_changed_image_is_recomputed(tiny_config_factory, tiny_data, tmp_path):
@@ -48,8 +51,8 @@ def test_changed_image_is_recomputed(tiny_config_factory, tiny_data, tmp_path):
     import synth
     from PIL import Image
 
-    from pneumo.augment import AugmentConfig
-    from pneumo.model import backbone_fingerprint
+    from pneumo.preprocess import AugmentConfig
+    from pneumo.model.build import backbone_fingerprint
 
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
@@ -71,7 +74,7 @@ def test_interrupted_write_keeps_previous_bundle(tiny_bundle, tiny_config_factor
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("pneumo.plots.save_confusion", interrupted)
+    monkeypatch.setattr("pneumo.train.plots.save_confusion", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(tiny_config_factory(out), log=lambda *_: None)
     assert (out / "config.json").read_text() == before
@@ -120,9 +123,10 @@ def test_empty_class_folder_is_a_clear_error(tmp_path, capsys):
 
 
 def test_loaded_bundle_reproduces_training_predictions(tiny_bundle, tiny_predictor, tiny_data):
-    from pneumo.data import scan_class_folder
-    from pneumo.evaluation import binary_metrics
-    from pneumo.images import read_image, to_model_input
+    from pneumo.io.folders import scan_class_folder
+    from pneumo.train.metrics import binary_metrics
+    from pneumo.io import read_image
+    from pneumo.preprocess import to_model_input
 
     samples = scan_class_folder(tiny_data / "test")
     x = np.stack([to_model_input(read_image(s.path), 32) for s in samples])
@@ -149,20 +153,19 @@ def test_ctrl_c_during_extraction_keeps_the_cache_usable(tiny_config_factory, ti
     with pytest.raises(KeyboardInterrupt):
         run(cfg, log=lambda *_: None)
     assert not (tmp_path / "out").exists(), "no bundle from an interrupted run"
-    computed = []
-    original = features._compute_missing
     monkeypatch.setattr(features.FeatureCache, "save_chunk", real_save)
-    monkeypatch.setattr(features, "_compute_missing", lambda todo, *a, **k: computed.append(len(todo)) or original(todo, *a, **k))
-    run(cfg, log=lambda *_: None)
-    assert computed[0] == 24 - saves[0], "the chunk saved before Ctrl-C was reused"
+    out = run(cfg, log=lambda *_: None)
+    images = sum(1 for p in tiny_data.rglob("*") if p.is_file())
+    assert backbone_passes(out) == images - saves[0], "the chunk saved before Ctrl-C was reused"
 
 
 def test_fine_tuned_bundle_ships_block5_and_reproduces_its_metrics(tiny_config_factory, tiny_data, tmp_path):
-    from pneumo.data import scan_class_folder
-    from pneumo.evaluation import binary_metrics
-    from pneumo.images import read_image, to_model_input
-    from pneumo.model import build_backbone
-    from pneumo.predictor import Predictor
+    from pneumo.io.folders import scan_class_folder
+    from pneumo.train.metrics import binary_metrics
+    from pneumo.io import read_image
+    from pneumo.preprocess import to_model_input
+    from pneumo.model.build import build_backbone
+    from pneumo.infer.predictor import Predictor
 
     out = run(tiny_config_factory(tmp_path / "ft", fine_tune=2, fine_tune_lr=1e-3), log=lambda *_: None)
     config = json.loads((out / "config.json").read_text())

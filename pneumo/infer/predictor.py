@@ -1,0 +1,152 @@
+"""Inference: a bundle loaded once; prediction, both checks and Grad-CAM from one forward pass.
+
+Used by `python -m pneumo predict/evaluate`, by the app and by the tools. `predict_paths` batches a
+list of files through the model, with unreadable files reported in place, not fatal.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..config import CLASS_NAMES
+from ..io import DecodedImage, read_image
+from ..model import backends
+from ..model import bundle as bundles
+from ..preprocess import to_model_input
+from . import chest_check, gradcam, population
+
+BATCH = 16
+
+
+@dataclass
+class Prediction:
+    probability: float  # of pneumonia
+    threshold: float
+    heatmap: np.ndarray | None  # (h, w) in [0, 1] for the predicted class, or None
+    pooled: np.ndarray  # backbone features (for the "is this a chest X-ray?" and population checks)
+    chest_reasons: list[str] = field(default_factory=list)  # why it may not be a chest X-ray
+    population_reasons: list[str] = field(default_factory=list)  # why it may not be a child's film
+
+    @property
+    def looks_like_chest_xray(self) -> bool:
+        return not self.chest_reasons
+
+    @property
+    def in_population(self) -> bool:
+        return not self.population_reasons
+
+    @property
+    def assessed(self) -> bool:
+        """The model's answer applies: a chest X-ray from the population it was trained on."""
+        return self.looks_like_chest_xray and self.in_population
+
+    @property
+    def warnings(self) -> list[str]:
+        """Plain sentences, one per failed check."""
+        out = []
+        if self.chest_reasons:
+            out.append(f"This may not be a frontal chest X-ray: {'; '.join(self.chest_reasons)}.")
+        if self.population_reasons:
+            out.append(population.sentence(self.population_reasons))
+        return out
+
+    @property
+    def label(self) -> str:
+        return CLASS_NAMES[int(self.probability >= self.threshold)]
+
+    @property
+    def class_probabilities(self) -> dict[str, float]:
+        return {CLASS_NAMES[0]: 1.0 - self.probability, CLASS_NAMES[1]: self.probability}
+
+    def to_json(self) -> dict:
+        return {"label": self.label, "probability": round(self.probability, 6), "threshold": round(self.threshold, 6),
+                "assessed": self.assessed, "looks_like_chest_xray": self.looks_like_chest_xray,
+                "in_population": self.in_population, "warnings": self.warnings}
+
+
+class Predictor:
+    """Holds the model; call `analyze` per image, `predict_inputs` for batches of model inputs."""
+
+    def __init__(self, bundle: bundles.Bundle, full_model, backend: str | None = None):
+        self.bundle = bundle
+        self.model = full_model
+        self.threshold = bundle.threshold
+        band = bundle.config.get("borderline")  # absent from bundles made before it
+        self.borderline: tuple[float, float] | None = tuple(band) if band else None
+        self.input_size = int(bundle.config["input_size"])
+        gaussian_file = bundle.optional_file(chest_check.OOD_FILE)  # both checks: absent from older bundles
+        self.gaussian = chest_check.FeatureGaussian.load(gaussian_file) if gaussian_file else None
+        population_file = bundle.optional_file(population.POPULATION_FILE)
+        self.population = population.PopulationCheck.load(population_file) if population_file else None
+        self._run = backends.make_runner(full_model, backend)
+        self.backend = self._run.name
+
+    @classmethod
+    def load(cls, source: str | os.PathLike | None = None, backbone_weights: str | None = None,
+             backend: str | None = None) -> Predictor:
+        """Load a bundle (folder, hf://USER/REPO, or env PNEUMO_MODEL / weights/) and warm it up."""
+        bundle = bundles.load_bundle(source)
+        full = bundles.load_full_model(bundle, backbone_weights)
+        predictor = cls(bundle, full, backend)
+        predictor.predict_inputs(np.zeros((1, *full.input_shape[1:]), np.float32))  # trace + allocate now
+        return predictor
+
+    def analyze(self, image: DecodedImage, with_cam: bool = True) -> Prediction:
+        """Probability of pneumonia and (optionally) the Grad-CAM heatmap of the predicted class."""
+        probs, pooled, activations, weights = self._run(to_model_input(image, self.input_size)[None])
+        probability = float(probs[0])
+        heat = None
+        if with_cam:
+            heat = gradcam.heatmap_from_weights(activations[0], weights[0], positive=probability >= self.threshold)
+        return self.prediction(image, probability, pooled[0], heat)
+
+    def prediction(self, image: DecodedImage, probability: float, pooled: np.ndarray,
+                   heat: np.ndarray | None = None) -> Prediction:
+        """A Prediction with both checks run: is it a chest X-ray, is it from the pediatric population."""
+        return Prediction(probability, self.threshold, heat, pooled, chest_check.check(image, pooled, self.gaussian),
+                          population.reasons(image, pooled[None], self.population))
+
+    def predict_inputs(self, inputs: np.ndarray, batch_size: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, pooled features) for preprocessed inputs (n, size, size, 3)."""
+        probs, pooled = [], []
+        for start in range(0, len(inputs), batch_size):
+            p, f, _, _ = self._run(np.asarray(inputs[start:start + batch_size], np.float32))
+            probs.append(p)
+            pooled.append(f)
+        return np.concatenate(probs), np.concatenate(pooled)
+
+    def predict_file(self, path: str | Path) -> dict:
+        """JSON-ready result for one file; raises ValueError for unreadable files."""
+        prediction = self.analyze(read_image(path), with_cam=False)
+        return {"file": str(path), **prediction.to_json()}
+
+
+def decode_batches(paths: list[Path], desc: str, size: int):
+    """Yield lists of (path, decoded image, model input) or (path, None, error message), BATCH at a time."""
+    batch = []
+    for path in tqdm(paths, desc=desc, unit="img", disable=len(paths) < 2 * BATCH):
+        try:
+            image = read_image(path)
+            batch.append((path, image, to_model_input(image, size)))
+        except ValueError as err:
+            batch.append((path, None, str(err)))
+        if len(batch) == BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def predict_paths(predictor: Predictor, paths: list[Path], desc: str = "predict"):
+    """Yield (path, Prediction or None, error or None) in input order, batching the model calls."""
+    for batch in decode_batches(paths, desc, predictor.input_size):
+        good = [item for item in batch if item[1] is not None]
+        probs, pooled = predictor.predict_inputs(np.stack([x for *_, x in good])) if good else ([], [])
+        results = {id(item): predictor.prediction(item[1], float(p), f) for item, p, f in zip(good, probs, pooled)}
+        for item in batch:
+            yield (item[0], None, item[2]) if item[1] is None else (item[0], results[id(item)], None)

@@ -1,0 +1,126 @@
+"""The network: frozen ImageNet VGG16 + GAP/BN/Dense head, as one flat functional model.
+
+The head is trained alone on cached pooled features (seconds), then its layers
+are reused on `base.output` to form one flat image model whose `block5_conv3`
+stays reachable for Grad-CAM. Only the head's weights are stored in a bundle.
+`split_after` cuts that flat model after a layer (Grad-CAM's tail, fine-tuning's block5).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from ..config import BACKBONE_ENV, FEATURE_DIM, IMG_SIZE, backbone_weights_env
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    units: int = 256
+    dropout: float = 0.5
+    weight_decay: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+RANDOM = "random"  # seeded random init: only for fast offline tests, never for a real model
+
+
+def backbone_weights_setting(explicit: str | None = None) -> str:
+    """`explicit`, else env PNEUMO_BACKBONE_WEIGHTS, else Keras' 'imagenet' download."""
+    value = explicit or backbone_weights_env() or "imagenet"
+    if value not in ("imagenet", RANDOM) and not Path(value).is_file():
+        raise ValueError(f"Backbone weights file '{value}' does not exist; set {BACKBONE_ENV} or "
+                         "--backbone-weights to a VGG16 no-top .weights.h5 file, or to 'imagenet'.")
+    return value
+
+
+@lru_cache(maxsize=8)
+def backbone_fingerprint(setting: str) -> str:
+    """Identifies the backbone weights, so cached features from other weights are never reused."""
+    if setting in ("imagenet", RANDOM):
+        return f"vgg16-{setting}"
+    digest = hashlib.sha256()
+    with open(setting, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return "vgg16-" + digest.hexdigest()[:16]
+
+
+def build_backbone(weights: str, input_size: int = IMG_SIZE):
+    """VGG16 without top, frozen. `weights`: 'imagenet', a .weights.h5 path, or 'random' (tests)."""
+    import keras
+
+    if weights == RANDOM:
+        keras.utils.set_random_seed(1234)  # the same "random" backbone in every process
+    try:
+        base = keras.applications.VGG16(include_top=False, weights=None if weights == RANDOM else weights,
+                                        input_shape=(input_size, input_size, 3))
+    except Exception as err:  # Keras raises a bare Exception when the download fails
+        if weights != "imagenet":
+            raise
+        raise ValueError(f"could not download Keras' ImageNet VGG16 weights ({type(err).__name__}; no network?); "
+                         f"set {BACKBONE_ENV} to a local copy of the VGG16 no-top .weights.h5 file.") from None
+    base.trainable = False
+    return base
+
+
+def build_head_model(config: HeadConfig = HeadConfig(), feature_dim: int = FEATURE_DIM):
+    """Pooled features -> BN -> Dense -> Dropout -> BN -> Dense(1) logit -> sigmoid."""
+    import keras
+    from keras import layers
+
+    reg = keras.regularizers.l2(config.weight_decay) if config.weight_decay else None
+    x = inputs = keras.Input((feature_dim,), name="pooled_features")
+    x = layers.BatchNormalization(name="head_bn1")(x)
+    x = layers.Dense(config.units, activation="relu", kernel_regularizer=reg, name="head_dense")(x)
+    x = layers.Dropout(config.dropout, name="head_dropout")(x)
+    x = layers.BatchNormalization(name="head_bn2")(x)
+    # The logit is its own layer so Grad-CAM differentiates it, not the saturating sigmoid.
+    x = layers.Dense(1, kernel_regularizer=reg, name="logit")(x)
+    return keras.Model(inputs, layers.Activation("sigmoid", name="probability")(x), name="pneumo_head")
+
+
+def build_full_model(backbone_weights: str, head, input_size: int = IMG_SIZE):
+    """One flat functional model: VGG16 -> GAP on base.output -> the head's own layers (shared weights)."""
+    import keras
+    from keras import layers
+
+    base = build_backbone(backbone_weights, input_size)
+    x = layers.GlobalAveragePooling2D(name="gap")(base.output)
+    for layer in head.layers[1:]:  # skip the head's Input: reuse its layers, not a nested model
+        x = layer(x)
+    return keras.Model(base.input, x, name="pneumo_vgg16")
+
+
+def build_feature_extractor(backbone_weights: str, input_size: int = IMG_SIZE):
+    """Backbone + GAP: the pooled features the head trains on (what the cache stores)."""
+    import keras
+    from keras import layers
+
+    base = build_backbone(backbone_weights, input_size)
+    return keras.Model(base.input, layers.GlobalAveragePooling2D(name="gap")(base.output))
+
+
+def split_after(full_model, layer_name: str, outputs: tuple[str, ...] = ()):
+    """(trunk: image -> `layer_name`'s output, tail: that output -> the outputs of the layers named in
+    `outputs`, default the model's own output). Both reuse the full model's layers (shared weights);
+    the model is a chain, so the tail is the layers after `layer_name` applied in order."""
+    import keras
+
+    names = [layer.name for layer in full_model.layers]
+    if layer_name not in names:
+        raise ValueError(f"the model has no layer '{layer_name}'.")
+    trunk = keras.Model(full_model.input, full_model.get_layer(layer_name).output, name=f"upto_{layer_name}")
+    x = inputs = keras.Input(full_model.get_layer(layer_name).output.shape[1:], name=f"{layer_name}_out")
+    found = {}
+    for layer in full_model.layers[names.index(layer_name) + 1:]:
+        x = found[layer.name] = layer(x)
+    missing = [name for name in outputs if name not in found]
+    if missing:
+        raise ValueError(f"the model has no layer(s) {missing} after '{layer_name}'.")
+    tail_outputs = x if not outputs else found[outputs[0]] if len(outputs) == 1 else [found[n] for n in outputs]
+    return trunk, keras.Model(inputs, tail_outputs, name=f"after_{layer_name}")

@@ -1,0 +1,129 @@
+"""Model bundles: a folder with config.json, the head's weights, the checks' statistics, plots and a model card.
+
+The backbone is not in the bundle (it is Keras' ImageNet VGG16, ~59 MB), so a bundle is small enough for
+git and the Hub. A bundle is written into a temporary sibling folder and swapped in at the end: an
+interrupted run leaves either the previous bundle or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..config import DEFAULT_MODEL, MODEL_ENV, PREPROCESSING_VERSION, model_source_env
+from . import build
+
+FORMAT = "pneumo-bundle-1"
+CONFIG, HEAD_WEIGHTS = "config.json", "head.weights.h5"
+BLOCK5 = ("block5_conv1", "block5_conv2", "block5_conv3")  # what a fine-tuned bundle ships of the backbone
+
+
+@dataclass
+class Bundle:
+    path: Path
+    config: dict
+
+    @property
+    def threshold(self) -> float:
+        return float(self.config["threshold"])
+
+    def optional_file(self, name: str) -> Path | None:
+        """A file of the bundle that older bundles may lack (the checks' statistics), or None."""
+        path = self.path / name
+        return path if path.is_file() else None
+
+
+def write(output: str | os.PathLike, fill) -> Path:
+    """Call `fill(folder)` on a new temporary folder, then swap it in as `output` atomically."""
+    output = Path(output)
+    _check_replaceable(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    try:
+        fill(tmp)
+        _swap_in(tmp, output)
+    except BaseException:  # Ctrl-C included: remove our partial folder, keep the old bundle
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return output
+
+
+def _check_replaceable(output: Path) -> None:
+    """Never delete a folder that is not a bundle (say, `--output ~`)."""
+    if output.exists() and (not output.is_dir() or (any(output.iterdir()) and not (output / CONFIG).is_file())):
+        raise ValueError(f"--output '{output}' exists and is not a model bundle (no {CONFIG}); "
+                         "choose a new or empty folder, or an existing bundle to replace.")
+
+
+def _swap_in(tmp: Path, output: Path) -> None:
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private
+    if not output.exists():
+        os.replace(tmp, output)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
+    os.replace(output, old / output.name)
+    os.replace(tmp, output)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def resolve_source(source: str | os.PathLike | None = None) -> Path:
+    """Local folder for `source`: a bundle folder, or hf://USER/REPO[@REVISION] (downloaded once)."""
+    source = str(source or model_source_env() or DEFAULT_MODEL)
+    if source.startswith("hf://"):
+        from .hub import download
+
+        return download(source[len("hf://"):])
+    path = Path(source)
+    if not (path / CONFIG).is_file():
+        raise ValueError(f"'{source}' is not a model bundle: expected a folder with {CONFIG} and "
+                         f"{HEAD_WEIGHTS} (train one with `python train.py`), or hf://USER/REPO "
+                         f"(from --model or {MODEL_ENV}).")
+    return path
+
+
+def load_bundle(source: str | os.PathLike | None = None) -> Bundle:
+    """Read and check a bundle's config; see `resolve_source` for `source`."""
+    path = resolve_source(source)
+    config = json.loads((path / CONFIG).read_text())
+    if config.get("format") != FORMAT:
+        raise ValueError(f"'{path}' has format {config.get('format')!r}; this package reads {FORMAT!r}.")
+    if config.get("preprocessing_version") != PREPROCESSING_VERSION:
+        raise ValueError(f"'{path}' was trained with preprocessing {config.get('preprocessing_version')!r} but "
+                         f"this package uses {PREPROCESSING_VERSION!r}; retrain or install the matching version.")
+    if not (path / HEAD_WEIGHTS).is_file():
+        raise ValueError(f"'{path}' has no {HEAD_WEIGHTS}; the bundle is incomplete.")
+    return Bundle(path, config)
+
+
+def load_full_model(bundle: Bundle, backbone_weights: str | None = None):
+    """The flat image model (VGG16 + the bundle's head, and its own block5 if fine-tuned)."""
+    if bundle.config.get("backbone_weights") == build.RANDOM:  # test bundles pair only with the test backbone
+        setting = build.RANDOM
+    else:
+        setting = build.backbone_weights_setting(backbone_weights)
+    head = build.build_head_model(build.HeadConfig(**bundle.config["recipe"]["head"]))
+    head.load_weights(bundle.path / HEAD_WEIGHTS)
+    full = build.build_full_model(setting, head, bundle.config["input_size"])
+    if bundle.config.get("block5_weights"):
+        load_block5(full, bundle.path / bundle.config["block5_weights"])
+    return full
+
+
+def save_block5(full_model, path) -> None:
+    """block5's kernels and biases in float16 (~14 MB): the only backbone weights a fine-tuned bundle ships."""
+    arrays = {f"{name}/{i}": w.astype(np.float16)
+              for name in BLOCK5 for i, w in enumerate(full_model.get_layer(name).get_weights())}
+    np.savez(path, **arrays)
+
+
+def load_block5(full_model, path) -> None:
+    with np.load(path) as arrays:
+        for name in BLOCK5:
+            layer = full_model.get_layer(name)
+            layer.set_weights([arrays[f"{name}/{i}"].astype(np.float32) for i in range(len(layer.get_weights()))])

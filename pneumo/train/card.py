@@ -1,0 +1,132 @@
+"""The Hugging Face model card (README.md) of a bundle, generated from its config."""
+
+from __future__ import annotations
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+SPLIT_NOTES = {
+    "validation": "patients of train/ held out by patient id (used to pick the epoch and the threshold)",
+    "kaggle_val": "the official 16-image val/ folder, full-resolution originals",
+    "test": "the official test/ folder: patients never seen in training",
+    "shift_dev": "161 images of official-test patients, for checking generalisation only (never fitted on)",
+}
+RULES = {
+    "youden": "maximise sensitivity + specificity (Youden's J) on validation",
+    "balanced": "sensitivity = specificity on validation",
+    "sensitivity95": "highest threshold with sensitivity >= 0.95 on validation",
+}
+DATASET = "Chest X-Ray Images (Pneumonia), Kermany et al. 2018"
+
+
+def model_card(config: dict) -> str:
+    data = ModelCardData(
+        library_name="keras", license="cc-by-4.0", pipeline_tag="image-classification", model_name="pneumo-vgg16",
+        tags=["medical-imaging", "chest-x-ray", "pneumonia", "grad-cam", "vgg16", "pediatrics"],
+        metrics=["accuracy", "recall", "specificity", "precision", "f1", "roc_auc"],
+        eval_results=_eval_results(config["metrics"]))
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{_body(config)}"))
+
+
+def _eval_results(metrics: dict) -> list[EvalResult]:
+    names = {"accuracy": "Accuracy", "sensitivity": "Sensitivity", "specificity": "Specificity", "auc": "ROC AUC"}
+    return [EvalResult(task_type="image-classification", task_name="Pneumonia vs normal", dataset_type="chest-xray",
+                       dataset_name=DATASET, dataset_split=split, metric_type=key if key != "auc" else "roc_auc",
+                       metric_name=label, metric_value=round(float(m[key]), 4))
+            for split, m in metrics.items() for key, label in names.items() if m[key] == m[key]]
+
+
+def _metrics_table(metrics: dict) -> str:
+    rows = ["| split | images | accuracy | sensitivity | specificity | precision | F1 | ROC AUC | what it is |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for split, m in metrics.items():
+        rows.append(f"| {split} | {m['n']} | {m['accuracy']:.3f} | {m['sensitivity']:.3f} | {m['specificity']:.3f} "
+                    f"| {m['precision']:.3f} | {m['f1']:.3f} | {m['auc']:.3f} | {SPLIT_NOTES.get(split, '')} |")
+    return "\n".join(rows)
+
+
+def _counts_table(counts: dict) -> str:
+    rows = ["| split | NORMAL | PNEUMONIA |", "|---|---|---|"]
+    rows += [f"| {split} | {c['NORMAL']} | {c['PNEUMONIA']} |" for split, c in counts.items()]
+    return "\n".join(rows)
+
+
+def _body(config: dict) -> str:
+    recipe = config["recipe"]
+    head = recipe["head"]
+    if recipe.get("fine_tune"):
+        backbone = (f"An ImageNet VGG16 whose last block (`block5`) was fine-tuned (up to {recipe['fine_tune']} epochs, "
+                    f"Adam {recipe['fine_tune_lr']}, best validation-loss epoch kept)")
+        stored = ("The head's weights and block5's fine-tuned weights (float16) are here; the rest of the backbone")
+    else:
+        backbone, stored = "A frozen ImageNet VGG16", "Only the head's weights are here; the backbone"
+    return f"""# pneumo-vgg16: pneumonia on pediatric chest X-rays (research demo)
+
+{backbone} with a small trained head (GlobalAveragePooling -> BatchNorm -> Dense({head['units']}, ReLU)
+-> Dropout({head['dropout']}) -> BatchNorm -> Dense(1, sigmoid)) that labels a frontal pediatric chest X-ray
+NORMAL or PNEUMONIA, with a Grad-CAM heatmap from `block5_conv3`. {stored}
+is Keras' ImageNet VGG16 (`keras.applications.VGG16(include_top=False, weights="imagenet")`).
+
+**Not a medical device. Not for diagnosis or treatment decisions.**
+
+## Intended use
+Demonstration and research on pediatric (1-5 years) anterior-posterior chest radiographs like those of the
+training data. Not for adults, lateral views, other body parts, CT, or any clinical decision.
+
+## Metrics
+Decision threshold **{config['threshold']:.3f}** on the probability of pneumonia
+(rule: {RULES.get(config['threshold_rule'], config['threshold_rule'])}). Above it, the model says PNEUMONIA.
+{_band_line(config)}
+{_metrics_table(config['metrics'])}
+
+![ROC](roc.png) ![Confusion matrices](confusion.png)
+
+Validation images come from the same group of patients as training (split by patient id), so validation
+figures are optimistic: frozen-backbone models of this kind lose much of their specificity on the official
+test patients (normal children called pneumonia). Trust `test`/`shift_dev` rows over `validation`.
+
+## Training data
+{DATASET}, Mendeley Data v2, doi:10.17632/rscbjbr9sj.2, CC BY 4.0 (the Kaggle dataset
+`paultimothymooney/chest-xray-pneumonia`). Guangzhou Women and Children's Medical Center, children aged 1-5.
+
+{_counts_table(config['data_counts'])}
+
+Reproduce: `{config.get('command', '')}` (DATA = the Kaggle folder). Recipe: `{_recipe_line(recipe)}`; preprocessing `{config['preprocessing_version']}` (grayscale, bicubic resize of the
+whole image to {config['input_size']}x{config['input_size']} without keeping aspect, outer 10% of each side cut off and
+the rest resized back, VGG16 caffe normalisation);
+this run took {config['training_seconds']:.0f} s with {config.get('backbone_passes_this_run', '?')} images through the backbone
+(the other features came from the on-disk cache), package version {config['package_version']}.
+
+## Limitations
+- One hospital, one age group: expect worse results on other hospitals, devices and ages. On adults it is no
+  better than a coin (ROC AUC 0.46 on NIH adult films): never use it there. With `population.npz` in the
+  bundle, each result says whether the film looks like it comes from the pediatric population
+  (`in_population`); outside it, the answer does not apply.
+- Trained on 224x224 downsized images: fine detail is not used.
+- The heatmap shows which regions drove the score, not where the disease is; it can highlight markers,
+  tubes or film edges (the outer 10% of the image is cut off for that reason, but not everything is there).
+- Labels are the dataset's (graded by physicians), not confirmed diagnoses.
+
+## Use
+```python
+from pneumo.infer.predictor import Predictor
+p = Predictor.load("hf://USER/REPO")   # or a local folder
+print(p.predict_file("xray.jpeg"))
+```
+"""
+
+
+def _recipe_line(recipe: dict) -> str:
+    keys = ("views", "epochs", "learning_rate", "label_smoothing", "mixup", "fine_tune", "fine_tune_lr",
+            "val_fraction", "seed")
+    return ", ".join(f"{k}={recipe[k]}" for k in keys if k in recipe)
+
+
+def _band_line(config: dict) -> str:
+    stats = config.get("borderline_validation")
+    if not stats:
+        return ""
+    low, high = stats["band"]
+    return (f"\nBorderline band **{low:.3f}-{high:.3f}**: below it fall only 1% of the validation patients' pneumonia "
+            f"films, above it only 1% of their normal films. It holds {stats['inside']} of {stats['n']} validation "
+            f"films; the decision is right for {stats['accuracy_inside']:.0%} of those and "
+            f"{stats['accuracy_outside']:.0%} of the rest.\n")

@@ -1,0 +1,47 @@
+"""Fitting the "is this a child's film?" check a bundle carries (the chest X-ray check fits in one call).
+
+It uses only the pooled features the classifier computes anyway, so it costs no extra backbone pass at
+serving time. Its cut-off is set on the pediatric validation patients, never on the films it scores.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..infer import population
+from ..io import folders
+from ..preprocess import FormConfig
+
+
+def fit_population(config, extract, pooled, children: list, child_samples: list, children_val):
+    """The pediatric-vs-adult check: fitted on adult patients' films and views, measured on held-out adult patients.
+
+    Both sides also get FormConfig views (random sharpness and JPEG compression), so the film's texture
+    tells nothing and anatomy has to; for the children a 1-in-8 sample of the fit films is enough.
+    """
+    adults = [s for folder in config.adult_dirs for s in folders.scan_images(folder)]
+    fit, held_out = folders.split_by_patient(adults, config.adult_holdout, config.seed) if config.adult_holdout \
+        else (adults, [])
+    form = FormConfig(**config.augment.to_dict())
+    views = range(1, config.population_views + 1)
+    adult_x = [pooled(extract(fit, "adult films", 0).x)]
+    adult_x += [pooled(extract(fit, f"adult form {v}", v, form).x) for v in views]
+    sample = child_samples[::8]
+    child_forms = [pooled(extract(sample, f"child form {v}", v, form).x) for v in views]
+    plain = pooled(extract(sample, "child sample", 0).x)  # cached: the same films' plain features
+    pairs = [(plain, x) for x in child_forms] + [(adult_x[0], x) for x in adult_x[1:]]
+    directions = population.form_directions(pairs) if pairs else None
+    check = population.PopulationCheck.fit(np.concatenate([pooled(np.concatenate(children)), *child_forms]),
+                                           np.concatenate(adult_x), children_val, directions)
+    children_flagged = float(check.flags(children_val).mean())
+    stats = {"file": population.POPULATION_FILE, "version": population.VERSION, "cutoff": check.cutoff,
+             "percentile": check.percentile, "form_dims": len(check.form), "adult_fit_images": len(fit),
+             "adult_holdout_images": len(held_out), "form_views": form.to_dict(),
+             "validation_children_flagged": children_flagged}
+    summary = f"{children_flagged:.1%} of {len(children_val)} pediatric validation films flagged"
+    if held_out:
+        flagged = float(check.flags(pooled(extract(held_out, "held-out adults").x)).mean())
+        stats["holdout_adults_flagged"] = flagged
+        summary += f"; {flagged:.1%} of {len(held_out)} held-out adult films flagged"
+    stats["summary"] = summary
+    return check, stats

@@ -1,0 +1,127 @@
+"""Backbone features, extracted once and cached on disk.
+
+A VGG16 pass over the 5,216 training images takes minutes (`python tools/bench.py`
+times it); the head trains in seconds. So features are cached, keyed by
+  backbone weights fingerprint + preprocessing version + view  (one folder)
+  SHA-1 of the image file's bytes                              (one row)
+so a changed image, preprocessing or backbone is recomputed, nothing else.
+Rows are written in small chunks, each atomically: Ctrl-C loses at most one
+chunk and the cache stays readable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..config import IMG_SIZE, PREPROCESSING_VERSION
+from ..io import read_image
+from ..model.backends import POOLED, make_feature_function
+from ..preprocess import AugmentConfig, model_input_for_view
+
+CHUNK_ROWS = 256
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
+class FeatureCache:
+    """Rows of one layer's outputs for one (backbone, preprocessing, view) combination.
+
+    Pooled features are stored as float32; maps (block4_pool, 100k values per image) as float16,
+    which halves memory and disk and changes the fine-tuned model's outputs by < 1e-3.
+    """
+
+    def __init__(self, root: Path, fingerprint: str, view: int, augment_config: AugmentConfig,
+                 size: int = IMG_SIZE, layer: str = POOLED):
+        tag = f"{fingerprint}-{PREPROCESSING_VERSION}-view{view}"
+        if layer != POOLED:
+            tag += f"-{layer}"
+        if size != IMG_SIZE:  # small inputs are for tests
+            tag += f"-{size}px"
+        if view:  # augmentation parameters change the views, so they are part of the key
+            tag += "-" + hashlib.sha1(augment_config.cache_key().encode()).hexdigest()[:8]
+        self.dtype = np.float32 if layer == POOLED else np.float16
+        self.folder = Path(root) / tag
+        self.rows: dict[str, np.ndarray] = {}
+        for chunk in sorted(self.folder.glob("chunk-*.npz")):
+            with np.load(chunk) as arrays:
+                self.rows.update(zip(arrays["keys"].tolist(), arrays["feats"]))
+
+    def save_chunk(self, keys: list[str], feats: np.ndarray) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, keys=np.array(keys), feats=feats.astype(self.dtype))
+        os.replace(tmp, self.folder / f"chunk-{time.time_ns()}.npz")  # atomic on POSIX
+        self.rows.update(zip(keys, feats.astype(self.dtype)))
+
+
+class FeatureExtractor:
+    """Pooled backbone features (GAP of block5_pool), or the maps of `layer`, by the default backend.
+
+    Any model holding VGG16's layers and a "gap" layer works: the training extractor or a full model.
+    """
+
+    def __init__(self, full_model, backend: str | None = None, layer: str = POOLED):
+        self.size = int(full_model.input_shape[1])
+        self.shape = tuple(int(d) for d in full_model.get_layer(layer).output.shape[1:])
+        self._run = make_feature_function(full_model, backend, layer)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self._run(np.asarray(batch, np.float32)), np.float32)
+
+
+@dataclass
+class FeatureSet:
+    features: np.ndarray  # (n, d) float32 pooled features (or (n, h, w, c) float16 maps), in the order of `paths`
+    paths: list[Path]
+    failed: list[tuple[Path, str]] = field(default_factory=list)  # unreadable files, with the reason
+    computed: int = 0  # images that went through the backbone in this call (the rest came from the cache)
+
+
+def extract(paths: list[Path], extractor, cache: FeatureCache, view: int = 0,
+            augment_config: AugmentConfig = AugmentConfig(), batch_size: int = 32, desc: str = "features") -> FeatureSet:
+    """Features for `paths` (from the cache where present); unreadable files are listed, not fatal."""
+    hashes = [file_hash(p) for p in tqdm(paths, desc=f"hash {desc}", unit="img", leave=False)]
+    todo = [(p, h) for p, h in zip(paths, hashes) if h not in cache.rows]
+    failed = _compute_missing(todo, extractor, cache, view, augment_config, batch_size, desc)
+    bad = {str(p) for p, _ in failed}
+    kept = [(p, h) for p, h in zip(paths, hashes) if str(p) not in bad]
+    feats = np.stack([cache.rows[h] for _, h in kept]) if kept else np.zeros((0, *extractor.shape), cache.dtype)
+    return FeatureSet(feats, [p for p, _ in kept], failed, len(todo))
+
+
+def _compute_missing(todo, extractor, cache, view, config, batch_size, desc) -> list[tuple[Path, str]]:
+    size = extractor.size
+    failed: list[tuple[Path, str]] = []
+    keys: list[str] = []
+    batch: list[np.ndarray] = []
+    pending_keys, pending_feats = [], []
+    for path, content_hash in tqdm(todo, desc=f"VGG16 {desc}", unit="img", disable=not todo):
+        try:
+            batch.append(model_input_for_view(read_image(path), content_hash, view, config, size))
+            keys.append(content_hash)
+        except ValueError as err:
+            failed.append((path, str(err)))
+        if len(batch) == batch_size:
+            pending_feats.append(extractor(np.stack(batch)))
+            pending_keys += keys
+            batch, keys = [], []
+        if len(pending_keys) >= CHUNK_ROWS:
+            cache.save_chunk(pending_keys, np.concatenate(pending_feats))
+            pending_keys, pending_feats = [], []
+    if batch:
+        pending_feats.append(extractor(np.stack(batch)))
+        pending_keys += keys
+    if pending_keys:
+        cache.save_chunk(pending_keys, np.concatenate(pending_feats))
+    return failed

@@ -1,0 +1,225 @@
+"""Training: cached backbone features -> head -> threshold -> checks -> metrics -> bundle.
+
+The recipe, end to end:
+1. scan the Kaggle folders; split train/ by patient (seeded) into fit and validation;
+2. extract pooled VGG16 features once per image (and per augmented view), cached;
+3. train the head on the fit patients' features with balanced class weights,
+   keeping the epoch with the best validation loss;
+4. choose the decision threshold on validation with the configured rule;
+5. fit the "is this a chest X-ray?" check, and with --adult-dir the "is this a child's film?" check
+   (checks.py), both with cut-offs on the pediatric validation patients;
+6. measure every split, draw the plots, write the bundle atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..config import BACKBONE, CLASS_NAMES, PREPROCESSING_VERSION
+from ..infer import chest_check
+from ..infer.population import POPULATION_FILE
+from ..io import folders
+from ..model import build
+from ..model import bundle as bundles
+from . import card, features, finetune, metrics, plots
+from .checks import fit_population
+from .options import TrainConfig
+
+REPORT_NAMES = {"val": "kaggle_val"}  # Kaggle's val/ is 16 images, not our validation split
+
+
+@dataclass
+class Labelled:
+    """Features of the readable files of a split, with their labels."""
+
+    x: np.ndarray
+    y: np.ndarray
+    paths: list[Path]
+    failed: list[tuple[Path, str]]
+
+    def subset(self, samples: list[folders.Sample]) -> tuple[np.ndarray, np.ndarray]:
+        wanted = {s.path for s in samples}
+        rows = [i for i, p in enumerate(self.paths) if p in wanted]
+        return self.x[rows], self.y[rows]
+
+
+class _Extractor:
+    """Feature extraction for this run: one backbone, one cache root, labels attached."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        # Fine-tuning needs block4_pool maps (block5 is retrained); the frozen recipe, pooled features.
+        self.layer = finetune.MAP_LAYER if config.fine_tune else features.POOLED
+        self.network = features.FeatureExtractor(
+            build.build_feature_extractor(config.backbone_weights, config.input_size), layer=self.layer)
+        self.fingerprint = build.backbone_fingerprint(config.backbone_weights)
+        self.computed = 0  # backbone passes in this run
+
+    def __call__(self, samples: list[folders.Sample], desc: str, view: int = 0, augment=None) -> Labelled:
+        augment = augment or self.config.augment
+        cache = features.FeatureCache(self.config.cache_dir, self.fingerprint, view, augment,
+                                      self.config.input_size, self.layer)
+        fs = features.extract([s.path for s in samples], self.network, cache, view=view,
+                              augment_config=augment, desc=desc)
+        label_of = {s.path: s.label for s in samples}
+        self.computed += fs.computed
+        return Labelled(fs.features, np.array([label_of[p] for p in fs.paths], np.float32), fs.paths, fs.failed)
+
+
+def run(config: TrainConfig, log=print) -> Path:
+    """Train, evaluate and write a bundle; returns the bundle folder."""
+    config.validate()
+    started = time.time()
+    splits = folders.kaggle_splits(config.data_dir)
+    splits.update({name: folders.scan_class_folder(folder) for name, folder in config.report_dirs.items()})
+    fit_samples, val_samples = folders.split_by_patient(splits["train"], config.val_fraction, config.seed)
+    extract = _Extractor(config)
+    train = extract(splits["train"], "train")
+    to_augment = [s for s in fit_samples if CLASS_NAMES[s.label] in config.augment_classes]
+    views = [extract(to_augment, f"train view {view}", view) for view in range(1, config.views + 1)]
+    others = {name: extract(samples, name) for name, samples in splits.items() if name != "train"}
+    failed = train.failed + [f for split in others.values() for f in split.failed]
+    (fit_x, fit_y), (val_x, val_y) = train.subset(fit_samples), train.subset(val_samples)
+    fit_x, fit_y = np.concatenate([fit_x, *(v.x for v in views)]), np.concatenate([fit_y, *(v.y for v in views)])
+    log(f"fit: {len(fit_y)} rows from {len(fit_samples)} images; validation: {len(val_y)} images "
+        f"of {len({s.patient for s in val_samples})} patients, none of them in fit")
+
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
+    head = build.build_head_model(config.head)
+    full = build.build_full_model(config.backbone_weights, head, config.input_size) if config.fine_tune else None
+    pooled = (lambda x: finetune.pooled_from_maps(full, x)) if full is not None else (lambda x: x)
+    fit_head(head, pooled(fit_x), fit_y, pooled(val_x), val_y, config)
+    if full is not None:
+        finetune.fine_tune(full, fit_x, fit_y, val_x, val_y, config.fine_tune, config.fine_tune_lr,
+                           seed=config.seed, log=log)
+    del fit_x  # maps: up to a few GB
+    val_pooled = pooled(val_x)  # through the fine-tuned block5 when there is one: computed once
+    gaussian = chest_check.FeatureGaussian.fit(pooled(train.subset(fit_samples)[0]), val_pooled)  # plain views only
+    predictions = {"validation": (val_y, predict_head(head, val_pooled))}
+    threshold = metrics.choose_threshold(*predictions["validation"], config.threshold_rule)
+    for name, split in others.items():  # official val/ is 16 full-resolution images
+        predictions[REPORT_NAMES.get(name, name)] = (split.y, predict_head(head, pooled(split.x)))
+    scores = {name: metrics.binary_metrics(y, p, threshold) for name, (y, p) in predictions.items()}
+    counts = _counts(splits, fit_samples, val_samples)
+    cfg = bundle_config(config, threshold, scores, counts, time.time() - started)
+    cfg["borderline"] = metrics.borderline_band(*predictions["validation"], threshold)
+    cfg["borderline_validation"] = metrics.band_stats(*predictions["validation"], threshold, cfg["borderline"])
+    cfg["backbone_passes_this_run"] = extract.computed
+    cfg["skipped_files"] = [{"file": str(p), "error": e} for p, e in failed]
+    cfg["ood"] = {"cutoff": gaussian.cutoff, "percentile": gaussian.percentile, "file": chest_check.OOD_FILE}
+    check = None
+    if config.adult_dirs:
+        children = [train.subset(fit_samples)[0], *(v.x for v in views)]
+        check, cfg["population"] = fit_population(config, extract, pooled, children, fit_samples, val_pooled)
+        log(f"population check: {cfg['population']['summary']}")
+    out = bundles.write(config.output, lambda folder: fill_bundle(folder, cfg, head, predictions, gaussian, full, check))
+    report(scores, threshold, config.threshold_rule, failed, log)
+    return out
+
+
+def fill_bundle(folder: Path, config: dict, head, predictions: dict, gaussian, fine_tuned=None, check=None):
+    """Config, head weights, both checks' statistics, plots and model card (block5 too if fine-tuned)."""
+    if fine_tuned is not None:
+        config = {**config, "block5_weights": finetune.BLOCK5_FILE}
+        bundles.save_block5(fine_tuned, folder / finetune.BLOCK5_FILE)
+    head.save_weights(folder / bundles.HEAD_WEIGHTS)
+    gaussian.save(folder / chest_check.OOD_FILE)
+    if check is not None:
+        check.save(folder / POPULATION_FILE)
+    plots.save_roc(predictions, config["metrics"], folder / "roc.png")
+    plots.save_confusion(config["metrics"], folder / "confusion.png")
+    (folder / bundles.CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    (folder / "README.md").write_text(card.model_card(config))
+
+
+def fit_head(head, fit_x, fit_y, val_x, val_y, config: TrainConfig):
+    """Train the head on pooled features; balanced class weights; best validation-loss epoch kept."""
+    import keras
+
+    head.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                 loss=keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing),
+                 metrics=[keras.metrics.AUC(name="auc")])
+    counts = np.bincount(fit_y.astype(int), minlength=2)
+    # Pneumonia outnumbers normal ~3:1 in train; weight each class to half the total.
+    weights = {c: len(fit_y) / (2.0 * max(counts[c], 1)) for c in (0, 1)}
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
+    train_data = _batches(fit_x, fit_y, weights, config)
+    head.fit(train_data, validation_data=(val_x, val_y), epochs=config.epochs, callbacks=[stop], verbose=0,
+             shuffle=False)  # the dataset is already shuffled, with our seed
+    return head
+
+
+def _batches(x, y, class_weights, config: TrainConfig):
+    """Shuffled batches with per-sample class weights, optionally mixed up (features and labels)."""
+    import tensorflow as tf
+
+    w = np.array([class_weights[int(label)] for label in y], np.float32)
+    ds = tf.data.Dataset.from_tensor_slices((x, y[:, None], w)).shuffle(len(y), seed=config.seed)
+    ds = ds.batch(config.batch_size)
+    if config.mixup > 0:
+        alpha = config.mixup
+
+        def mix(bx, by, bw):
+            g1, g2 = (tf.random.gamma([tf.shape(bx)[0], 1], alpha) for _ in range(2))
+            lam = g1 / (g1 + g2)  # Beta(alpha, alpha)
+            perm = tf.random.shuffle(tf.range(tf.shape(bx)[0]), seed=config.seed)
+            mixed = lambda a: lam * a + (1 - lam) * tf.gather(a, perm)
+            return mixed(bx), mixed(by), tf.squeeze(mixed(bw[:, None]), 1)
+
+        ds = ds.map(mix)
+    return ds.prefetch(2)
+
+
+def predict_head(head, x: np.ndarray) -> np.ndarray:
+    return head.predict(x, batch_size=1024, verbose=0).ravel().astype(np.float64)
+
+
+def _counts(splits, fit_samples, val_samples) -> dict:
+    def by_class(samples):
+        return {name: sum(s.label == i for s in samples) for i, name in enumerate(CLASS_NAMES)}
+
+    out = {"fit": by_class(fit_samples), "validation": by_class(val_samples)}
+    out.update({REPORT_NAMES.get(k, k): by_class(v) for k, v in splits.items() if k != "train"})
+    return out
+
+
+def bundle_config(config: TrainConfig, threshold: float, scores: dict, counts: dict, seconds: float) -> dict:
+    return {
+        "format": bundles.FORMAT,
+        "package_version": __version__,
+        "backbone": BACKBONE,
+        # What a user needs: a local weights file is only a copy of Keras' ImageNet weights.
+        "backbone_weights": build.RANDOM if config.backbone_weights == build.RANDOM else "imagenet",
+        "backbone_fingerprint": build.backbone_fingerprint(config.backbone_weights),
+        "input_size": config.input_size,
+        "class_names": list(CLASS_NAMES),
+        "preprocessing_version": PREPROCESSING_VERSION,
+        "threshold": threshold,
+        "threshold_rule": config.threshold_rule,
+        "recipe": config.recipe(),
+        "command": config.command(),
+        "data_counts": counts,
+        "metrics": scores,
+        "training_seconds": round(seconds, 1),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def report(scores: dict, threshold: float, rule: str, failed: list, log=print) -> None:
+    log(f"threshold {threshold:.4f} (rule: {rule}, chosen on validation)")
+    log(f"{'split':<12}{'n':>6}{'acc':>8}{'sens':>8}{'spec':>8}{'prec':>8}{'f1':>8}{'auc':>8}  confusion [[TN FP] [FN TP]]")
+    for split, m in scores.items():
+        log(f"{split:<12}{m['n']:>6}{m['accuracy']:>8.4f}{m['sensitivity']:>8.4f}{m['specificity']:>8.4f}"
+            f"{m['precision']:>8.4f}{m['f1']:>8.4f}{m['auc']:>8.4f}  {m['confusion']}")
+    if failed:
+        log(f"skipped {len(failed)} unreadable file(s):")
+        for path, error in failed:
+            log(f"  {path}: {error}")

@@ -1,0 +1,1 @@
+"""What people run: the Gradio app, the `pneumo` command line, and deploying to a Hugging Face Space."""

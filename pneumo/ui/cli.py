@@ -1,0 +1,81 @@
+"""`pneumo predict|evaluate|deploy-space` (also `python -m pneumo ...`): JSON on stdout, progress and errors on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="pneumo", description="Pneumonia chest X-ray model.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    predict = sub.add_parser("predict", help="one JSON line per file")
+    predict.add_argument("files", nargs="+", type=Path)
+    evaluate = sub.add_parser("evaluate", help="metrics on a labelled folder, one JSON object")
+    evaluate.add_argument("folder", type=Path, help="folder with NORMAL/ and PNEUMONIA/, or a Kaggle root (uses test/)")
+    for command in (predict, evaluate):
+        command.add_argument("--model", default=None, help="bundle folder or hf://USER/REPO "
+                             "(default: env PNEUMO_MODEL, else weights/)")
+        command.add_argument("--backbone-weights", default=None, help="default: env PNEUMO_BACKBONE_WEIGHTS, else imagenet")
+    space = sub.add_parser("deploy-space", help="upload the app and a bundle to a Hugging Face Space over HTTP")
+    space.add_argument("repo_id", help="the Space as USER/NAME (created if needed; token from HF_TOKEN or hf auth login)")
+    space.add_argument("--private", action="store_true", help="create the Space private")
+    space.add_argument("--model", default=None, help="local bundle folder shipped as weights/ (default: weights/)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "deploy-space":
+            from .space import run_deploy
+
+            return run_deploy(args)
+        from .. import import_tensorflow_quietly
+
+        import_tensorflow_quietly()
+        from ..infer.predictor import Predictor
+
+        predictor = Predictor.load(args.model, args.backbone_weights)
+        return run_predict(predictor, args.files) if args.command == "predict" else run_evaluate(predictor, args.folder)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def run_predict(predictor, files: list[Path]) -> int:
+    from ..infer.predictor import predict_paths
+
+    failures = 0
+    for path, prediction, error in predict_paths(predictor, files):
+        failures += error is not None
+        record = {"file": str(path), "error": error} if error else {"file": str(path), **prediction.to_json()}
+        print(json.dumps(record), flush=True)
+    return 1 if failures else 0
+
+
+def run_evaluate(predictor, folder: Path) -> int:
+    from ..infer.predictor import predict_paths
+    from ..io.folders import resolve_eval_folder, scan_class_folder
+    from ..train.metrics import band_stats, binary_metrics
+
+    samples = scan_class_folder(resolve_eval_folder(folder))
+    label_of = {s.path: s.label for s in samples}
+    labels, probs, skipped, checks = [], [], [], []
+    for path, prediction, error in predict_paths(predictor, [s.path for s in samples], desc="evaluate"):
+        if error is not None:
+            skipped.append({"file": str(path), "error": error})
+            print(f"skipped {path}: {error}", file=sys.stderr)
+        else:
+            labels.append(label_of[path])
+            probs.append(prediction.probability)
+            checks.append((prediction.looks_like_chest_xray, prediction.in_population))
+    if not labels:
+        raise ValueError(f"no readable images in '{folder}'.")
+    # Metrics over every readable film, as before: the counts say how many the model should not have answered.
+    metrics = binary_metrics(labels, probs, predictor.threshold)
+    if predictor.borderline is not None:
+        metrics["borderline"] = band_stats(labels, probs, predictor.threshold, predictor.borderline)
+    counts = {"outside_population": sum(not inside for _, inside in checks),
+              "not_chest_xray": sum(not chest for chest, _ in checks),
+              "not_assessed": sum(not (chest and inside) for chest, inside in checks)}
+    print(json.dumps({"folder": str(folder), **metrics, **counts, "skipped": skipped}))
+    return 0

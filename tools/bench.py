@@ -1,0 +1,314 @@
+"""Speed on this machine, each figure next to a naive baseline from the same run.
+
+    PNEUMO_BACKBONE_WEIGHTS=../shared/weights/vgg16_imagenet_notop.weights.h5 python -m tools.bench [--quick]
+
+
+Prints a table (median, min, max over repeats), then one JSON line of headline figures.
+Naive baselines: Keras `model.predict` per image and keras-io's Grad-CAM (a second, full
+GradientTape forward pass); a full-size float overlay; `model.fit` through VGG16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pneumo.config import BACKBONE_ENV, CLASS_NAMES
+from pneumo.infer import gradcam
+from pneumo.infer.predictor import Predictor, predict_paths
+from pneumo.io import read_image
+from pneumo.preprocess import to_model_input
+from tools.appserver import ROOT, running_app
+
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def timed(fn, repeats: int) -> list[float]:
+    fn()  # warm-up: tracing, allocation, caches
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+class Table:
+    def __init__(self):
+        self.rows = []
+
+    def add(self, name: str, ours: list[float] | float, naive: list[float] | float | None, unit: str,
+            higher_is_better: bool = False) -> None:
+        self.rows.append((name, ours, naive, unit, higher_is_better))
+        print(self._format(self.rows[-1]), flush=True)
+
+    @staticmethod
+    def _stat(values) -> tuple[float, str]:
+        if values is None:
+            return float("nan"), "-"
+        v = np.atleast_1d(np.asarray(values, float))
+        if len(v) == 1:
+            return float(v[0]), f"{v[0]:.1f}"
+        return float(np.median(v)), f"{np.median(v):.1f} ({v.min():.1f}-{v.max():.1f})"
+
+    def _format(self, row) -> str:
+        name, ours, naive, unit, higher = row
+        o, o_text = self._stat(ours)
+        n, n_text = self._stat(naive)
+        ratio = "" if np.isnan(o) or np.isnan(n) else f"{(o / n if higher else n / o):.1f}x"
+        return f"{name:<48}{o_text:>26}{n_text:>26}  {unit:<8}{ratio:>6}"
+
+    def header(self) -> None:
+        print(f"{'measure':<48}{'ours: median (min-max)':>26}{'naive baseline':>26}  {'unit':<8}{'gain':>6}")
+
+
+def machine() -> str:
+    import tensorflow as tf
+
+    flags = ""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        line = next(l for l in text.splitlines() if l.startswith("flags"))
+        wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni")
+        flags = " ".join(f for f in wanted if f" {f}" in line)
+    except (OSError, StopIteration):
+        pass
+    try:
+        import onnxruntime
+
+        ort = onnxruntime.__version__
+    except ImportError:
+        ort = "not installed"
+    return (f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, flags: {flags}; "
+            f"Python {platform.python_version()}, TensorFlow {tf.__version__}, ONNX Runtime {ort}")
+
+
+def naive_overlay(gray: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """keras-io's overlay: matplotlib jet colours, PIL resize, float blend at full size."""
+    import matplotlib
+    from PIL import Image
+
+    colours = matplotlib.colormaps["jet"](np.uint8(255 * heat))[..., :3]
+    colours = np.asarray(Image.fromarray(np.uint8(colours * 255)).resize(gray.shape[::-1]), np.float64)
+    return np.uint8(np.clip(colours * 0.4 + np.repeat(gray[..., None], 3, -1).astype(np.float64), 0, 255))
+
+
+def bench_image(predictor, path: Path, repeats: int, table: Table) -> dict:
+    import tensorflow as tf
+
+    model = predictor.model
+    grad_model = tf.keras.Model(model.input, [model.get_layer("block5_conv3").output, model.output])
+
+    def ours(with_cam: bool):
+        image = read_image(path)
+        prediction = predictor.analyze(image, with_cam)
+        if with_cam:
+            gradcam.overlay(image.gray, prediction.heatmap)
+
+    def naive(with_cam: bool):
+        image = read_image(path)
+        x = to_model_input(image)[None]
+        prob = model.predict(x, verbose=0)[0, 0]
+        if with_cam:
+            with tf.GradientTape() as tape:
+                conv, out = grad_model(x)
+                target = out[:, 0] if prob >= predictor.threshold else -out[:, 0]
+            heat = gradcam.heatmap(conv.numpy()[0], tape.gradient(target, conv).numpy()[0])
+            naive_overlay(image.gray, heat)
+
+    cam = [t * 1000 for t in timed(lambda: ours(True), repeats)]
+    table.add(f"predict + Grad-CAM + overlay, {read_image(path).size[0]}px JPEG, p50", cam,
+              [t * 1000 for t in timed(lambda: naive(True), max(3, repeats // 4))], "ms")
+    table.add("  same, p95", float(np.percentile(cam, 95)), None, "ms")
+    table.add("predict only (no Grad-CAM), p50", [t * 1000 for t in timed(lambda: ours(False), repeats)],
+              [t * 1000 for t in timed(lambda: naive(False), max(3, repeats // 4))], "ms")
+    return {"predict_cam_p50_ms": round(float(np.median(cam)), 1), "predict_cam_p95_ms": round(float(np.percentile(cam, 95)), 1)}
+
+
+def bench_throughput(predictor, paths: list[Path], table: Table) -> float:
+    start = time.perf_counter()
+    n = sum(1 for _, _, error in predict_paths(predictor, paths, desc="throughput") if error is None)
+    ours = n / (time.perf_counter() - start)
+    subset = paths[: max(8, len(paths) // 4)]
+    start = time.perf_counter()
+    for path in subset:
+        predictor.model.predict(to_model_input(read_image(path))[None], verbose=0)
+    naive = len(subset) / (time.perf_counter() - start)
+    table.add(f"predict over a folder ({n} images), batches of 16", ours, naive, "img/s", higher_is_better=True)
+    return ours
+
+
+def bench_features(predictor, table: Table) -> None:
+    from pneumo.train.features import FeatureExtractor
+
+    batch = np.random.default_rng(0).uniform(-120, 130, (32, 224, 224, 3)).astype(np.float32)
+    ours = FeatureExtractor(predictor.model, predictor.backend)
+    keras_extractor = FeatureExtractor(predictor.model, "tf")
+    per_s = [32 / t for t in timed(lambda: ours(batch), 2)]
+    table.add(f"backbone features, batch 32 ({predictor.backend})", per_s,
+              [32 / t for t in timed(lambda: keras_extractor(batch), 2)], "img/s", higher_is_better=True)
+
+
+def bench_app(model_source: str | None, request_path: Path, requests: int, table: Table) -> tuple[float, float]:
+    """Start `python app.py`, time it to ready, send requests, read its peak RSS (VmHWM)."""
+    from gradio_client import Client, handle_file
+
+    with running_app({"PNEUMO_MODEL": model_source} if model_source else None) as app:
+        client = Client(app.url, verbose=False)
+        for _ in range(requests):
+            client.predict(handle_file(str(request_path)), api_name="/predict")
+        status = Path(f"/proc/{app.process.pid}/status").read_text()
+        rss = int(next(l for l in status.splitlines() if l.startswith("VmHWM")).split()[1]) / 1024
+    table.add("app start-up to ready (python app.py)", app.seconds_to_ready, None, "s")
+    table.add(f"app peak RSS after {requests} requests", rss, None, "MB")
+    return app.seconds_to_ready, rss
+
+
+def subset_tree(source: Path, per_class: int, dest: Path) -> Path:
+    """A Kaggle-layout folder of symlinks: the first `per_class` images of each class of source/train."""
+    for name in CLASS_NAMES:
+        folder = dest / "train" / name
+        folder.mkdir(parents=True)
+        for path in sorted((source / "train" / name).iterdir())[:per_class]:
+            (folder / path.name).symlink_to(path.resolve())
+    return dest
+
+
+def bench_training(data_dir: Path, per_class: int, cold: bool, table: Table) -> tuple[float | None, float]:
+    """train.py on (a subset of) data_dir: cold with an empty feature cache, then warm."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data = subset_tree(data_dir, per_class, tmp / "data") if per_class else data_dir
+        n = sum(1 for _ in (Path(data) / "train").rglob("*.jp*g"))
+        cache = tmp / "cache"
+
+        def run() -> float:
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "train.py", "--data-dir", str(data), "--output", str(tmp / "bundle"),
+                            "--cache-dir", str(cache)], cwd=ROOT, check=True, capture_output=True,
+                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+            return time.perf_counter() - start
+
+        if not cold:  # fill the cache untimed, so the warm run is warm
+            run()
+        cold_s = run() if cold else None
+        warm_s = run()
+    if cold:
+        table.add(f"train.py cold (empty feature cache), {n} images", cold_s, None, "s")
+    table.add(f"train.py warm (features cached), {n} images", warm_s, None, "s")
+    return cold_s, warm_s
+
+
+def bench_naive_fit(predictor, table: Table) -> None:
+    """What `model.fit` through the frozen VGG16 costs per image and epoch (the usual tutorial recipe)."""
+    import keras
+
+    model = keras.models.clone_model(predictor.model)
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    x = np.random.default_rng(0).uniform(-120, 130, (64, 224, 224, 3)).astype(np.float32)
+    y = np.random.default_rng(1).integers(0, 2, (64, 1)).astype(np.float32)
+    seconds = timed(lambda: model.fit(x, y, batch_size=32, epochs=1, verbose=0), 1)[0]
+    table.add("naive: model.fit through VGG16, per image per epoch", None, seconds / 64 * 1000, "ms")
+
+
+def bench_rejected(predictor, paths: list[Path], table: Table) -> None:
+    """Speed-ups we tried and did not keep, each with how much it changes the probability."""
+    from PIL import Image
+
+    from pneumo.model.backends import NumpyHead, pool_activations, trunk_to_onnx
+
+    paths = paths[:48]
+    exact = predictor.predict_inputs(np.stack([to_model_input(read_image(p)) for p in paths]))[0]
+
+    def drafted(path):
+        image = Image.open(path)
+        image.draft("L", (448, 448))  # JPEG DCT-domain downscale to >= 2x the model input
+        return to_model_input(np.asarray(image.convert("L")))
+
+    full = [t * 1000 for t in timed(lambda: np.asarray(Image.open(paths[0]).convert("L")), 10)]
+    draft = [t * 1000 for t in timed(lambda: drafted(paths[0]), 10)]
+    shift = np.abs(predictor.predict_inputs(np.stack([drafted(p) for p in paths]))[0] - exact).max()
+    table.add(f"tried: Pillow draft decode vs full, {len(paths)} originals (max |dp| {shift:.3f})", draft, full, "ms")
+    try:
+        import openvino as ov
+    except ImportError:
+        print("(OpenVINO bf16 row skipped: pip install openvino to measure it)")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "trunk.onnx").write_bytes(trunk_to_onnx(predictor.model))
+        core = ov.Core()
+        compiled = core.compile_model(core.read_model(str(Path(tmp) / "trunk.onnx")), "CPU",
+                                      {"INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY"})
+    x = np.stack([to_model_input(read_image(p)) for p in paths])
+    activations = np.concatenate([compiled(x[i:i + 1])[0] for i in range(len(x))])
+    logits, _ = NumpyHead(predictor.model)(pool_activations(activations))
+    shift = np.abs(1 / (1 + np.exp(-logits)) - exact).max()
+    one = x[:1]
+    table.add(f"tried: OpenVINO bf16/AMX vs ours (max |dp| {shift:.3f})",
+              [t * 1000 for t in timed(lambda: compiled(one), 10)],
+              [t * 1000 for t in timed(lambda: predictor.predict_inputs(one), 10)], "ms")
+
+
+def pick_inputs() -> tuple[Path, list[Path]]:
+    """A >= 1500 px JPEG and a folder of X-rays: from ../shared when present, else examples/."""
+    examples = sorted((ROOT / "examples").glob("*.jpeg"))
+    big = next((p for p in examples if p.name == "NORMAL2-IM-1427-0001.jpeg"), None)
+    if big is None:
+        raise ValueError("examples/NORMAL2-IM-1427-0001.jpeg (1776x1416) is missing; it is the benchmark image.")
+    folder = SHARED / "shift_dev"
+    paths = sorted(folder.rglob("*.jpeg")) if folder.is_dir() else examples * 16
+    return big, paths
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="skip the cold training run")
+    parser.add_argument("--full-train", action="store_true",
+                        help="time train.py on all of ../shared train/ instead of 100 images per class")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--model", default=None, help="bundle folder or hf://USER/REPO (default: env PNEUMO_MODEL, "
+                        "else weights/)")
+    parser.add_argument("--backbone-weights", default=None, help="default: env PNEUMO_BACKBONE_WEIGHTS, else imagenet")
+    args = parser.parse_args(argv)
+    if not os.environ.get(BACKBONE_ENV) and not args.backbone_weights:
+        print(f"note: {BACKBONE_ENV} is not set; Keras will download the ImageNet weights", file=sys.stderr)
+    print(machine())
+    table = Table()
+    table.header()
+    start = time.perf_counter()
+    predictor = Predictor.load(args.model, args.backbone_weights)
+    load_s = time.perf_counter() - start
+    start = time.perf_counter()
+    Predictor.load(args.model, args.backbone_weights, backend="tf")
+    table.add(f"model load (bundle + backbone, {predictor.backend} vs tf)", load_s, time.perf_counter() - start, "s")
+    image, folder = pick_inputs()
+    headline = bench_image(predictor, image, args.repeats, table)
+    headline["predict_images_per_s"] = round(bench_throughput(predictor, folder, table), 1)
+    bench_features(predictor, table)
+    originals = sorted((SHARED / "chest_xray" / "val").rglob("*.jpeg"))  # draft only matters at full resolution
+    bench_rejected(predictor, originals or sorted((ROOT / "examples").glob("*.jpeg")), table)
+    bench_naive_fit(predictor, table)
+    app_s, rss = bench_app(args.model, image, 20, table)
+    data_dir = SHARED / "chest_xray"
+    if not data_dir.is_dir():
+        raise ValueError(f"training benchmark needs {data_dir} (the Kaggle layout)")
+    cold, warm = bench_training(data_dir, 0 if args.full_train else 100, not args.quick, table)
+    headline.update(app_start_s=round(app_s, 1), app_rss_mb=round(rss), train_cold_s=cold and round(cold, 1),
+                    train_warm_s=round(warm, 1))
+    if args.quick:
+        print("(--quick: cold training skipped, train_cold_s is null)")
+    print(json.dumps(headline))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

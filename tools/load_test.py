@@ -1,0 +1,85 @@
+"""Load test: N gradio_client users x M requests against a real app; latency, failures and memory.
+
+    PNEUMO_BACKBONE_WEIGHTS=../shared/weights/vgg16_imagenet_notop.weights.h5 python -m tools.load_test
+    python -m tools.load_test --url http://127.0.0.1:7860/ --users 8 --requests 25   # a running app
+
+Without --url it starts `python app.py` itself (so it can read the server's memory) and stops it after.
+Exit code 1 if any request failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from tools.appserver import ROOT, running_app
+
+
+def rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(l for l in status.splitlines() if l.startswith("VmRSS")).split()[1]) / 1024
+
+
+def run_load(url: str, files: list[Path], users: int, requests: int, pid: int | None = None) -> dict:
+    """Every user sends `requests` files in turn; returns latencies (s), failures and RSS samples (MB)."""
+    from gradio_client import Client, handle_file
+
+    latencies, failures, rss = [], [], []
+    done = 0
+    lock = threading.Lock()
+
+    def user(index: int) -> None:
+        nonlocal done
+        client = Client(url, verbose=False)
+        for k in range(requests):
+            path = files[(index + k) % len(files)]
+            start = time.perf_counter()
+            try:
+                result, _ = client.predict(handle_file(str(path)), api_name="/predict")
+                ok = 0.0 <= result["probability"] <= 1.0
+            except Exception as err:  # noqa: BLE001 - a load test counts every kind of failure
+                ok, result = False, f"{type(err).__name__}: {err}"
+            with lock:
+                latencies.append(time.perf_counter() - start)
+                done += 1
+                if not ok:
+                    failures.append(str(result))
+                if pid and done % max(1, users * requests // 8) == 0:
+                    rss.append(round(rss_mb(pid)))
+
+    with ThreadPoolExecutor(users) as pool:
+        list(pool.map(user, range(users)))
+    return {"latencies": latencies, "failures": failures, "rss_mb": rss}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", help="a running app; default: start python app.py")
+    parser.add_argument("--users", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=25, help="per user")
+    parser.add_argument("files", nargs="*", type=Path, help="X-rays to send (default: examples/)")
+    args = parser.parse_args()
+    files = args.files or sorted((ROOT / "examples").glob("*.jpeg"))
+    if args.url:
+        report = run_load(args.url, files, args.users, args.requests)
+    else:
+        with running_app() as app:
+            report = run_load(app.url, files, args.users, args.requests, app.process.pid)
+    lat = np.array(report["latencies"]) * 1000
+    print(f"{args.users} users x {args.requests} requests = {len(lat)}: {len(report['failures'])} failed; "
+          f"latency p50 {np.median(lat):.0f} ms, p95 {np.percentile(lat, 95):.0f} ms, max {lat.max():.0f} ms")
+    if report["rss_mb"]:
+        print(f"server RSS (MB) through the run: {report['rss_mb']}")
+    for failure in report["failures"][:5]:
+        print(f"failure: {failure}")
+    return 1 if report["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Measure the "looks like a chest X-ray?" check: false warnings on chest X-rays, catches on other images.
+
+    PNEUMO_BACKBONE_WEIGHTS=../shared/weights/vgg16_imagenet_notop.weights.h5 python -m tools.ood_report
+    (add --others-only to skip the ~8 minutes of chest X-rays)
+
+Chest X-rays: the validation patients of train/ (the cut-off was set on them), the 16 full-resolution
+originals of val/, and shift_dev (other patients). Other images: what can be made offline here —
+scikit-image's sample images (colour photos, and gray versions and crops of everything), rendered text
+documents, synthetic CT-like axial slices, and the real CT/MR/NM images shipped in pydicom's wheel (as plain
+pixels). Needs scikit-image (in requirements-dev.txt).
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def skimage_images() -> dict[str, np.ndarray]:
+    import skimage.data as d
+
+    out = {}
+    for name in ("astronaut", "camera", "cat", "cell", "checkerboard", "clock", "coffee", "coins", "colorwheel",
+                 "grass", "gravel", "brick", "horse", "hubble_deep_field", "immunohistochemistry", "logo",
+                 "microaneurysms", "moon", "page", "retina", "rocket", "text", "binary_blobs", "shepp_logan_phantom"):
+        image = np.asarray(getattr(d, name)())
+        if image.dtype != np.uint8:
+            image = image.astype(float)
+            image = np.uint8(255 * (image - image.min()) / (image.max() - image.min() + 1e-7))
+        out[name] = image[..., :3] if image.ndim == 3 else image
+    left, right, _ = d.stereo_motorcycle()
+    out.update(motorcycle_left=left, motorcycle_right=right)
+    return out
+
+
+def gray(image: np.ndarray) -> np.ndarray:
+    return np.asarray(Image.fromarray(image).convert("L")) if image.ndim == 3 else image
+
+
+def crop(image: np.ndarray, rng) -> np.ndarray:
+    h, w = image.shape[:2]
+    ch, cw = int(h * rng.uniform(0.5, 0.8)), int(w * rng.uniform(0.5, 0.8))
+    y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+    return image[y:y + ch, x:x + cw]
+
+
+def document(rng) -> np.ndarray:
+    page = Image.new("L", (850, 1100), 255)
+    draw = ImageDraw.Draw(page)
+    for line in range(int(rng.integers(15, 40))):
+        words = " ".join("".join(chr(rng.integers(97, 123)) for _ in range(rng.integers(2, 9))) for _ in range(10))
+        draw.text((60, 60 + line * 25), words, fill=int(rng.integers(0, 80)))
+    return np.asarray(page)
+
+
+def ct_slice(rng) -> np.ndarray:
+    """An axial body section: body ellipse, lungs (dark), spine and ribs (bright), on black."""
+    size = 512
+    yy, xx = np.mgrid[:size, :size] / size - 0.5
+    a, b = rng.uniform(0.38, 0.46), rng.uniform(0.26, 0.34)
+    img = np.where((xx / a) ** 2 + (yy / b) ** 2 < 1, 0.45, 0.0)
+    for side in (-1, 1):
+        img = np.where(((xx - side * 0.17) / 0.13) ** 2 + ((yy + 0.02) / 0.18) ** 2 < 1, 0.08, img)
+    img = np.where((xx / 0.05) ** 2 + ((yy - 0.2) / 0.05) ** 2 < 1, 0.95, img)
+    img += rng.normal(0, 0.03, img.shape)
+    return np.uint8(np.clip(img, 0, 1) * 255)
+
+
+def pydicom_slices() -> dict[str, np.ndarray]:
+    """The real CT, MR and NM images that ship inside pydicom's wheel, as plain pixels (no DICOM tags to help)."""
+    import warnings
+
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    out = {}
+    for name in ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm"):
+        with warnings.catch_warnings():  # files not in the wheel would be downloaded: offline, skip them
+            warnings.simplefilter("ignore")
+            path = get_testdata_file(name)
+        if path is None:
+            continue
+        pixels = pydicom.dcmread(path).pixel_array.astype(float)
+        pixels = np.uint8(255 * (pixels - pixels.min()) / (pixels.max() - pixels.min() + 1e-7))
+        out[name.removesuffix(".dcm")] = pixels
+        out[name.removesuffix(".dcm") + "_x4"] = np.asarray(  # the size a real CT slice or scan would have
+            Image.fromarray(pixels).resize((pixels.shape[1] * 4, pixels.shape[0] * 4), Image.BICUBIC))
+    return out
+
+
+def other_images() -> dict[str, bytes]:
+    rng = np.random.default_rng(0)
+    out = {}
+    for name, image in skimage_images().items():
+        out[name] = png(image)
+        if image.ndim == 3:
+            out[f"{name}_gray"] = png(gray(image))
+        for k in range(2):
+            out[f"{name}_crop{k}"] = png(gray(crop(image, rng)))
+    out.update({f"document{k}": png(document(rng)) for k in range(10)})
+    out.update({f"ct_slice{k}": png(ct_slice(rng)) for k in range(10)})
+    out.update({name: png(pixels) for name, pixels in pydicom_slices().items()})
+    return out
+
+
+def main() -> None:
+    only_others = "--others-only" in sys.argv
+    from pneumo.io.folders import scan_class_folder, split_by_patient
+    from pneumo.io import read_image
+    from pneumo.infer.predictor import Predictor
+
+    predictor = Predictor.load()
+    _, validation = split_by_patient(scan_class_folder(SHARED / "chest_xray" / "train"), 0.15, 0)
+    chest = {"validation patients (cut-off set here)": [s.path for s in validation],
+             "val/ full-resolution originals": [s.path for s in scan_class_folder(SHARED / "chest_xray" / "val")],
+             "shift_dev (other patients)": [s.path for s in scan_class_folder(SHARED / "shift_dev")]}
+    print(f"{'set':<44}{'images':>8}{'warned':>8}{'rate':>8}")
+    for name, paths in ({} if only_others else chest).items():
+        warned = [p.name for p in paths if not predictor.analyze(read_image(p), with_cam=False).looks_like_chest_xray]
+        print(f"{name:<44}{len(paths):>8}{len(warned):>8}{len(warned) / len(paths):>8.1%}   {' '.join(warned[:5])}")
+    others = other_images()
+    missed = [n for n, data in others.items()
+              if predictor.analyze(read_image(data, n), with_cam=False).looks_like_chest_xray]
+    caught = len(others) - len(missed)
+    print(f"{'non-chest images (photos, documents, CT-like)':<44}{len(others):>8}{caught:>8}{caught / len(others):>8.1%}"
+          f"   missed: {' '.join(missed) or 'none'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Measure the "outside the pediatric population" check, by source and by file form, and the model on adults.
+
+    PNEUMO_BACKBONE_WEIGHTS=../shared/weights/vgg16_imagenet_notop.weights.h5 python -m tools.population_report
+
+Adults: the adult_dev patients the bundle's check was NOT fitted on (the same seeded patient split as
+train.py's --adult-holdout), and the 83 adult films of lung_masks (other hospitals, several countries; never
+used by the check). Children: the pediatric validation patients (where the cut-off was set), shift_dev (other
+patients) and the 16 full-resolution val/ originals. Every film is run in several forms: as stored, re-encoded
+as a 224x224 JPEG (the shared training images' form), as PNG, and wrapped in a DICOM with no age or view in
+its header (pixels only). Prints markdown tables.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def as_224_jpeg(data: bytes) -> bytes:
+    """How the shared training images were made: whole film, bicubic to 224x224, aspect not kept, JPEG q75."""
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(data)).convert("L").resize((224, 224), Image.BICUBIC).save(buffer, "JPEG", quality=75)
+    return buffer.getvalue()
+
+
+def as_png(data: bytes) -> bytes:
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(data)).convert("L").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def as_dicom(data: bytes) -> bytes:
+    """The film's pixels in a DX DICOM whose header carries no age, birth date or view."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    pixels = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # digital X-ray
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "DX"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = pixels.tobytes()
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+FORMS = {"as stored": lambda data: data, "224 px JPEG": as_224_jpeg, "PNG": as_png, "DICOM (pixels only)": as_dicom}
+
+
+def predictions(predictor, files: list[Path], form) -> list:
+    """Predictions (both checks) for `files` converted by `form`, batched through the model."""
+    from pneumo.io import read_image
+    from pneumo.preprocess import to_model_input
+
+    out = []
+    for start in range(0, len(files), 16):
+        images = [read_image(form(p.read_bytes()), p.name + ".dcm" * (form is as_dicom))
+                  for p in files[start:start + 16]]
+        probs, pooled = predictor.predict_inputs(np.stack([to_model_input(i, predictor.input_size) for i in images]))
+        out += [predictor.prediction(i, float(p), f) for i, p, f in zip(images, probs, pooled)]
+    return out
+
+
+def film_sets(predictor) -> dict[str, tuple[str, list[Path]]]:
+    from pneumo.io.folders import scan_class_folder, scan_images, split_by_patient
+
+    recipe = predictor.bundle.config["recipe"]
+    _, held_out = split_by_patient(scan_images(SHARED / "adult_dev"), recipe["adult_holdout"], recipe["seed"])
+    _, validation = split_by_patient(scan_class_folder(SHARED / "chest_xray" / "train"), recipe["val_fraction"],
+                                     recipe["seed"])
+    return {
+        "adult_dev, held-out patients (NIH, 512 px PNG)": ("adult", [s.path for s in held_out]),
+        "lung_masks (adults, other hospitals, 256 px PNG)": ("adult", sorted((SHARED / "lung_masks" / "images").glob("*.png"))),
+        "pediatric validation patients (224 px JPEG)": ("child", [s.path for s in validation]),
+        "shift_dev (other patients, 224 px JPEG)": ("child", [s.path for s in scan_class_folder(SHARED / "shift_dev")]),
+        "val/ originals (full resolution JPEG)": ("child", [s.path for s in scan_class_folder(SHARED / "chest_xray" / "val")]),
+    }
+
+
+def flag_table(predictor) -> None:
+    print("| films | form | images | flagged as outside the population |\n|---|---|---|---|")
+    for name, (kind, files) in film_sets(predictor).items():
+        forms = FORMS if kind == "adult" or "validation" not in name else {"as stored": FORMS["as stored"]}
+        for form_name, form in forms.items():
+            flagged = sum(not p.in_population for p in predictions(predictor, files, form))
+            print(f"| {name} | {form_name} | {len(files)} | {flagged} ({flagged / len(files):.1%}) |", flush=True)
+
+
+def adult_accuracy(predictor) -> None:
+    """What the pneumonia model says on adults: it must not be used there."""
+    from pneumo.io.folders import scan_class_folder
+    from pneumo.train.metrics import binary_metrics
+
+    samples = scan_class_folder(SHARED / "adult_dev")
+    preds = predictions(predictor, [s.path for s in samples], FORMS["as stored"])
+    labels = np.array([s.label for s in samples])
+    m = binary_metrics(labels, [p.probability for p in preds], predictor.threshold)
+    called = np.array([p.label == "PNEUMONIA" for p in preds])
+    print(f"\nPneumonia model on all {len(samples)} adult_dev films (NIH labels): accuracy {m['accuracy']:.3f}, "
+          f"sensitivity {m['sensitivity']:.3f}, specificity {m['specificity']:.3f}, ROC AUC {m['auc']:.3f}; "
+          f"{called[labels == 0].mean():.0%} of 'No Finding' adults called PNEUMONIA.")
+
+
+def main() -> None:
+    from pneumo.infer.predictor import Predictor
+
+    predictor = Predictor.load()
+    if predictor.population is None:
+        raise SystemExit("this bundle has no population check: train it with --adult-dir")
+    flag_table(predictor)
+    adult_accuracy(predictor)
+
+
+if __name__ == "__main__":
+    main()
