@@ -88,3 +88,34 @@ def test_console_script_runs_the_same_cli(tiny_bundle, mixed_files):
 def test_missing_model_is_a_clear_error(tmp_path):
     result = pneumo("predict", "x.png", "--model", str(tmp_path))
     assert result.returncode == 2 and "is not a model bundle" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_predict_writes_16_bit_heatmaps_at_each_files_size(tiny_bundle, mixed_files, tmp_path):
+    """--heatmaps: one 16-bit PNG per readable file, at its own size, equal to the heatmap the app overlays."""
+    import cv2
+
+    from pneumo.infer.gradcam import heat_in_image_frame
+    from pneumo.infer.predictor import Predictor
+    from pneumo.io import read_image
+
+    out = tmp_path / "heat"
+    result = pneumo("predict", *map(str, mixed_files), "--model", str(tiny_bundle), "--heatmaps", str(out))
+    assert result.returncode == 1, result.stderr  # two unreadable files: no heatmap for them
+    lines = {json.loads(line)["file"].rsplit("/", 1)[1]: json.loads(line) for line in result.stdout.splitlines()}
+    assert sorted(p.name for p in out.iterdir()) == ["good.png", "scan.png", "sixteen.png"]
+    assert "heatmap" not in lines["notes.jpg"] and lines["scan.dcm"]["heatmap"] == str(out / "scan.png")
+    predictor = Predictor.load(tiny_bundle)
+    for name in ("good.png", "sixteen.png", "scan.dcm"):
+        stored = cv2.imread(lines[name]["heatmap"], cv2.IMREAD_UNCHANGED)
+        image = read_image(next(p for p in mixed_files if p.name == name))
+        assert stored.dtype == np.uint16 and stored.shape == image.gray.shape
+        expected = heat_in_image_frame(predictor.analyze(image).heatmap, *image.gray.shape)
+        assert np.abs(stored / 65535.0 - expected).max() < 1e-3
+
+
+def test_heatmaps_refuse_two_inputs_with_one_name(tiny_bundle, mixed_files, tmp_path):
+    twin = tmp_path / "good.jpeg"
+    Image.open(mixed_files[0]).convert("L").save(twin)
+    result = pneumo("predict", str(mixed_files[0]), str(twin), "--model", str(tiny_bundle), "--heatmaps",
+                    str(tmp_path / "heat"))
+    assert result.returncode == 2 and "for more than one input file" in result.stderr and result.stdout == ""

@@ -31,6 +31,7 @@ class Prediction:
     pooled: np.ndarray  # backbone features (for the "is this a chest X-ray?" and population checks)
     chest_reasons: list[str] = field(default_factory=list)  # why it may not be a chest X-ray
     population_reasons: list[str] = field(default_factory=list)  # why it may not be a child's film
+    image_size: tuple[int, int] = (0, 0)  # (width, height) of the decoded image the heatmap belongs to
 
     @property
     def looks_like_chest_xray(self) -> bool:
@@ -109,7 +110,7 @@ class Predictor:
                    heat: np.ndarray | None = None) -> Prediction:
         """A Prediction with both checks run: is it a chest X-ray, is it from the pediatric population."""
         return Prediction(probability, self.threshold, heat, pooled, chest_check.check(image, pooled, self.gaussian),
-                          population.reasons(image, pooled[None], self.population))
+                          population.reasons(image, pooled[None], self.population), image.size)
 
     def predict_inputs(self, inputs: np.ndarray, batch_size: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, pooled features) for preprocessed inputs (n, size, size, 3)."""
@@ -119,6 +120,16 @@ class Predictor:
             probs.append(p)
             pooled.append(f)
         return np.concatenate(probs), np.concatenate(pooled)
+
+    def predictions(self, images: list[DecodedImage], inputs: np.ndarray, with_cam: bool = False) -> list[Prediction]:
+        """Predictions (with both checks, and heatmaps if asked) for a batch of decoded images and their inputs."""
+        probs, pooled, activations, weights = self._run(np.asarray(inputs, np.float32))
+        out = []
+        for k, image in enumerate(images):
+            heat = gradcam.heatmap_from_weights(activations[k], weights[k], positive=probs[k] >= self.threshold) \
+                if with_cam else None
+            out.append(self.prediction(image, float(probs[k]), pooled[k], heat))
+        return out
 
     def predict_file(self, path: str | Path) -> dict:
         """JSON-ready result for one file; raises ValueError for unreadable files."""
@@ -142,11 +153,14 @@ def decode_batches(paths: list[Path], desc: str, size: int):
         yield batch
 
 
-def predict_paths(predictor: Predictor, paths: list[Path], desc: str = "predict"):
-    """Yield (path, Prediction or None, error or None) in input order, batching the model calls."""
+def predict_paths(predictor: Predictor, paths: list[Path], desc: str = "predict", with_cam: bool = False):
+    """Yield (path, Prediction or None, error or None) in input order, batching the model calls.
+
+    `with_cam`: each Prediction also carries its Grad-CAM heatmap (from the same forward pass)."""
     for batch in decode_batches(paths, desc, predictor.input_size):
         good = [item for item in batch if item[1] is not None]
-        probs, pooled = predictor.predict_inputs(np.stack([x for *_, x in good])) if good else ([], [])
-        results = {id(item): predictor.prediction(item[1], float(p), f) for item, p, f in zip(good, probs, pooled)}
+        found = predictor.predictions([image for _, image, _ in good], np.stack([x for *_, x in good]), with_cam) \
+            if good else []
+        results = {id(item): prediction for item, prediction in zip(good, found)}
         for item in batch:
             yield (item[0], None, item[2]) if item[1] is None else (item[0], results[id(item)], None)

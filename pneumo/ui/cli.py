@@ -13,6 +13,9 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     predict = sub.add_parser("predict", help="one JSON line per file")
     predict.add_argument("files", nargs="+", type=Path)
+    predict.add_argument("--heatmaps", type=Path, default=None, metavar="DIR",
+                         help="also write each file's Grad-CAM heatmap (the one the app's overlay shows) to DIR as a "
+                              "16-bit grayscale PNG at the file's own size, named after it (scan.dcm -> scan.png)")
     evaluate = sub.add_parser("evaluate", help="metrics on a labelled folder, one JSON object")
     evaluate.add_argument("folder", type=Path, help="folder with NORMAL/ and PNEUMONIA/, or a Kaggle root (uses test/)")
     for command in (predict, evaluate):
@@ -35,21 +38,50 @@ def main(argv=None) -> int:
         from ..infer.predictor import Predictor
 
         predictor = Predictor.load(args.model, args.backbone_weights)
-        return run_predict(predictor, args.files) if args.command == "predict" else run_evaluate(predictor, args.folder)
+        if args.command == "predict":
+            return run_predict(predictor, args.files, args.heatmaps)
+        return run_evaluate(predictor, args.folder)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
 
-def run_predict(predictor, files: list[Path]) -> int:
+def run_predict(predictor, files: list[Path], heatmaps: Path | None = None) -> int:
     from ..infer.predictor import predict_paths
 
+    targets = heatmap_paths(files, heatmaps) if heatmaps else {}
     failures = 0
-    for path, prediction, error in predict_paths(predictor, files):
+    for path, prediction, error in predict_paths(predictor, files, with_cam=heatmaps is not None):
         failures += error is not None
         record = {"file": str(path), "error": error} if error else {"file": str(path), **prediction.to_json()}
+        if heatmaps and not error:
+            record["heatmap"] = str(write_heatmap(targets[path], prediction.heatmap, prediction.image_size))
         print(json.dumps(record), flush=True)
     return 1 if failures else 0
+
+
+def heatmap_paths(files: list[Path], folder: Path) -> dict[Path, Path]:
+    """DIR/<file stem>.png per input; refused up front if two inputs would write the same file."""
+    targets = {path: Path(folder) / f"{Path(path).stem}.png" for path in files}
+    clashes = sorted({str(t) for t in targets.values() if list(targets.values()).count(t) > 1})
+    if clashes:
+        raise ValueError(f"--heatmaps would write {', '.join(clashes)} for more than one input file (same name in "
+                         "different folders or with different extensions); predict them in separate runs.")
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return targets
+
+
+def write_heatmap(target: Path, heat, size: tuple[int, int]) -> Path:
+    """The heatmap at the image's (width, height), 0..1 scaled to 0..65535, as a 16-bit grayscale PNG."""
+    import cv2
+    import numpy as np
+
+    from ..infer.gradcam import heat_in_image_frame
+
+    full = heat_in_image_frame(heat, size[1], size[0])
+    if not cv2.imwrite(str(target), np.round(full * 65535).astype(np.uint16)):
+        raise ValueError(f"could not write the heatmap '{target}'.")
+    return target
 
 
 def run_evaluate(predictor, folder: Path) -> int:
