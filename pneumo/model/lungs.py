@@ -1,0 +1,36 @@
+"""The lung-field head: a small U-Net-style decoder on the frozen VGG16's block3-block5 activations.
+
+It reads the same backbone pass the classifier makes (block3_conv3 56x56, block4_conv3 28x28, block5_conv3
+14x14 at 224 px) and predicts, for each pixel of the model's view at 1/4 resolution, the probability that it
+lies inside a lung field (both lungs, including behind the heart). Coarse is enough: it is used to say how much
+of the Grad-CAM heat (14x14) falls on the lungs and whether a plausible pair of lungs is there at all.
+"""
+
+from __future__ import annotations
+
+SKIP_LAYERS = ("block3_conv3", "block4_conv3", "block5_conv3")  # 1/4, 1/8 and 1/16 of the input side
+
+
+def build_feature_model(full_model):
+    """The backbone up to block5_conv3 with the three skip activations as outputs (shared, frozen weights)."""
+    import keras
+
+    return keras.Model(full_model.input, [full_model.get_layer(name).output for name in SKIP_LAYERS],
+                       name="lung_features")
+
+
+def build_decoder(channels: tuple[int, int, int] = (256, 512, 512), width: int = 32):
+    """(block3, block4, block5) activations -> lung probability at block3's resolution."""
+    import keras
+    from keras import layers
+
+    b3, b4, b5 = (keras.Input((None, None, c), name=f"{name}_in") for c, name in zip(channels, SKIP_LAYERS))
+    x = layers.Conv2D(2 * width, 1, activation="relu", name="lung_b5")(b5)
+    x = layers.UpSampling2D(2, interpolation="bilinear", name="lung_up4")(x)
+    x = layers.Concatenate(name="lung_cat4")([x, layers.Conv2D(2 * width, 1, activation="relu", name="lung_b4")(b4)])
+    x = layers.Conv2D(2 * width, 3, padding="same", activation="relu", name="lung_conv4")(x)
+    x = layers.UpSampling2D(2, interpolation="bilinear", name="lung_up3")(x)
+    x = layers.Concatenate(name="lung_cat3")([x, layers.Conv2D(width, 1, activation="relu", name="lung_b3")(b3)])
+    x = layers.Conv2D(width, 3, padding="same", activation="relu", name="lung_conv3")(x)
+    x = layers.Conv2D(1, 1, activation="sigmoid", name="lung_mask")(x)
+    return keras.Model([b3, b4, b5], x, name="lung_decoder")
