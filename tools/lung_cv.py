@@ -21,11 +21,10 @@ from tools.appserver import ROOT
 SHARED = ROOT.parent / "shared" / "data"
 
 
-def cross_validate(pairs, feature_model, args) -> list[float]:
+def cross_validate(pairs, feats, targets, args) -> list[float]:
     from pneumo.model.lungs import build_decoder
-    from pneumo.train.lungs import dice, fit_decoder, model_view_pair, predict_masks, views
+    from pneumo.train.lungs import dice, fit_decoder, model_view_pair, predict_masks
 
-    feats, targets = views(pairs, feature_model, args.views, seed=0)
     per_image = args.views + 1
     order = np.random.default_rng(0).permutation(len(pairs))
     scores = [0.0] * len(pairs)
@@ -54,27 +53,27 @@ def main(argv=None) -> int:
     import_tensorflow_quietly()
     from pneumo.infer.predictor import Predictor
     from pneumo.model.lungs import build_feature_model
-    from pneumo.train.lungs import load_pairs
+    from pneumo.train.lungs import load_pairs, views
 
     predictor = Predictor.load()
     feature_model = build_feature_model(predictor.model)
     pairs = load_pairs(SHARED / "lung_masks")
-    scores = cross_validate(pairs, feature_model, args)
+    feats, targets = views(pairs, feature_model, args.views, seed=0)  # once: the folds and the final fit share them
+    scores = cross_validate(pairs, feats, targets, args)
     print(f"Dice, {args.folds}-fold CV over {len(pairs)} films: mean {np.mean(scores):.3f}, median "
           f"{np.median(scores):.3f}, 10th percentile {np.percentile(scores, 10):.3f}, min {np.min(scores):.3f}")
-    heat_in_lungs(predictor, feature_model, pairs, args)
+    heat_in_lungs(predictor, feature_model, feats, targets, args)
     return 0
 
 
-def heat_in_lungs(predictor, feature_model, pairs, args) -> None:
+def heat_in_lungs(predictor, feature_model, feats, targets, args) -> None:
     """Train on all pairs; on shift_dev, the share of Grad-CAM heat inside the predicted lungs vs their area."""
     from pneumo.io import read_image
     from pneumo.io.folders import scan_class_folder
     from pneumo.model.lungs import build_decoder
     from pneumo.preprocess import model_view, normalize
-    from pneumo.train.lungs import fit_decoder, predict_masks, views
+    from pneumo.train.lungs import fit_decoder, predict_masks
 
-    feats, targets = views(pairs, feature_model, args.views, seed=0)
     decoder = fit_decoder(build_decoder(), feats, targets, epochs=args.epochs)
     samples = scan_class_folder(SHARED / "shift_dev")
     shares, areas, tiles = [], [], []

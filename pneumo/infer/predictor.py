@@ -99,12 +99,7 @@ class Predictor:
 
     def analyze(self, image: DecodedImage, with_cam: bool = True) -> Prediction:
         """Probability of pneumonia and (optionally) the Grad-CAM heatmap of the predicted class."""
-        probs, pooled, activations, weights = self._run(to_model_input(image, self.input_size)[None])
-        probability = float(probs[0])
-        heat = None
-        if with_cam:
-            heat = gradcam.heatmap_from_weights(activations[0], weights[0], positive=probability >= self.threshold)
-        return self.prediction(image, probability, pooled[0], heat)
+        return self.predictions([image], to_model_input(image, self.input_size)[None], with_cam)[0]
 
     def prediction(self, image: DecodedImage, probability: float, pooled: np.ndarray,
                    heat: np.ndarray | None = None) -> Prediction:

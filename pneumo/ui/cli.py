@@ -62,8 +62,10 @@ def run_predict(predictor, files: list[Path], heatmaps: Path | None = None) -> i
 
 def heatmap_paths(files: list[Path], folder: Path) -> dict[Path, Path]:
     """DIR/<file stem>.png per input; refused up front if two inputs would write the same file."""
+    from collections import Counter
+
     targets = {path: Path(folder) / f"{Path(path).stem}.png" for path in files}
-    clashes = sorted({str(t) for t in targets.values() if list(targets.values()).count(t) > 1})
+    clashes = sorted(str(t) for t, n in Counter(targets.values()).items() if n > 1)
     if clashes:
         raise ValueError(f"--heatmaps would write {', '.join(clashes)} for more than one input file (same name in "
                          "different folders or with different extensions); predict them in separate runs.")
