@@ -41,10 +41,11 @@ def test_augmented_image_and_mask_move_together():
 def test_decoder_learns_synthetic_lungs():
     """A random-weight backbone at 64 px and a few views: the decoder beats an all-lungs guess on a new film."""
     from pneumo.model.build import build_backbone
-    from pneumo.model.lungs import build_decoder, build_feature_model
+    from pneumo.model.lungs import build_decoder, build_feature_model, feature_function
     from pneumo.train.lungs import fit_decoder, predict_masks, views
 
-    features = build_feature_model(build_backbone("random", 64))
+    backbone = build_backbone("random", 64)
+    features = feature_function(backbone)
     gray, mask = two_lungs()
     pairs = [("a.png", gray, mask), ("b.png", np.fliplr(gray).copy(), np.fliplr(mask).copy())]
     feats, targets = views(pairs, features, n_views=7, seed=0, size=64)
@@ -53,6 +54,103 @@ def test_decoder_learns_synthetic_lungs():
     new_gray, new_mask = model_view_pair(*two_lungs(), np.random.default_rng(9), size=64)
     from pneumo.preprocess import normalize
 
-    new_feats = [np.asarray(a, np.float16) for a in features.predict_on_batch(normalize(new_gray)[None])]
+    new_feats = [np.asarray(a, np.float16) for a in features(normalize(new_gray)[None])]
+    by_keras = build_feature_model(backbone).predict_on_batch(normalize(new_gray)[None])
+    for onnx_out, keras_out in zip(features(normalize(new_gray)[None]), by_keras):
+        assert np.allclose(onnx_out, keras_out, rtol=1e-4, atol=1e-3), "ONNX and Keras skip activations differ"
     predicted = predict_masks(decoder, new_feats, size=64)[0] > 0.5
     assert dice(predicted, new_mask) > dice(np.ones_like(new_mask), new_mask) + 0.1
+
+
+def lung_folder(root, n: int = 10):
+    """images/ and masks/ of n synthetic films (two bright ellipses, each pair shifted a little)."""
+    import cv2
+
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    gray, mask = two_lungs(128)
+    for i in range(n):
+        shift = np.float32([[1, 0, i - n // 2], [0, 1, (i % 3) - 1]])
+        moved = [cv2.warpAffine(a, shift, (128, 128), flags=cv2.INTER_NEAREST) for a in (gray, mask)]
+        cv2.imwrite(str(root / "images" / f"film{i:02d}.png"), moved[0])
+        cv2.imwrite(str(root / "masks" / f"film{i:02d}.png"), moved[1] * 255)
+    return root
+
+
+@pytest.fixture(scope="module")
+def lung_bundle(tiny_config_factory, tmp_path_factory):
+    """The tiny bundle trained again with --lung-masks: the lung head is stored, and cached for the next run."""
+    from pneumo.train.loop import run
+
+    masks = lung_folder(tmp_path_factory.mktemp("lung_masks"))
+    logs = []
+    config = tiny_config_factory(tmp_path_factory.mktemp("bundles") / "lungs", lung_masks=masks, lung_views=2,
+                                 lung_epochs=2)
+    first = run(config, log=logs.append)
+    second = run(tiny_config_factory(tmp_path_factory.mktemp("bundles") / "again", lung_masks=masks, lung_views=2,
+                                     lung_epochs=2), log=logs.append)
+    return first, second, logs
+
+
+def test_training_stores_a_versioned_lung_head_and_reuses_it(lung_bundle):
+    import json
+
+    first, second, logs = lung_bundle
+    config = json.loads((first / "config.json").read_text())
+    assert (first / "lungs.npz").is_file() and config["lungs"]["version"] == 1
+    assert config["lungs"]["fit_pairs"] == 9 and config["lungs"]["heldout_pairs"] == 1
+    assert 0.0 <= config["lungs"]["heldout_dice_mean"] <= 1.0
+    assert sum("lung head: reused" in line for line in logs) == 1, "the second run did not retrain the decoder"
+    with np.load(first / "lungs.npz") as stored:
+        assert all(stored[k].dtype == np.float16 for k in stored.files if k != "version")
+    assert (first / "lungs.npz").read_bytes() == (second / "lungs.npz").read_bytes()
+
+
+def test_older_lung_head_versions_are_refused(tmp_path):
+    from pneumo.model.lungs import build_decoder, load_decoder, save_decoder
+
+    save_decoder(build_decoder(), tmp_path / "lungs.npz")
+    arrays = dict(np.load(tmp_path / "lungs.npz"))
+    np.savez(tmp_path / "old.npz", **{**arrays, "version": 0})
+    load_decoder(tmp_path / "lungs.npz")
+    with pytest.raises(ValueError, match="version 0"):
+        load_decoder(tmp_path / "old.npz")
+
+
+def test_backends_agree_on_lungs_and_heat_in_lungs_is_reported(lung_bundle):
+    from pneumo.infer.predictor import Predictor
+    from pneumo.io import DecodedImage
+
+    onnx, tf_backend = (Predictor.load(lung_bundle[0], backend=b) for b in ("onnx", "tf"))
+    image = DecodedImage(two_lungs(96)[0], "PNG")
+    a, b = onnx.analyze(image), tf_backend.analyze(image)
+    assert a.lungs.shape == (8, 8) and np.abs(a.lungs - b.lungs).max() < 1e-4
+    share = a.to_json()["heat_in_lungs"]
+    assert 0.0 <= share <= 1.0 and share == pytest.approx(b.to_json()["heat_in_lungs"], abs=1e-3)
+
+
+def test_heat_in_lungs_lung_check_and_outline():
+    from pneumo.infer import lungs
+
+    truth = model_view_pair(*two_lungs(), None, size=56)[1].astype(np.float32)
+    inside = np.zeros((14, 14), np.float32)
+    inside[6:8, 3:5] = 1.0  # on the left lung
+    assert lungs.heat_in_lungs(inside, truth) > 0.9
+    outside = np.zeros((14, 14), np.float32)
+    outside[0, 6:8] = 1.0  # above the lungs, between them
+    assert lungs.heat_in_lungs(outside, truth) < 0.1
+    uniform = lungs.heat_in_lungs(np.ones((14, 14), np.float32), truth)
+    assert uniform == pytest.approx(truth.mean(), abs=0.02), "a uniform map scores the lung area"
+    assert lungs.heat_in_lungs(np.zeros((14, 14), np.float32), truth) == 0.0
+
+    assert lungs.lung_reasons(truth) == []
+    one_lung = truth.copy()
+    one_lung[:, 28:] = 0
+    assert lungs.lung_reasons(one_lung) == [lungs.NO_LUNGS]
+    assert lungs.lung_reasons(np.zeros_like(truth)) == [lungs.NO_LUNGS]
+
+    film = np.zeros((300, 200, 3), np.uint8)
+    drawn = lungs.outline(film, truth)
+    assert drawn.shape == film.shape and not film.any(), "drawn on a copy"
+    changed = drawn.any(axis=2)
+    assert changed.any() and not changed[:30].any() and not changed[-30:].any(), "inside the model's view only"

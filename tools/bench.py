@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,9 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from pneumo.config import BACKBONE_ENV, CLASS_NAMES
-from pneumo.infer import gradcam
+from pneumo.infer import gradcam, lungs
 from pneumo.infer.predictor import Predictor, predict_paths
 from pneumo.io import read_image
+from pneumo.model.lungs import LUNGS_FILE
 from pneumo.preprocess import to_model_input
 from tools.appserver import ROOT, running_app
 
@@ -109,10 +111,7 @@ def bench_image(predictor, path: Path, repeats: int, table: Table) -> dict:
     grad_model = tf.keras.Model(model.input, [model.get_layer("block5_conv3").output, model.output])
 
     def ours(with_cam: bool):
-        image = read_image(path)
-        prediction = predictor.analyze(image, with_cam)
-        if with_cam:
-            gradcam.overlay(image.gray, prediction.heatmap)
+        analyze_and_draw(predictor, path, with_cam)
 
     def naive(with_cam: bool):
         image = read_image(path)
@@ -132,6 +131,34 @@ def bench_image(predictor, path: Path, repeats: int, table: Table) -> dict:
     table.add("predict only (no Grad-CAM), p50", [t * 1000 for t in timed(lambda: ours(False), repeats)],
               [t * 1000 for t in timed(lambda: naive(False), max(3, repeats // 4))], "ms")
     return {"predict_cam_p50_ms": round(float(np.median(cam)), 1), "predict_cam_p95_ms": round(float(np.percentile(cam, 95)), 1)}
+
+
+def analyze_and_draw(predictor, path: Path, with_cam: bool) -> None:
+    """What the app does per upload: read, predict, Grad-CAM, overlay (and the lung outline, with a lung head)."""
+    image = read_image(path)
+    prediction = predictor.analyze(image, with_cam)
+    if with_cam:
+        drawn = gradcam.overlay(image.gray, prediction.heatmap)
+        if prediction.lungs is not None:
+            lungs.outline(drawn, prediction.lungs)
+
+
+def bench_lung_head(predictor, path: Path, repeats: int, table: Table) -> float | None:
+    """The same bundle with and without its lung head, side by side: what the lung fields cost per upload."""
+    if predictor.decoder is None:
+        print("(lung head row skipped: the bundle has no lungs.npz)")
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        bare = Path(tmp) / "bundle"
+        shutil.copytree(predictor.bundle.path, bare, ignore=shutil.ignore_patterns(LUNGS_FILE))
+        without = Predictor.load(bare, backend=predictor.backend)
+    both = [[], []]
+    timed(lambda: analyze_and_draw(without, path, True), 2)
+    for _ in range(repeats):  # interleaved, so both see the same machine state
+        for store, model in zip(both, (predictor, without)):
+            store.append(timed(lambda: analyze_and_draw(model, path, True), 1)[0] * 1000)
+    table.add("predict + Grad-CAM + overlay: with lung head (+ outline) vs without", both[0], both[1], "ms")
+    return float(np.median(both[0]) / np.median(both[1]))
 
 
 def bench_throughput(predictor, paths: list[Path], table: Table) -> float:
@@ -224,7 +251,8 @@ def bench_rejected(predictor, paths: list[Path], table: Table) -> None:
     """Speed-ups we tried and did not keep, each with how much it changes the probability."""
     from PIL import Image
 
-    from pneumo.model.backends import NumpyHead, pool_activations, trunk_to_onnx
+    from pneumo.model.backends import NumpyHead, pool_activations
+    from pneumo.model.onnx_graph import trunk_to_onnx
 
     paths = paths[:48]
     exact = predictor.predict_inputs(np.stack([to_model_input(read_image(p)) for p in paths]))[0]
@@ -292,6 +320,8 @@ def main(argv=None) -> int:
     table.add(f"model load (bundle + backbone, {predictor.backend} vs tf)", load_s, time.perf_counter() - start, "s")
     image, folder = pick_inputs()
     headline = bench_image(predictor, image, args.repeats, table)
+    ratio = bench_lung_head(predictor, image, args.repeats, table)
+    headline["lung_head_time_ratio"] = ratio and round(ratio, 3)
     headline["predict_images_per_s"] = round(bench_throughput(predictor, folder, table), 1)
     bench_features(predictor, table)
     originals = sorted((SHARED / "chest_xray" / "val").rglob("*.jpeg"))  # draft only matters at full resolution

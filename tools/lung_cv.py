@@ -1,8 +1,9 @@
-"""The lung-field head, measured: Dice by cross-validation on lung_masks, a montage of its masks on shift_dev
-films, and where the shipped model's Grad-CAM heat falls relative to those lungs.
+"""The lung-field head, measured: Dice by cross-validation on lung_masks (decoders trained like train.py's),
+then, with the bundle's own lung head, a montage of its masks on shift_dev films and where the bundle's
+Grad-CAM heat falls relative to those lungs.
 
     PNEUMO_BACKBONE_WEIGHTS=../shared/weights/vgg16_imagenet_notop.weights.h5 python -m tools.lung_cv \
-        [--folds 5] [--views 8] [--epochs 30] [--montage docs/lung_masks_shift_dev.jpg]
+        [--folds 5] [--views 8] [--epochs 25] [--montage docs/lung_masks_shift_dev.jpg]
 
 Folds are by image (lung_masks has no patient ids). Dice is on the plain (unaugmented) view of each held-out
 film, in the model's view (224 px, outer 10% cut), mask thresholded at 0.5.
@@ -43,54 +44,56 @@ def cross_validate(pairs, feats, targets, args) -> list[float]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--folds", type=int, default=5, help="0: skip the cross-validation")
     parser.add_argument("--views", type=int, default=8, help="augmented views per training film")
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=25, help="as train.py --lung-epochs")
     parser.add_argument("--montage", default=None, help="write masks on shift_dev films to this JPEG")
+    parser.add_argument("--model", default=None, help="bundle whose lung head draws the montage and measures the "
+                        "heat (default: weights/)")
     args = parser.parse_args(argv)
     from pneumo import import_tensorflow_quietly
 
     import_tensorflow_quietly()
     from pneumo.infer.predictor import Predictor
-    from pneumo.model.lungs import build_feature_model
+    from pneumo.model.lungs import feature_function
     from pneumo.train.lungs import load_pairs, views
 
-    predictor = Predictor.load()
-    feature_model = build_feature_model(predictor.model)
-    pairs = load_pairs(SHARED / "lung_masks")
-    feats, targets = views(pairs, feature_model, args.views, seed=0)  # once: the folds and the final fit share them
-    scores = cross_validate(pairs, feats, targets, args)
-    print(f"Dice, {args.folds}-fold CV over {len(pairs)} films: mean {np.mean(scores):.3f}, median "
-          f"{np.median(scores):.3f}, 10th percentile {np.percentile(scores, 10):.3f}, min {np.min(scores):.3f}")
-    heat_in_lungs(predictor, feature_model, feats, targets, args)
+    predictor = Predictor.load(args.model)
+    if predictor.decoder is None:
+        raise ValueError("the bundle has no lung head: train it with `python train.py ... --lung-masks DIR`.")
+    features = feature_function(predictor.model)
+    if args.folds:
+        pairs = load_pairs(SHARED / "lung_masks")
+        feats, targets = views(pairs, features, args.views, seed=0)  # once: every fold reads them
+        scores = cross_validate(pairs, feats, targets, args)
+        print(f"Dice, {args.folds}-fold CV over {len(pairs)} films: mean {np.mean(scores):.3f}, median "
+              f"{np.median(scores):.3f}, 10th percentile {np.percentile(scores, 10):.3f}, min {np.min(scores):.3f}",
+              flush=True)
+        del feats
+    heat_in_lungs(predictor, args)
     return 0
 
 
-def heat_in_lungs(predictor, feature_model, feats, targets, args) -> None:
-    """Train on all pairs; on shift_dev, the share of Grad-CAM heat inside the predicted lungs vs their area."""
+def heat_in_lungs(predictor, args) -> None:
+    """With the bundle's own lung head: on shift_dev, the share of Grad-CAM heat inside the lungs vs their area."""
+    from pneumo.infer.predictor import predict_paths
     from pneumo.io import read_image
     from pneumo.io.folders import scan_class_folder
-    from pneumo.model.lungs import build_decoder
-    from pneumo.preprocess import model_view, normalize
-    from pneumo.train.lungs import fit_decoder, predict_masks
+    from pneumo.preprocess import model_view
 
-    decoder = fit_decoder(build_decoder(), feats, targets, epochs=args.epochs)
     samples = scan_class_folder(SHARED / "shift_dev")
-    shares, areas, tiles = [], [], []
-    for sample in samples:
-        image = read_image(sample.path)
-        view = model_view(image.gray)
-        lungs = predict_masks(decoder, [np.asarray(a, np.float16) for a in feature_model.predict_on_batch(
-            normalize(view)[None])])[0] > 0.5
-        prediction = predictor.analyze(image)
-        heat = cv2.resize(prediction.heatmap, view.shape[::-1], interpolation=cv2.INTER_CUBIC).clip(0, None)
+    shares, areas, tiles, flagged = [], [], [], 0
+    for sample, (_, prediction, _) in zip(samples, predict_paths(predictor, [s.path for s in samples], "shift_dev",
+                                                                  with_cam=True)):
+        flagged += "no plausible pair" in " ".join(prediction.chest_reasons)
         if sample.label == 1 and prediction.label == "PNEUMONIA":
-            shares.append(float(heat[lungs].sum() / (heat.sum() + 1e-7)))
-            areas.append(float(lungs.mean()))
+            shares.append(prediction.heat_in_lungs)
+            areas.append(float((prediction.lungs >= 0.5).mean()))
         if len(tiles) < 16 and sample.path.name.endswith(("1.jpeg", "7.jpeg")):
-            tiles.append(_outlined(view, lungs))
+            tiles.append(_outlined(model_view(read_image(sample.path).gray), prediction.lungs >= 0.5))
     print(f"shift_dev, {len(shares)} pneumonia films called PNEUMONIA: heat inside the predicted lungs "
           f"{np.mean(shares):.1%} (median {np.median(shares):.1%}); lung area (a uniform map's share) {np.mean(areas):.1%}")
+    print(f"shift_dev films with no plausible pair of lungs found: {flagged} of {len(samples)}")
     if args.montage and tiles:
         tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % 8)  # whole rows of 8
         rows = [np.hstack(tiles[i:i + 8]) for i in range(0, len(tiles), 8)]

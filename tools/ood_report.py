@@ -4,7 +4,8 @@
     (add --others-only to skip the ~8 minutes of chest X-rays)
 
 Chest X-rays: the validation patients of train/ (the cut-off was set on them), the 16 full-resolution
-originals of val/, and shift_dev (other patients). Other images: what can be made offline here —
+originals of val/, shift_dev (other patients), and adult chest films (adult_dev, lung_masks' images).
+The "no lungs" column counts films where the bundle's lung head found no plausible pair of lungs. Other images: what can be made offline here —
 scikit-image's sample images (colour photos, and gray versions and crops of everything), rendered text
 documents, synthetic CT-like axial slices, and the real CT/MR/NM images shipped in pydicom's wheel (as plain
 pixels). Needs scikit-image (in requirements-dev.txt).
@@ -118,25 +119,34 @@ def other_images() -> dict[str, bytes]:
 
 def main() -> None:
     only_others = "--others-only" in sys.argv
-    from pneumo.io.folders import scan_class_folder, split_by_patient
+    from pneumo.io.folders import scan_class_folder, scan_images, split_by_patient
     from pneumo.io import read_image
+    from pneumo.infer.lungs import NO_LUNGS
     from pneumo.infer.predictor import Predictor
 
     predictor = Predictor.load()
     _, validation = split_by_patient(scan_class_folder(SHARED / "chest_xray" / "train"), 0.15, 0)
     chest = {"validation patients (cut-off set here)": [s.path for s in validation],
              "val/ full-resolution originals": [s.path for s in scan_class_folder(SHARED / "chest_xray" / "val")],
-             "shift_dev (other patients)": [s.path for s in scan_class_folder(SHARED / "shift_dev")]}
-    print(f"{'set':<44}{'images':>8}{'warned':>8}{'rate':>8}")
+             "shift_dev (other patients)": [s.path for s in scan_class_folder(SHARED / "shift_dev")],
+             "adult_dev (adult chest films)": [s.path for s in scan_images(SHARED / "adult_dev")],
+             "lung_masks images (adults)": sorted((SHARED / "lung_masks" / "images").iterdir())}
+    # "no lungs": films for which the lung head found no plausible pair of lungs (one of the warning's reasons)
+    print(f"{'set':<44}{'images':>8}{'warned':>8}{'rate':>8}{'no lungs':>10}")
     for name, paths in ({} if only_others else chest).items():
-        warned = [p.name for p in paths if not predictor.analyze(read_image(p), with_cam=False).looks_like_chest_xray]
-        print(f"{name:<44}{len(paths):>8}{len(warned):>8}{len(warned) / len(paths):>8.1%}   {' '.join(warned[:5])}")
-    others = other_images()
-    missed = [n for n, data in others.items()
-              if predictor.analyze(read_image(data, n), with_cam=False).looks_like_chest_xray]
-    caught = len(others) - len(missed)
-    print(f"{'non-chest images (photos, documents, CT-like)':<44}{len(others):>8}{caught:>8}{caught / len(others):>8.1%}"
-          f"   missed: {' '.join(missed) or 'none'}")
+        reasons = {p.name: predictor.analyze(read_image(p), with_cam=False).chest_reasons for p in paths}
+        _line(name, reasons, NO_LUNGS, predictor.decoder is not None, True)
+    others = {n: predictor.analyze(read_image(data, n), with_cam=False).chest_reasons
+              for n, data in other_images().items()}
+    _line("non-chest images (photos, documents, CT-like)", others, NO_LUNGS, predictor.decoder is not None, False)
+
+
+def _line(name: str, reasons: dict[str, list[str]], no_lungs: str, has_lungs: bool, chest: bool) -> None:
+    warned = [n for n, r in reasons.items() if r]
+    lungless = sum(no_lungs in r for r in reasons.values())
+    listed = " ".join(warned[:5]) if chest else "missed: " + (" ".join(n for n, r in reasons.items() if not r) or "none")
+    print(f"{name:<44}{len(reasons):>8}{len(warned):>8}{len(warned) / len(reasons):>8.1%}"
+          f"{lungless if has_lungs else '-':>10}   {listed}", flush=True)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from ..io import DecodedImage, read_image
 from ..model import backends
 from ..model import bundle as bundles
 from ..preprocess import to_model_input
-from . import chest_check, gradcam, population
+from ..model.lungs import LUNGS_FILE, load_decoder
+from . import chest_check, gradcam, lungs, population
 
 BATCH = 16
 
@@ -32,6 +33,14 @@ class Prediction:
     chest_reasons: list[str] = field(default_factory=list)  # why it may not be a chest X-ray
     population_reasons: list[str] = field(default_factory=list)  # why it may not be a child's film
     image_size: tuple[int, int] = (0, 0)  # (width, height) of the decoded image the heatmap belongs to
+    lungs: np.ndarray | None = None  # lung-field probability over the model's view, if the bundle has the head
+
+    @property
+    def heat_in_lungs(self) -> float | None:
+        """Share of the heatmap inside the lung fields (None without a heatmap or a lung head)."""
+        if self.heatmap is None or self.lungs is None:
+            return None
+        return lungs.heat_in_lungs(self.heatmap, self.lungs)
 
     @property
     def looks_like_chest_xray(self) -> bool:
@@ -67,7 +76,8 @@ class Prediction:
     def to_json(self) -> dict:
         return {"label": self.label, "probability": round(self.probability, 6), "threshold": round(self.threshold, 6),
                 "assessed": self.assessed, "looks_like_chest_xray": self.looks_like_chest_xray,
-                "in_population": self.in_population, "warnings": self.warnings}
+                "in_population": self.in_population, "warnings": self.warnings,
+                "heat_in_lungs": None if self.heat_in_lungs is None else round(self.heat_in_lungs, 4)}
 
 
 class Predictor:
@@ -84,7 +94,9 @@ class Predictor:
         self.gaussian = chest_check.FeatureGaussian.load(gaussian_file) if gaussian_file else None
         population_file = bundle.optional_file(population.POPULATION_FILE)
         self.population = population.PopulationCheck.load(population_file) if population_file else None
-        self._run = backends.make_runner(full_model, backend)
+        lungs_file = bundle.optional_file(LUNGS_FILE)
+        self.decoder = load_decoder(lungs_file) if lungs_file else None
+        self._run = backends.make_runner(full_model, backend, self.decoder)
         self.backend = self._run.name
 
     @classmethod
@@ -102,28 +114,32 @@ class Predictor:
         return self.predictions([image], to_model_input(image, self.input_size)[None], with_cam)[0]
 
     def prediction(self, image: DecodedImage, probability: float, pooled: np.ndarray,
-                   heat: np.ndarray | None = None) -> Prediction:
-        """A Prediction with both checks run: is it a chest X-ray, is it from the pediatric population."""
-        return Prediction(probability, self.threshold, heat, pooled, chest_check.check(image, pooled, self.gaussian),
-                          population.reasons(image, pooled[None], self.population), image.size)
+                   heat: np.ndarray | None = None, lung_map: np.ndarray | None = None) -> Prediction:
+        """A Prediction with both checks run: is it a chest X-ray (with lungs in it), is it from the pediatric
+        population."""
+        chest = chest_check.check(image, pooled, self.gaussian)
+        chest += lungs.lung_reasons(lung_map) if lung_map is not None else []
+        return Prediction(probability, self.threshold, heat, pooled, chest,
+                          population.reasons(image, pooled[None], self.population), image.size, lung_map)
 
     def predict_inputs(self, inputs: np.ndarray, batch_size: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, pooled features) for preprocessed inputs (n, size, size, 3)."""
         probs, pooled = [], []
         for start in range(0, len(inputs), batch_size):
-            p, f, _, _ = self._run(np.asarray(inputs[start:start + batch_size], np.float32))
-            probs.append(p)
-            pooled.append(f)
+            run = self._run(np.asarray(inputs[start:start + batch_size], np.float32))
+            probs.append(run.probs)
+            pooled.append(run.pooled)
         return np.concatenate(probs), np.concatenate(pooled)
 
     def predictions(self, images: list[DecodedImage], inputs: np.ndarray, with_cam: bool = False) -> list[Prediction]:
         """Predictions (with both checks, and heatmaps if asked) for a batch of decoded images and their inputs."""
-        probs, pooled, activations, weights = self._run(np.asarray(inputs, np.float32))
+        run = self._run(np.asarray(inputs, np.float32))
         out = []
         for k, image in enumerate(images):
-            heat = gradcam.heatmap_from_weights(activations[k], weights[k], positive=probs[k] >= self.threshold) \
-                if with_cam else None
-            out.append(self.prediction(image, float(probs[k]), pooled[k], heat))
+            heat = gradcam.heatmap_from_weights(run.activations[k], run.weights[k],
+                                                positive=run.probs[k] >= self.threshold) if with_cam else None
+            out.append(self.prediction(image, float(run.probs[k]), run.pooled[k], heat,
+                                       None if run.lungs is None else run.lungs[k]))
         return out
 
     def predict_file(self, path: str | Path) -> dict:

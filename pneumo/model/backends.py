@@ -2,19 +2,23 @@
 
 Both backends run the trunk (image -> block5_conv3) once per image and get the logit and the Grad-CAM
 channel weights from the same activations:
-- "onnx": VGG16's convolutional trunk as an ONNX graph written directly from the Keras layers' weights
-  (13 3x3 convolutions with ReLU and 4 max-pools: no converter package), run by ONNX Runtime, and the head
-  in closed form in NumPy, gradient included;
+- "onnx": VGG16's convolutional trunk (and the lung decoder) as an ONNX graph written directly from the
+  Keras layers' weights (pneumo.model.onnx_graph), run by ONNX Runtime, and the head in closed form in
+  NumPy, gradient included;
 - "tf": the Keras model, with a GradientTape over the tail only (pool + head), not through VGG16.
 They agree to ~1e-6 (tests/test_gradcam.py); their speed is compared by `python tools/bench.py`.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ..config import BACKEND_ENV, CAM_LAYER, IMG_SIZE, backend_env
 from .build import split_after
+from .lungs import SKIP_LAYERS
+from .onnx_graph import OnnxTrunk, trunk_to_onnx
 
 BACKENDS = ("onnx", "tf")
 POOLED = "gap"  # the head's input; any other layer name means that layer's maps (for fine-tuning)
@@ -35,12 +39,21 @@ def default_backend() -> str:
         return "tf"
 
 
-def make_runner(full_model, backend: str | None = None):
-    """A callable: preprocessed images (n, size, size, 3) -> (probabilities, pooled, activations, cam weights)."""
+class Run(NamedTuple):
+    """What one forward pass gives for a batch of n images."""
+    probs: np.ndarray  # (n,) probability of pneumonia
+    pooled: np.ndarray  # (n, 512) the head's input
+    activations: np.ndarray  # (n, h, w, 512) block5_conv3
+    weights: np.ndarray  # (n, 512) Grad-CAM channel weights: mean d logit / d activations
+    lungs: np.ndarray | None  # (n, 4h, 4w) lung-field probability in the model's view, without a decoder None
+
+
+def make_runner(full_model, backend: str | None = None, decoder=None):
+    """A callable: preprocessed images (n, size, size, 3) -> Run. `decoder`: the lung-field head, if any."""
     backend = backend or default_backend()
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got '{backend}'.")
-    return OnnxRunner(full_model) if backend == "onnx" else TfRunner(full_model)
+    return OnnxRunner(full_model, decoder) if backend == "onnx" else TfRunner(full_model, decoder)
 
 
 def make_feature_function(full_model, backend: str | None = None, layer: str = POOLED):
@@ -63,98 +76,56 @@ def sigmoid(logits) -> np.ndarray:
 class OnnxRunner:
     name = "onnx"
 
-    def __init__(self, full_model):
-        self.trunk = OnnxTrunk(trunk_to_onnx(full_model))
+    def __init__(self, full_model, decoder=None):
+        self.trunk = OnnxTrunk(trunk_to_onnx(full_model, decoder=decoder))
         self.head = NumpyHead(full_model)
 
-    def __call__(self, batch: np.ndarray):
-        activations = self.trunk(batch)
+    def __call__(self, batch: np.ndarray) -> Run:
+        activations, *lungs = self.trunk(batch, every=True)
         pooled = pool_activations(activations)
         logits, grad_pooled = self.head(pooled)
         # Each 2x2 max-pool window passes its gradient to exactly one activation, so the mean gradient per
         # channel (Grad-CAM's weight) is d logit / d pooled / (h * w): no backward pass through the pooling.
         weights = grad_pooled / (activations.shape[1] * activations.shape[2])
-        return sigmoid(logits), pooled, activations, weights
+        return Run(sigmoid(logits), pooled, activations, weights, lungs[0][..., 0] if lungs else None)
 
 
 class TfRunner:
     name = "tf"
 
-    def __init__(self, full_model):
-        self.cam = make_cam_function(full_model, int(full_model.input_shape[1]))
+    def __init__(self, full_model, decoder=None):
+        self.cam = make_cam_function(full_model, int(full_model.input_shape[1]), decoder)
 
-    def __call__(self, batch: np.ndarray):
-        logits, pooled, activations, gradients = (t.numpy() for t in self.cam(np.asarray(batch, np.float32)))
-        return sigmoid(logits), pooled, activations, gradients.mean(axis=(1, 2))
+    def __call__(self, batch: np.ndarray) -> Run:
+        logits, pooled, activations, gradients, *lungs = (t.numpy() for t in self.cam(np.asarray(batch, np.float32)))
+        return Run(sigmoid(logits), pooled, activations, gradients.mean(axis=(1, 2)),
+                   lungs[0][..., 0] if lungs else None)
 
 
-def make_cam_function(full_model, input_size: int = IMG_SIZE):
-    """A tf.function: images -> (logits, pooled features, activations, d logit / d activations).
+def make_cam_function(full_model, input_size: int = IMG_SIZE, decoder=None):
+    """A tf.function: images -> (logits, pooled features, activations, d logit / d activations[, lungs]).
 
     Traced once: the fixed input signature (any batch size) stops per-call retracing.
     """
+    import keras
     import tensorflow as tf
 
-    trunk, tail = split_after(full_model, CAM_LAYER, outputs=("logit", "gap"))
+    _, tail = split_after(full_model, CAM_LAYER, outputs=("logit", "gap"))
+    skips = SKIP_LAYERS if decoder is not None else (CAM_LAYER,)
+    trunk = keras.Model(full_model.input, [full_model.get_layer(name).output for name in skips])
 
     @tf.function(input_signature=[tf.TensorSpec([None, input_size, input_size, 3], tf.float32)])
     def cam(images):
-        activations = trunk(images, training=False)
+        features = trunk(images, training=False)
+        features = list(features) if isinstance(features, (list, tuple)) else [features]
+        activations = features[-1]  # block5_conv3 is the last skip layer
         with tf.GradientTape() as tape:
             tape.watch(activations)  # the tape sees only the tail: no gradient through VGG16's 13 convs
             logits, pooled = tail(activations, training=False)
-        return logits[:, 0], pooled, activations, tape.gradient(logits, activations)
+        found = (logits[:, 0], pooled, activations, tape.gradient(logits, activations))
+        return found + (decoder(features, training=False),) if decoder is not None else found
 
     return cam
-
-
-def trunk_to_onnx(full_model, last_layer: str = CAM_LAYER) -> bytes:
-    """Serialized ONNX model: NHWC float32 caffe-preprocessed images -> NHWC activations of `last_layer`."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    nodes = [helper.make_node("Transpose", ["image"], ["x0"], perm=[0, 3, 1, 2])]
-    weights, current = [], "x0"
-    for layer in full_model.layers:
-        kind = type(layer).__name__
-        if kind == "Conv2D":
-            kernel, bias = layer.get_weights()
-            w, b = f"{layer.name}_w", f"{layer.name}_b"
-            weights += [numpy_helper.from_array(kernel.transpose(3, 2, 0, 1).astype(np.float32), w),
-                        numpy_helper.from_array(bias.astype(np.float32), b)]
-            nodes += [helper.make_node("Conv", [current, w, b], [f"{layer.name}_conv"], pads=[1, 1, 1, 1],
-                                       kernel_shape=[3, 3]),
-                      helper.make_node("Relu", [f"{layer.name}_conv"], [layer.name])]
-            current = layer.name
-        elif kind == "MaxPooling2D":
-            nodes.append(helper.make_node("MaxPool", [current], [layer.name], kernel_shape=[2, 2], strides=[2, 2]))
-            current = layer.name
-        if layer.name == last_layer:
-            break
-    else:
-        raise ValueError(f"layer '{last_layer}' not found in the model")
-    nodes.append(helper.make_node("Transpose", [current], ["activations"], perm=[0, 2, 3, 1]))
-    size = full_model.input_shape[1]
-    graph = helper.make_graph(
-        nodes, "vgg16_trunk",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", size, size, 3])],
-        [helper.make_tensor_value_info("activations", TensorProto.FLOAT, None)], initializer=weights)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8  # readable by older ONNX Runtime releases too
-    return model.SerializeToString()
-
-
-class OnnxTrunk:
-    """Callable: (n, size, size, 3) float32 -> (n, h, w, c) activations."""
-
-    def __init__(self, model_bytes: bytes):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        return self.session.run(["activations"], {"image": np.ascontiguousarray(images, np.float32)})[0]
 
 
 # After block5_conv3 the model is max-pool 2x2 -> global average -> BN -> Dense+ReLU -> BN -> Dense.

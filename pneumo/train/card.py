@@ -101,7 +101,7 @@ this run took {config['training_seconds']:.0f} s with {config.get('backbone_pass
   better than a coin (ROC AUC 0.46 on NIH adult films): never use it there. With `population.npz` in the
   bundle, each result says whether the film looks like it comes from the pediatric population
   (`in_population`); outside it, the answer does not apply.
-- Trained on 224x224 downsized images: fine detail is not used.
+{_lungs_line(config)}- Trained on 224x224 downsized images: fine detail is not used.
 - The heatmap shows which regions drove the score, not where the disease is; it can highlight markers,
   tubes or film edges (the outer 10% of the image is cut off for that reason, but not everything is there).
 - Labels are the dataset's (graded by physicians), not confirmed diagnoses.
@@ -130,3 +130,14 @@ def _band_line(config: dict) -> str:
             f"films, above it only 1% of their normal films. It holds {stats['inside']} of {stats['n']} validation "
             f"films; the decision is right for {stats['accuracy_inside']:.0%} of those and "
             f"{stats['accuracy_outside']:.0%} of the rest.\n")
+
+
+def _lungs_line(config: dict) -> str:
+    stats = config.get("lungs")
+    if not stats:
+        return ""
+    return (f"- The lung-field head (`{stats['file']}`, a small decoder on the same VGG16 pass) was trained on "
+            f"{stats['fit_pairs']} adult films with lung masks; Dice on {stats['heldout_pairs']} held-out films "
+            f"{stats['heldout_dice_mean']:.2f} (min {stats['heldout_dice_min']:.2f}). Each result reports the share "
+            f"of the heatmap inside the lungs (`heat_in_lungs`), and a film where no pair of lungs is found gets the "
+            f"\"may not be a chest X-ray\" warning. It does not change the verdict.\n")

@@ -27,8 +27,10 @@ from ..infer.population import POPULATION_FILE
 from ..io import folders
 from ..model import build
 from ..model import bundle as bundles
+from ..model.lungs import LUNGS_FILE, save_decoder
 from . import card, features, finetune, metrics, plots
 from .checks import fit_population
+from .lungs import fit_lung_head
 from .options import TrainConfig
 
 REPORT_NAMES = {"val": "kaggle_val"}  # Kaggle's val/ is 16 images, not our validation split
@@ -120,13 +122,18 @@ def run(config: TrainConfig, log=print) -> Path:
         children = [train.subset(fit_samples)[0], *(v.x for v in views)]
         check, cfg["population"] = fit_population(config, extract, pooled, children, fit_samples, val_pooled)
         log(f"population check: {cfg['population']['summary']}")
-    out = bundles.write(config.output, lambda folder: fill_bundle(folder, cfg, head, predictions, gaussian, full, check))
+    decoder = None
+    if config.lung_masks:  # last: it seeds its own training, so the head above is the same with or without it
+        decoder, cfg["lungs"] = fit_lung_head(config, log)
+    out = bundles.write(config.output, lambda folder: fill_bundle(folder, cfg, head, predictions, gaussian, full, check,
+                                                                  decoder))
     report(scores, threshold, config.threshold_rule, failed, log)
     return out
 
 
-def fill_bundle(folder: Path, config: dict, head, predictions: dict, gaussian, fine_tuned=None, check=None):
-    """Config, head weights, both checks' statistics, plots and model card (block5 too if fine-tuned)."""
+def fill_bundle(folder: Path, config: dict, head, predictions: dict, gaussian, fine_tuned=None, check=None,
+                decoder=None):
+    """Config, head weights, both checks' statistics, the lung head, plots and model card (block5 if fine-tuned)."""
     if fine_tuned is not None:
         config = {**config, "block5_weights": finetune.BLOCK5_FILE}
         bundles.save_block5(fine_tuned, folder / finetune.BLOCK5_FILE)
@@ -134,6 +141,8 @@ def fill_bundle(folder: Path, config: dict, head, predictions: dict, gaussian, f
     gaussian.save(folder / chest_check.OOD_FILE)
     if check is not None:
         check.save(folder / POPULATION_FILE)
+    if decoder is not None:
+        save_decoder(decoder, folder / LUNGS_FILE)
     plots.save_roc(predictions, config["metrics"], folder / "roc.png")
     plots.save_confusion(config["metrics"], folder / "confusion.png")
     (folder / bundles.CONFIG).write_text(json.dumps(config, indent=2) + "\n")

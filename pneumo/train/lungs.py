@@ -78,14 +78,16 @@ def dice(predicted: np.ndarray, truth: np.ndarray) -> float:
     return 1.0 if total == 0 else float(2 * (predicted & truth).sum() / total)
 
 
-def views(pairs, feature_model, n_views: int, seed: int, config: LungAugment = LungAugment(), size: int = IMG_SIZE):
-    """Backbone activations (three arrays) and masks at 1/4 resolution for the plain view and n_views augmented ones."""
+def views(pairs, features, n_views: int, seed: int, config: LungAugment = LungAugment(), size: int = IMG_SIZE):
+    """Backbone activations (three arrays) and masks at 1/4 resolution for the plain view and n_views augmented ones.
+
+    `features`: images -> [block3, block4, block5] activations (pneumo.model.lungs.feature_function)."""
     rng = np.random.default_rng(seed)
     feats, targets = [[], [], []], []
     jobs = [(gray, mask, None if v == 0 else rng) for _, gray, mask in pairs for v in range(n_views + 1)]
     for start in tqdm(range(0, len(jobs), 16), desc="lung views", unit="batch"):
         batch = [model_view_pair(gray, mask, r, config, size) for gray, mask, r in jobs[start:start + 16]]
-        outputs = feature_model.predict_on_batch(np.stack([normalize(image) for image, _ in batch]))
+        outputs = features(np.stack([normalize(image) for image, _ in batch]))
         for store, out in zip(feats, outputs):
             store.append(np.asarray(out, np.float16))
         quarter = size // 4
@@ -105,9 +107,20 @@ def fit_decoder(decoder, feats, targets, epochs: int = 30, seed: int = 0, batch_
         soft_dice = (2 * overlap + 1) / (tf.reduce_sum(y + p, axis=(1, 2, 3)) + 1)
         return tf.reduce_mean(keras.losses.binary_crossentropy(y, p)) + tf.reduce_mean(1 - soft_dice)
 
+    class Progress(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.bar = tqdm(total=epochs, desc="lung head", unit="epoch")
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.bar.set_postfix(loss=f"{(logs or {}).get('loss', float('nan')):.3f}")
+            self.bar.update()
+
+        def on_train_end(self, logs=None):
+            self.bar.close()
+
     decoder.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
     decoder.fit([f.astype(np.float32) for f in feats], targets, epochs=epochs, batch_size=batch_size, verbose=0,
-                shuffle=True)
+                shuffle=True, callbacks=[Progress()])
     return decoder
 
 
@@ -117,3 +130,49 @@ def predict_masks(decoder, feats, size: int = IMG_SIZE, batch_size: int = 32) ->
            for i in range(0, len(feats[0]), batch_size)]
     quarter = np.concatenate(out)[..., 0]
     return np.stack([cv2.resize(m, (size, size), interpolation=cv2.INTER_LINEAR) for m in quarter])
+
+
+HOLDOUT_EVERY = 10  # every 10th pair (by name) is held out of the shipped decoder to measure it
+
+
+def fit_lung_head(config, log=print):
+    """The bundle's lung-field decoder and its stats, from `config.lung_masks`; cached by everything it depends on."""
+    from ..model.build import backbone_fingerprint, build_backbone
+    from ..model.lungs import LUNGS_FILE, LUNGS_VERSION, build_decoder, feature_function, load_decoder, save_decoder
+
+    pairs = load_pairs(config.lung_masks)
+    key = _cache_key(pairs, backbone_fingerprint(config.backbone_weights), config, LUNGS_VERSION)
+    cached = Path(config.cache_dir) / f"lungs-{key}.npz"
+    held = pairs[::HOLDOUT_EVERY]
+    fit = [p for i, p in enumerate(pairs) if i % HOLDOUT_EVERY]
+    features = feature_function(build_backbone(config.backbone_weights, config.input_size))
+    if cached.is_file():
+        decoder = load_decoder(cached)
+        log(f"lung head: reused {cached.name} (same masks, backbone and settings)")
+    else:
+        feats, targets = views(fit, features, config.lung_views, config.seed, size=config.input_size)
+        decoder = fit_decoder(build_decoder(), feats, targets, epochs=config.lung_epochs, seed=config.seed)
+        del feats
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        save_decoder(decoder, cached)
+        decoder = load_decoder(cached)  # measure what ships: the float16 weights
+    plain, _ = views(held, features, 0, config.seed, size=config.input_size)
+    predicted = predict_masks(decoder, plain, size=config.input_size)
+    scores = [dice(p >= 0.5, model_view_pair(gray, mask, None, size=config.input_size)[1])
+              for (_, gray, mask), p in zip(held, predicted)]
+    stats = {"file": LUNGS_FILE, "version": LUNGS_VERSION, "fit_pairs": len(fit),
+             "heldout_pairs": len(held), "heldout_dice_mean": float(np.mean(scores)),
+             "heldout_dice_min": float(np.min(scores)), "views": config.lung_views, "epochs": config.lung_epochs}
+    log(f"lung head: Dice on {len(held)} held-out films mean {stats['heldout_dice_mean']:.3f}, "
+        f"min {stats['heldout_dice_min']:.3f}")
+    return decoder, stats
+
+
+def _cache_key(pairs, backbone: str, config, version: int) -> str:
+    import hashlib
+
+    digest = hashlib.sha256(repr((backbone, config.lung_views, config.lung_epochs, config.seed, config.input_size,
+                                  LungAugment(), version)).encode())
+    for name, gray, mask in pairs:
+        digest.update(name.encode() + gray.tobytes() + mask.tobytes())
+    return digest.hexdigest()[:16]

@@ -97,6 +97,14 @@ class TrainConfig:
         "population' check stored in the bundle (e.g. ../shared/data/adult_dev)", flag="--adult-dir",
         action="append", type=Path, metavar="DIR", check=lambda v: all(Path(d).is_dir() for d in v),
         expect="must be existing folders")
+    lung_masks: Path | None = option(
+        None, recipe=False, help="folder with images/ and masks/ (same names): trains the lung-field head stored in "
+        "the bundle (e.g. ../shared/data/lung_masks); cached, so changing only the pneumonia head reuses it",
+        type=Path, metavar="DIR", check=lambda v: v is None or Path(v).is_dir(), expect="must be an existing folder")
+    lung_views: int = option(8, help="augmented views per lung-mask film", type=int, check=lambda v: 1 <= v <= 32,
+                             expect="must be between 1 and 32")
+    lung_epochs: int = option(25, help="epochs of the lung-field decoder", type=int, check=lambda v: v >= 1,
+                              expect="must be >= 1")
     input_size: int = option(IMG_SIZE, help="model input size (smaller only in tests)", cli=False,
                              check=lambda v: 32 <= v <= 512, expect="must be in [32, 512]")
     augment: AugmentConfig = option(default_factory=AugmentConfig, help="augmentation of the views", cli=False)
@@ -126,6 +134,7 @@ class TrainConfig:
             flags.append(f"{_flag(f)} {' '.join(value) if isinstance(value, tuple) else value}")
         flags += [f"--report {name}=DIR" for name in self.report_dirs]
         flags += ["--adult-dir ADULTS"] * len(self.adult_dirs)
+        flags += ["--lung-masks MASKS"] if self.lung_masks else []
         return " ".join(["python train.py --data-dir DATA", *flags])
 
     def recipe(self) -> dict:

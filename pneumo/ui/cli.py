@@ -51,7 +51,9 @@ def run_predict(predictor, files: list[Path], heatmaps: Path | None = None) -> i
 
     targets = heatmap_paths(files, heatmaps) if heatmaps else {}
     failures = 0
-    for path, prediction, error in predict_paths(predictor, files, with_cam=heatmaps is not None):
+    # Grad-CAM comes from the same pass (no extra backbone work): needed for heatmaps and for heat_in_lungs.
+    with_cam = heatmaps is not None or predictor.decoder is not None
+    for path, prediction, error in predict_paths(predictor, files, with_cam=with_cam):
         failures += error is not None
         record = {"file": str(path), "error": error} if error else {"file": str(path), **prediction.to_json()}
         if heatmaps and not error:
@@ -87,14 +89,17 @@ def write_heatmap(target: Path, heat, size: tuple[int, int]) -> Path:
 
 
 def run_evaluate(predictor, folder: Path) -> int:
+    import numpy as np
+
     from ..infer.predictor import predict_paths
     from ..io.folders import resolve_eval_folder, scan_class_folder
     from ..train.metrics import band_stats, binary_metrics
 
     samples = scan_class_folder(resolve_eval_folder(folder))
     label_of = {s.path: s.label for s in samples}
-    labels, probs, skipped, checks = [], [], [], []
-    for path, prediction, error in predict_paths(predictor, [s.path for s in samples], desc="evaluate"):
+    labels, probs, skipped, checks, shares = [], [], [], [], []
+    for path, prediction, error in predict_paths(predictor, [s.path for s in samples], desc="evaluate",
+                                                 with_cam=predictor.decoder is not None):
         if error is not None:
             skipped.append({"file": str(path), "error": error})
             print(f"skipped {path}: {error}", file=sys.stderr)
@@ -102,6 +107,8 @@ def run_evaluate(predictor, folder: Path) -> int:
             labels.append(label_of[path])
             probs.append(prediction.probability)
             checks.append((prediction.looks_like_chest_xray, prediction.in_population))
+            if label_of[path] == 1 and prediction.label == "PNEUMONIA" and prediction.heat_in_lungs is not None:
+                shares.append(prediction.heat_in_lungs)
     if not labels:
         raise ValueError(f"no readable images in '{folder}'.")
     # Metrics over every readable film, as before: the counts say how many the model should not have answered.
@@ -110,6 +117,8 @@ def run_evaluate(predictor, folder: Path) -> int:
         metrics["borderline"] = band_stats(labels, probs, predictor.threshold, predictor.borderline)
     counts = {"outside_population": sum(not inside for _, inside in checks),
               "not_chest_xray": sum(not chest for chest, _ in checks),
-              "not_assessed": sum(not (chest and inside) for chest, inside in checks)}
+              "not_assessed": sum(not (chest and inside) for chest, inside in checks),
+              # where the heat of correctly called pneumonia falls (with a lung head): mean share inside the lungs
+              "heat_in_lungs_true_pneumonia": round(float(np.mean(shares)), 4) if shares else None}
     print(json.dumps({"folder": str(folder), **metrics, **counts, "skipped": skipped}))
     return 0

@@ -1,7 +1,7 @@
 """The Gradio app: drop an X-ray, get a verdict where the model applies, a score scale and a Grad-CAM overlay.
 
-The model runs once per upload or example click; the opacity slider and the heatmap switch only re-blend
-the stored heatmap. A file that cannot be read gets its reason in the result area, where it stays until the
+The model runs once per upload or example click; the opacity slider and the heatmap and lung-outline switches
+only re-draw the stored heatmap and lung map. A file that cannot be read gets its reason in the result area, where it stays until the
 next upload, and one line in the server log (no traceback: it is the user's file, not our fault).
 """
 
@@ -21,7 +21,7 @@ import gradio as gr
 import numpy as np
 
 from ..config import CLASS_NAMES, ROOT, delete_after_seconds
-from ..infer import gradcam, population
+from ..infer import gradcam, lungs, population
 from ..infer.predictor import Prediction, Predictor
 from ..io import DecodedImage, read_image
 
@@ -121,12 +121,16 @@ class Service:
         return Analysis(name, image, prediction, time.perf_counter() - started)
 
     @staticmethod
-    def render(analysis: Analysis | None, opacity: float, show_heatmap: bool) -> np.ndarray | None:
+    def render(analysis: Analysis | None, opacity: float, show_heatmap: bool,
+               show_lungs: bool = False) -> np.ndarray | None:
         if analysis is None:
             return None
-        if not show_heatmap or analysis.prediction.heatmap is None:
-            return np.repeat(analysis.image.gray[..., None], 3, axis=-1)
-        return gradcam.overlay(analysis.image.gray, analysis.prediction.heatmap, float(opacity))
+        p = analysis.prediction
+        if not show_heatmap or p.heatmap is None:
+            rgb = np.repeat(analysis.image.gray[..., None], 3, axis=-1)
+        else:
+            rgb = gradcam.overlay(analysis.image.gray, p.heatmap, float(opacity))
+        return lungs.outline(rgb, p.lungs) if show_lungs and p.lungs is not None else rgb
 
     @staticmethod
     def describe(analysis: Analysis) -> str:
@@ -139,6 +143,9 @@ class Service:
                    "") +
                 f"(Grad-CAM, `block5_conv3`); it is not a segmentation of disease. The outer 10% of each side "
                 f"is not used by the model (markers and text sit there).\n\n"
+                + ("" if p.heat_in_lungs is None else
+                   f"**{p.heat_in_lungs:.0%}** of the heat falls inside the lung fields the lung head outlines "
+                   f"(they cover {float((p.lungs >= 0.5).mean()):.0%} of what the model sees).\n\n") +
                 f"<small>{html.escape(analysis.name)}: {analysis.image.format}, {width}x{height} px; "
                 f"analysed in {analysis.seconds * 1000:.0f} ms."
                 f"</small>")
@@ -157,11 +164,12 @@ class Service:
 
     # --- event handlers -------------------------------------------------------------------------------------
 
-    def shown(self, analysis: Analysis | None, opacity: float, show_heatmap: bool) -> str | None:
+    def shown(self, analysis: Analysis | None, opacity: float, show_heatmap: bool,
+              show_lungs: bool = False) -> str | None:
         """The overlay as a JPEG: fast to encode, and only for display."""
-        return cache_image(self.render(analysis, opacity, show_heatmap), self.cache_dir, ".jpg")
+        return cache_image(self.render(analysis, opacity, show_heatmap, show_lungs), self.cache_dir, ".jpg")
 
-    def on_upload(self, path: str | None, opacity: float, show_heatmap: bool):
+    def on_upload(self, path: str | None, opacity: float, show_heatmap: bool, show_lungs: bool = False):
         try:
             analysis = self.analyze(path)
         except ValueError as err:  # the reason stays in the result area until the next upload
@@ -169,10 +177,10 @@ class Service:
             return None, None, error_html(str(err)), "", None
         return (analysis, cache_image(preview_size(analysis.image.gray), self.cache_dir, ".jpg"),
                 decision_html(analysis.prediction, self.predictor.borderline), self.describe(analysis),
-                self.shown(analysis, opacity, show_heatmap))
+                self.shown(analysis, opacity, show_heatmap, show_lungs))
 
-    def on_example(self, opacity: float, show_heatmap: bool, evt: gr.SelectData):
-        return self.on_upload(str(self.examples[evt.index]), opacity, show_heatmap)
+    def on_example(self, opacity: float, show_heatmap: bool, show_lungs: bool, evt: gr.SelectData):
+        return self.on_upload(str(self.examples[evt.index]), opacity, show_heatmap, show_lungs)
 
     def on_api(self, path: str | None) -> tuple[dict, str | None]:
         """The /predict API: the overlay as a PNG (lossless, for programs)."""
@@ -250,6 +258,9 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
                     with gr.Row():
                         opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Heatmap opacity")
                         show = gr.Checkbox(value=True, label="Show heatmap")
+                        # Absent without a lung head (older bundles): nothing to outline.
+                        show_lungs = gr.Checkbox(value=True, label="Show lung outline", elem_id="show-lungs",
+                                                 visible=predictor.decoder is not None)
         with gr.Tab("Model"):
             gr.Markdown(model_card_markdown(predictor), elem_id="model-card")
             for name in ("roc.png", "confusion.png"):  # one per row: readable at the default width
@@ -258,12 +269,13 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
 
         service = Service(predictor, overlay.GRADIO_CACHE, examples)
         outputs = [state, preview, label, summary, overlay]
-        upload.upload(service.on_upload, [upload, opacity, show], outputs, api_visibility="private",
+        controls = [opacity, show, show_lungs]
+        upload.upload(service.on_upload, [upload, *controls], outputs, api_visibility="private",
                       concurrency_id="model")
-        gallery.select(service.on_example, [opacity, show], outputs, api_visibility="private", concurrency_id="model")
+        gallery.select(service.on_example, controls, outputs, api_visibility="private", concurrency_id="model")
         upload.clear(service.on_clear, None, outputs, api_visibility="private")
-        for control in (opacity, show):
-            control.change(service.shown, [state, opacity, show], overlay, api_visibility="private",
+        for control in controls:
+            control.change(service.shown, [state, *controls], overlay, api_visibility="private",
                            show_progress="hidden")
         # The programmatic endpoint: client.predict(handle_file(p), api_name="/predict"). Hidden components, not
         # gr.api: gr.api copies a returned file into a content-hash folder that identical concurrent requests

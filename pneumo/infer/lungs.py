@@ -1,0 +1,42 @@
+"""What the lung-field map says about one film, as small pure functions: the share of the Grad-CAM heat
+that falls inside the lungs, whether a plausible pair of lungs is there at all, and their outline.
+
+The lung map (pneumo.model.lungs) and the heatmap both cover the model's view: the film resized to the
+input size with the outer margin cut. Both are upsampled to a common grid before they are compared.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .gradcam import EPS, MARGIN, heat_in_image_frame
+
+MIN_SIDE_AREA = 0.03  # each lung: at least this share of the model's view (children's lungs fill ~15-25% each)
+NO_LUNGS = "no plausible pair of lung fields was found"
+
+
+def heat_in_lungs(heat: np.ndarray, lungs: np.ndarray) -> float:
+    """Share of the heat (h, w) inside the lung fields (lung probability >= 0.5 at any resolution)."""
+    side = lungs.shape[::-1]
+    spread = cv2.resize(heat.astype(np.float32), side, interpolation=cv2.INTER_CUBIC).clip(0, None)
+    return float(spread[lungs >= 0.5].sum() / (spread.sum() + EPS))
+
+
+def lung_reasons(lungs: np.ndarray) -> list[str]:
+    """[NO_LUNGS] unless each half of the view (left, right) holds enough lung; else [].
+
+    By halves, not by connected components: the two lungs often touch in the map (a thin bridge over the
+    mediastinum), and a consolidated lung is still partly found."""
+    inside = lungs >= 0.5
+    half = inside.shape[1] // 2
+    left, right = inside[:, :half].sum() / inside.size, inside[:, half:].sum() / inside.size
+    return [] if min(left, right) >= MIN_SIDE_AREA else [NO_LUNGS]
+
+
+def outline(rgb: np.ndarray, lungs: np.ndarray, margin: float = MARGIN, colour=(0, 220, 255)) -> np.ndarray:
+    """`rgb` (the film or its overlay, at the film's size) with the lung fields' outline drawn on a copy."""
+    height, width = rgb.shape[:2]
+    inside = (heat_in_image_frame(lungs, height, width, margin) >= 0.5).astype(np.uint8)
+    contours, _ = cv2.findContours(inside, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return cv2.drawContours(rgb.copy(), contours, -1, colour, max(1, round(max(height, width) / 400)))

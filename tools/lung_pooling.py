@@ -1,0 +1,214 @@
+"""Verdict from the lungs? The shipped head against heads that pool block5 only over the lung fields.
+
+    PNEUMO_BACKBONE_WEIGHTS=../shared/weights/vgg16_imagenet_notop.weights.h5 python -m tools.lung_pooling
+
+One ONNX pass per image (trunk + the bundle's lung decoder, v2 input) over train/ and shift_dev, cached in
+~/.cache/pneumo/experiments. Heads are fitted on the same patient-wise fit split as train.py, thresholds chosen
+on its validation patients (sensitivity95); shift_dev is only scored. Rows:
+- GAP, MLP head (the shipped recipe on the plain view only: a control for the rows below);
+- GAP, linear head (BN -> Dense(1), L2) on log1p features;
+- lung-masked average pooling of block5_pool, MLP and linear heads;
+and for each, the share of Grad-CAM heat inside the predicted lungs on shift_dev pneumonia films called PNEUMONIA.
+For masked pooling the heatmap is the logit's own decomposition over positions (gradient x activation): positions
+outside the lungs contribute nothing to the verdict, so they get no heat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+from tools.appserver import ROOT
+
+SHARED = ROOT.parent / "shared" / "data"
+CACHE = Path.home() / ".cache" / "pneumo" / "experiments"
+
+
+def lung_weights(lungs: np.ndarray, side: int = 7) -> np.ndarray:
+    """(n, 56, 56) lung probabilities -> (n, side, side) share of each block5_pool cell inside the lungs."""
+    return np.stack([cv2.resize((m >= 0.5).astype(np.float32), (side, side), interpolation=cv2.INTER_AREA)
+                     for m in lungs])
+
+
+def block5_pool(activations: np.ndarray) -> np.ndarray:
+    n, h, w, c = activations.shape
+    return activations.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def extract(paths: list[Path], trunk, keep_activations: bool) -> dict:
+    """block5_pool maps (float16), lung maps (uint8) and, for shift_dev, block5_conv3 activations."""
+    from pneumo.io import read_image
+    from pneumo.preprocess import to_model_input
+
+    pools, lungs, acts = [], [], []
+    for start in tqdm(range(0, len(paths), 16), desc="block5 + lungs", unit="batch"):
+        batch = np.stack([to_model_input(read_image(p)) for p in paths[start:start + 16]])
+        activations, lung = trunk(batch, every=True)
+        pools.append(block5_pool(activations).astype(np.float16))
+        lungs.append(np.rint(lung[..., 0] * 255).astype(np.uint8))
+        if keep_activations:
+            acts.append(activations.astype(np.float16))
+    out = {"pool": np.concatenate(pools), "lungs": np.concatenate(lungs)}
+    if keep_activations:
+        out["activations"] = np.concatenate(acts)
+    return out
+
+
+def cached_maps(name: str, paths: list[Path], trunk, keep_activations: bool, key: str) -> dict:
+    path = CACHE / f"{name}-{key}.npz"
+    if not path.is_file():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **extract(paths, trunk, keep_activations))
+    with np.load(path) as stored:
+        return {k: stored[k] for k in stored.files}
+
+
+def pooled(maps: dict, masked: bool) -> np.ndarray:
+    pool = maps["pool"].astype(np.float32)
+    if not masked:
+        return pool.mean(axis=(1, 2))
+    weights = lung_weights(maps["lungs"] / 255.0)[..., None]
+    empty = weights.sum(axis=(1, 2)) < 1.0  # less than one cell of lung: fall back to the whole view
+    weights[empty[:, 0]] = 1.0
+    return (pool * weights).sum(axis=(1, 2)) / weights.sum(axis=(1, 2))
+
+
+def linear_head(l2: float):
+    import keras
+    from keras import layers
+
+    x = inputs = keras.Input((512,))
+    x = layers.BatchNormalization(name="head_bn1")(x)
+    x = layers.Dense(1, kernel_regularizer=keras.regularizers.l2(l2), name="logit")(x)
+    return keras.Model(inputs, layers.Activation("sigmoid")(x))
+
+
+def fit(kind: str, fit_x, fit_y, val_x, val_y, seed: int = 0):
+    """A head trained like train.py's (balanced class weights, best validation-loss epoch)."""
+    import keras
+
+    from pneumo.model.build import HeadConfig, build_head_model
+    from pneumo.train.loop import fit_head
+    from pneumo.train.options import TrainConfig
+
+    keras.utils.set_random_seed(seed)
+    head = build_head_model(HeadConfig()) if kind == "mlp" else linear_head(1e-2)
+    fit_head(head, fit_x, fit_y, val_x, val_y, TrainConfig(data_dir=SHARED))
+    return head
+
+
+def logit_gradient(head, x: np.ndarray) -> np.ndarray:
+    """d logit / d pooled features for a batch (the head's logit layer, not the sigmoid)."""
+    import keras
+    import tensorflow as tf
+
+    logit_model = keras.Model(head.input, head.get_layer("logit").output)
+    x = tf.convert_to_tensor(x, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        logits = logit_model(x, training=False)
+    return tape.gradient(logits, x).numpy()
+
+
+def heat_shares(head, features, maps: dict, labels, probs, threshold: float, masked: bool, log1p: bool) -> float:
+    """Mean share of heat inside the predicted lungs, over pneumonia films called PNEUMONIA."""
+    from pneumo.infer.lungs import heat_in_lungs
+
+    chosen = np.flatnonzero((labels == 1) & (probs >= threshold))
+    x = np.log1p(features[chosen]) if log1p else features[chosen]
+    gradient = logit_gradient(head, x) / (1 + features[chosen] if log1p else 1)
+    shares = []
+    for row, k in enumerate(chosen):
+        heat = np.maximum(maps["activations"][k].astype(np.float32) @ gradient[row], 0)
+        if masked:
+            cells = lung_weights(maps["lungs"][k:k + 1] / 255.0)[0]
+            heat = heat * np.kron(cells, np.ones((2, 2), np.float32))  # each 7x7 cell covers 2x2 positions
+        shares.append(heat_in_lungs(heat, maps["lungs"][k] / 255.0))
+    return float(np.mean(shares))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="bundle with a lung head (default: weights/)")
+    args = parser.parse_args(argv)
+    from pneumo import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    import hashlib
+
+    from pneumo.infer.predictor import Predictor
+    from pneumo.io.folders import kaggle_splits, scan_class_folder, split_by_patient
+    from pneumo.model.backends import NumpyHead, sigmoid
+    from pneumo.model.lungs import LUNGS_FILE
+    from pneumo.model.onnx_graph import OnnxTrunk, trunk_to_onnx
+    from pneumo.train import metrics
+
+    predictor = Predictor.load(args.model)
+    if predictor.decoder is None:
+        raise ValueError("the bundle has no lung head: train it with `python train.py ... --lung-masks DIR`.")
+    key = hashlib.sha256((predictor.bundle.path / LUNGS_FILE).read_bytes()).hexdigest()[:12]
+    trunk = OnnxTrunk(trunk_to_onnx(predictor.model, decoder=predictor.decoder))
+    train = kaggle_splits(SHARED / "chest_xray")["train"]
+    fit_s, val_s = split_by_patient(train, 0.15, 0)
+    shift_s = scan_class_folder(SHARED / "shift_dev")
+    maps = {"train": cached_maps("train", [s.path for s in train], trunk, False, key),
+            "shift": cached_maps("shift_dev", [s.path for s in shift_s], trunk, True, key)}
+    index = {s.path: i for i, s in enumerate(train)}
+    rows_of = {"fit": np.array([index[s.path] for s in fit_s]), "val": np.array([index[s.path] for s in val_s])}
+    y = {"fit": np.array([s.label for s in fit_s], np.float32), "val": np.array([s.label for s in val_s], np.float32),
+         "shift": np.array([s.label for s in shift_s], np.float32)}
+    print("| head | pooling | validation acc / sens / spec / AUC | shift_dev acc / sens / spec / AUC | "
+          "shift_dev heat in lungs |\n|---|---|---|---|---|")
+    gap_shift = pooled(maps["shift"], False)
+    shipped = NumpyHead(predictor.model)
+    shipped_val = sigmoid(shipped(pooled(maps["train"], False)[rows_of["val"]])[0])
+    shipped_shift = sigmoid(shipped(gap_shift)[0])
+    _row("shipped weights/ (MLP, plain + 1 zoom view)", "GAP", predictor.threshold, y, shipped_val, shipped_shift,
+         _shipped_heat(predictor, maps["shift"], y["shift"], shipped_shift))
+    for masked in (False, True):
+        features = {"train": pooled(maps["train"], masked), "shift": pooled(maps["shift"], masked)}
+        for kind, log1p in (("mlp", False), ("linear", True)):
+            prep = (lambda v: np.log1p(v)) if log1p else (lambda v: v)
+            fx, vx = (prep(features["train"][rows_of[s]]) for s in ("fit", "val"))
+            head = fit(kind, fx, y["fit"], vx, y["val"])
+            val_p = head.predict(vx, verbose=0)[:, 0]
+            shift_p = head.predict(prep(features["shift"]), verbose=0)[:, 0]
+            threshold = metrics.choose_threshold(y["val"], val_p, "sensitivity95")
+            heat = heat_shares(head, features["shift"], maps["shift"], y["shift"], shift_p, threshold, masked, log1p)
+            name = "MLP (shipped recipe, plain view only)" if kind == "mlp" else "BN -> Dense(1), L2 0.01, log1p"
+            _row(name, "lung-masked average" if masked else "GAP", threshold, y, val_p, shift_p, heat)
+    lung_area = float(np.mean([(m >= 128).mean() for m in maps["shift"]["lungs"]]))
+    print(f"\nlung area (what a uniform heatmap scores), shift_dev mean: {lung_area:.1%}")
+    return 0
+
+
+def _shipped_heat(predictor, maps, labels, probs) -> float:
+    from pneumo.infer.gradcam import heatmap_from_weights
+    from pneumo.infer.lungs import heat_in_lungs
+    from pneumo.model.backends import NumpyHead, pool_activations
+
+    chosen = np.flatnonzero((labels == 1) & (probs >= predictor.threshold))
+    acts = maps["activations"][chosen].astype(np.float32)
+    _, grad = NumpyHead(predictor.model)(pool_activations(acts))
+    weights = grad / (acts.shape[1] * acts.shape[2])
+    return float(np.mean([heat_in_lungs(heatmap_from_weights(a, w), maps["lungs"][k] / 255.0)
+                          for a, w, k in zip(acts, weights, chosen)]))
+
+
+def _row(name, pooling, threshold, y, val_p, shift_p, heat) -> None:
+    from pneumo.train.metrics import binary_metrics
+
+    cells = []
+    for labels, probs in ((y["val"], val_p), (y["shift"], shift_p)):
+        m = binary_metrics(labels, probs, threshold)
+        cells.append(" / ".join(f"{m[k]:.3f}" for k in ("accuracy", "sensitivity", "specificity", "auc")))
+    print(f"| {name} | {pooling} | {cells[0]} | {cells[1]} | {heat:.1%} |", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
