@@ -79,6 +79,23 @@ def test_a_knee_and_a_colour_photo_are_not_assessed(page, tmp_path, kind):
 
 
 @pytest.mark.skipif(not (SHARED / "data" / "adult_dev").is_dir(), reason="needs ../shared/data/adult_dev")
+def test_the_lung_outline_switch_redraws_the_overlay_and_the_heat_share_is_stated(page):
+    name = sorted(p.name for p in (ROOT / "examples").glob("*.jpeg"))[-1]
+    page.locator("#examples .thumbnail-item").nth(4).click()
+    verdict_for(page, name)
+    assert "of the heat falls inside the lung fields" in page.locator("#summary").inner_text()
+    overlay = page.locator("#overlay img")
+    overlay.wait_for(timeout=30_000)
+    with_outline = overlay.get_attribute("src")
+    page.locator("#show-lungs input").uncheck()
+    page.wait_for_function("src => document.querySelector('#overlay img')?.src !== src", arg=with_outline,
+                           timeout=30_000)
+    page.locator("#show-lungs input").check()
+    page.wait_for_function("src => document.querySelector('#overlay img')?.src !== src",
+                           arg=overlay.get_attribute("src"), timeout=30_000)
+    shoot(page, "lung-outline")
+
+
 def test_an_adult_film_headlines_the_population_warning(page):
     from test_population import held_out_adults
 

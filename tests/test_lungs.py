@@ -154,3 +154,20 @@ def test_heat_in_lungs_lung_check_and_outline():
     assert drawn.shape == film.shape and not film.any(), "drawn on a copy"
     changed = drawn.any(axis=2)
     assert changed.any() and not changed[:30].any() and not changed[-30:].any(), "inside the model's view only"
+
+
+def test_predict_and_evaluate_report_heat_in_lungs(lung_bundle, tiny_data, tmp_path, capsys):
+    import json
+
+    import cv2
+
+    from pneumo.ui.cli import main
+
+    film = tmp_path / "film.png"
+    cv2.imwrite(str(film), two_lungs(96)[0])
+    assert main(["predict", "--model", str(lung_bundle[0]), str(film)]) == 0
+    record = json.loads(capsys.readouterr().out.strip())
+    assert 0.0 <= record["heat_in_lungs"] <= 1.0
+    assert main(["evaluate", "--model", str(lung_bundle[0]), str(tiny_data / "test")]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "heat_in_lungs_true_pneumonia" in summary

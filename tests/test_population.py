@@ -183,6 +183,7 @@ def test_app_api_says_in_population(shipped, shipped_server):
     child, _ = client.predict(handle_file(str(some_children(1)[0])), api_name="/predict")
     assert adult["in_population"] is False and adult["assessed"] is False
     assert child["in_population"] is True and child["assessed"] is True
+    assert 0.0 <= child["heat_in_lungs"] <= 1.0, "the shipped bundle has a lung head"
 
 
 def test_form_views_change_texture_not_content_and_have_their_own_cache(tmp_path):
