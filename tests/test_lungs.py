@@ -140,7 +140,7 @@ def test_heat_in_lungs_lung_check_and_outline():
     outside[0, 6:8] = 1.0  # above the lungs, between them
     assert lungs.heat_in_lungs(outside, truth) < 0.1
     uniform = lungs.heat_in_lungs(np.ones((14, 14), np.float32), truth)
-    assert uniform == pytest.approx(truth.mean(), abs=0.02), "a uniform map scores the lung area"
+    assert uniform == pytest.approx(lungs.lung_fields(truth).mean(), abs=0.01), "a uniform map scores the lung area"
     assert lungs.heat_in_lungs(np.zeros((14, 14), np.float32), truth) == 0.0
 
     assert lungs.lung_reasons(truth) == []
@@ -171,3 +171,18 @@ def test_predict_and_evaluate_report_heat_in_lungs(lung_bundle, tiny_data, tmp_p
     assert main(["evaluate", "--model", str(lung_bundle[0]), str(tiny_data / "test")]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert "heat_in_lungs_true_pneumonia" in summary
+
+
+def test_lung_fields_fill_consolidation_and_ignore_specks():
+    from pneumo.infer.lungs import heat_in_lungs, lung_fields
+
+    lungs = np.zeros((56, 56), np.float32)
+    lungs[10:50, 5:25] = lungs[10:50, 32:50] = 1.0
+    lungs[20:30, 10:18] = 0.0  # a consolidated patch: dark in the lung map
+    lungs[52:55, 53:55] = 1.0  # a speck over the stomach
+    fields = lung_fields(lungs)
+    assert fields[25, 12] == 1 and fields[53, 54] == 0
+    assert fields.sum() == 40 * 20 + 40 * 18
+    heat = np.zeros((14, 14), np.float32)
+    heat[6, 3] = 1.0  # on the consolidated patch
+    assert heat_in_lungs(heat, lungs) > 0.9

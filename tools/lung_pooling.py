@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     import_tensorflow_quietly()
     import hashlib
 
-    from pneumo.infer.lungs import lung_reasons
+    from pneumo.infer.lungs import lung_fields, lung_reasons
     from pneumo.infer.predictor import Predictor
     from pneumo.io.folders import kaggle_splits, scan_class_folder, split_by_patient
     from pneumo.model.backends import NumpyHead, sigmoid
@@ -184,7 +184,7 @@ def main(argv=None) -> int:
             heat = heat_shares(head, features["shift"], maps["shift"], y["shift"], shift_p, threshold, masked, log1p)
             name = "MLP (shipped recipe, plain view only)" if kind == "mlp" else "BN -> Dense(1), L2 0.01, log1p"
             _row(name, "lung-masked average" if masked else "GAP", threshold, y, val_p, shift_p, heat)
-    lung_area = float(np.mean([(m >= 128).mean() for m in maps["shift"]["lungs"]]))
+    lung_area = float(np.mean([lung_fields(m / 255.0).mean() for m in maps["shift"]["lungs"]]))
     print(f"\nlung area (what a uniform heatmap scores), shift_dev mean: {lung_area:.1%}")
     for name, split in (("train/", maps["train"]), ("shift_dev", maps["shift"])):
         failed = sum(bool(lung_reasons(m / 255.0)) for m in split["lungs"])

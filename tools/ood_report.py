@@ -144,7 +144,8 @@ def main() -> None:
 def _line(name: str, reasons: dict[str, list[str]], no_lungs: str, has_lungs: bool, chest: bool) -> None:
     warned = [n for n, r in reasons.items() if r]
     lungless = sum(no_lungs in r for r in reasons.values())
-    listed = " ".join(warned[:5]) if chest else "missed: " + (" ".join(n for n, r in reasons.items() if not r) or "none")
+    missed = " ".join(n for n, r in reasons.items() if not r) or "none"
+    listed = " ".join(warned[:5]) if chest else f"missed: {missed}"
     print(f"{name:<44}{len(reasons):>8}{len(warned):>8}{len(warned) / len(reasons):>8.1%}"
           f"{lungless if has_lungs else '-':>10}   {listed}", flush=True)
 

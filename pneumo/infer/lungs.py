@@ -1,5 +1,5 @@
-"""What the lung-field map says about one film, as small pure functions: the share of the Grad-CAM heat
-that falls inside the lungs, whether a plausible pair of lungs is there at all, and their outline.
+"""What the lung-field map says about one film, as small pure functions: the lung fields, the share of the
+Grad-CAM heat that falls inside them, whether a plausible pair of lungs is there at all, and their outline.
 
 The lung map (pneumo.model.lungs) and the heatmap both cover the model's view: the film resized to the
 input size with the outer margin cut. Both are upsampled to a common grid before they are compared.
@@ -16,11 +16,31 @@ MIN_SIDE_AREA = 0.03  # each lung: at least this share of the model's view (chil
 NO_LUNGS = "no plausible pair of lung fields was found"
 
 
+def lung_fields(lungs: np.ndarray) -> np.ndarray:
+    """The lung fields as a 0/1 mask: in each half of the view, the convex hull of the largest lung region.
+
+    The head finds aerated lung; a consolidated lobe (what pneumonia looks like) is dark in its map, so
+    taking the map as it is would put the heat of an infiltrate "outside the lungs". The hull of each lung
+    fills those gaps; the largest region only, so a speck over the stomach does not stretch it."""
+    inside = (lungs >= 0.5).astype(np.uint8)
+    half = inside.shape[1] // 2
+    fields = np.zeros_like(inside)
+    for columns in (slice(0, half), slice(half, None)):
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(np.ascontiguousarray(inside[:, columns]))
+        if count < 2:
+            continue
+        largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        hull = np.zeros(labels.shape, np.uint8)  # its own contiguous array: OpenCV draws into a copy of a view
+        cv2.fillConvexPoly(hull, cv2.convexHull(cv2.findNonZero((labels == largest).astype(np.uint8))), 1)
+        fields[:, columns] = hull
+    return fields
+
+
 def heat_in_lungs(heat: np.ndarray, lungs: np.ndarray) -> float:
-    """Share of the heat (h, w) inside the lung fields (lung probability >= 0.5 at any resolution)."""
+    """Share of the heat (h, w) inside the lung fields (`lung_fields` of the lung map, at its resolution)."""
     side = lungs.shape[::-1]
     spread = cv2.resize(heat.astype(np.float32), side, interpolation=cv2.INTER_CUBIC).clip(0, None)
-    return float(spread[lungs >= 0.5].sum() / (spread.sum() + EPS))
+    return float(spread[lung_fields(lungs) == 1].sum() / (spread.sum() + EPS))
 
 
 def lung_reasons(lungs: np.ndarray) -> list[str]:
@@ -37,6 +57,7 @@ def lung_reasons(lungs: np.ndarray) -> list[str]:
 def outline(rgb: np.ndarray, lungs: np.ndarray, margin: float = MARGIN, colour=(0, 220, 255)) -> np.ndarray:
     """`rgb` (the film or its overlay, at the film's size) with the lung fields' outline drawn on a copy."""
     height, width = rgb.shape[:2]
-    inside = (heat_in_image_frame(lungs, height, width, margin) >= 0.5).astype(np.uint8)
+    fields = lung_fields(lungs).astype(np.float32)
+    inside = (heat_in_image_frame(fields, height, width, margin) >= 0.5).astype(np.uint8)
     contours, _ = cv2.findContours(inside, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     return cv2.drawContours(rgb.copy(), contours, -1, colour, max(1, round(max(height, width) / 400)))

@@ -1,8 +1,8 @@
 """The Gradio app: drop an X-ray, get a verdict where the model applies, a score scale and a Grad-CAM overlay.
 
 The model runs once per upload or example click; the opacity slider and the heatmap and lung-outline switches
-only re-draw the stored heatmap and lung map. A file that cannot be read gets its reason in the result area, where it stays until the
-next upload, and one line in the server log (no traceback: it is the user's file, not our fault).
+only re-draw the stored heatmap and lung map. A file that cannot be read gets its reason in the result area,
+where it stays until the next upload, and one line in the server log (no traceback: it is the user's file).
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ class Service:
                 f"is not used by the model (markers and text sit there).\n\n"
                 + ("" if p.heat_in_lungs is None else
                    f"**{p.heat_in_lungs:.0%}** of the heat falls inside the lung fields the lung head outlines "
-                   f"(they cover {float((p.lungs >= 0.5).mean()):.0%} of what the model sees).\n\n") +
+                   f"(they cover {float(lungs.lung_fields(p.lungs).mean()):.0%} of what the model sees).\n\n") +
                 f"<small>{html.escape(analysis.name)}: {analysis.image.format}, {width}x{height} px; "
                 f"analysed in {analysis.seconds * 1000:.0f} ms."
                 f"</small>")
