@@ -133,15 +133,16 @@ def test_heat_in_lungs_lung_check_and_outline():
     from pneumo.infer import lungs
 
     truth = model_view_pair(*two_lungs(), None, size=56)[1].astype(np.float32)
+    fields = lungs.lung_fields(truth)
     inside = np.zeros((14, 14), np.float32)
     inside[6:8, 3:5] = 1.0  # on the left lung
-    assert lungs.heat_in_lungs(inside, truth) > 0.9
+    assert lungs.heat_in_lungs(inside, fields) > 0.9
     outside = np.zeros((14, 14), np.float32)
     outside[0, 6:8] = 1.0  # above the lungs, between them
-    assert lungs.heat_in_lungs(outside, truth) < 0.1
-    uniform = lungs.heat_in_lungs(np.ones((14, 14), np.float32), truth)
-    assert uniform == pytest.approx(lungs.lung_fields(truth).mean(), abs=0.01), "a uniform map scores the lung area"
-    assert lungs.heat_in_lungs(np.zeros((14, 14), np.float32), truth) == 0.0
+    assert lungs.heat_in_lungs(outside, fields) < 0.1
+    uniform = lungs.heat_in_lungs(np.ones((14, 14), np.float32), fields)
+    assert uniform == pytest.approx(fields.mean(), abs=0.01), "a uniform map scores the lung area"
+    assert lungs.heat_in_lungs(np.zeros((14, 14), np.float32), fields) == 0.0
 
     assert lungs.lung_reasons(truth) == []
     one_lung = truth.copy()
@@ -150,7 +151,7 @@ def test_heat_in_lungs_lung_check_and_outline():
     assert lungs.lung_reasons(np.zeros_like(truth)) == [lungs.NO_LUNGS]
 
     film = np.zeros((300, 200, 3), np.uint8)
-    drawn = lungs.outline(film, truth)
+    drawn = lungs.outline(film, fields)
     assert drawn.shape == film.shape and not film.any(), "drawn on a copy"
     changed = drawn.any(axis=2)
     assert changed.any() and not changed[:30].any() and not changed[-30:].any(), "inside the model's view only"
@@ -185,7 +186,7 @@ def test_lung_fields_fill_consolidation_and_ignore_specks():
     assert abs(int(fields.sum()) - (40 * 20 + 40 * 18)) <= 12, "both rectangles, corners rounded by the opening"
     heat = np.zeros((14, 14), np.float32)
     heat[6, 3] = 1.0  # on the consolidated patch
-    assert heat_in_lungs(heat, lungs) > 0.9
+    assert heat_in_lungs(heat, fields) > 0.9
     bridged = lungs.copy()
     bridged[10:13, 25:32] = 1.0  # the apices touch over the mediastinum
     fields = lung_fields(bridged)

@@ -139,8 +139,8 @@ def analyze_and_draw(predictor, path: Path, with_cam: bool) -> None:
     prediction = predictor.analyze(image, with_cam)
     if with_cam:
         drawn = gradcam.overlay(image.gray, prediction.heatmap)
-        if prediction.lungs is not None:
-            lungs.outline(drawn, prediction.lungs)
+        if prediction.lung_fields is not None:
+            lungs.outline(drawn, prediction.lung_fields)
 
 
 def bench_lung_head(predictor, path: Path, repeats: int, table: Table) -> float | None:

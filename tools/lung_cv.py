@@ -78,7 +78,6 @@ def main(argv=None) -> int:
 
 def heat_in_lungs(predictor, args) -> None:
     """With the bundle's own lung head: on shift_dev, the share of Grad-CAM heat inside the lungs vs their area."""
-    from pneumo.infer.lungs import lung_fields
     from pneumo.infer.predictor import predict_paths
     from pneumo.io import read_image
     from pneumo.io.folders import scan_class_folder
@@ -91,10 +90,10 @@ def heat_in_lungs(predictor, args) -> None:
         flagged += "no plausible pair" in " ".join(prediction.chest_reasons)
         if sample.label == 1 and prediction.label == "PNEUMONIA":
             shares.append(prediction.heat_in_lungs)
-            areas.append(float(lung_fields(prediction.lungs).mean()))
+            areas.append(float(prediction.lung_fields.mean()))
         if sum(label == sample.label for label, _ in tiles) < 8 and sample.path.name.endswith(("1.jpeg", "7.jpeg")):
             view = model_view(read_image(sample.path).gray)
-            tiles.append((sample.label, _outlined(view, lung_fields(prediction.lungs))))
+            tiles.append((sample.label, _outlined(view, prediction.lung_fields)))
     print(f"shift_dev, {len(shares)} pneumonia films called PNEUMONIA: heat inside the predicted lungs "
           f"{np.mean(shares):.1%} (median {np.median(shares):.1%}); lung area (a uniform map's share) "
           f"{np.mean(areas):.1%}")

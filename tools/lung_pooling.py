@@ -36,21 +36,17 @@ def lung_weights(lungs: np.ndarray, side: int = 7) -> np.ndarray:
                      for m in lungs])
 
 
-def block5_pool(activations: np.ndarray) -> np.ndarray:
-    n, h, w, c = activations.shape
-    return activations.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
-
-
 def extract(paths: list[Path], trunk, keep_activations: bool) -> dict:
     """block5_pool maps (float16), lung maps (uint8) and, for shift_dev, block5_conv3 activations."""
     from pneumo.io import read_image
+    from pneumo.model.backends import max_pool2
     from pneumo.preprocess import to_model_input
 
     pools, lungs, acts = [], [], []
     for start in tqdm(range(0, len(paths), 16), desc="block5 + lungs", unit="batch"):
         batch = np.stack([to_model_input(read_image(p)) for p in paths[start:start + 16]])
         activations, lung = trunk(batch, every=True)
-        pools.append(block5_pool(activations).astype(np.float16))
+        pools.append(max_pool2(activations).astype(np.float16))
         lungs.append(np.rint(lung[..., 0] * 255).astype(np.uint8))
         if keep_activations:
             acts.append(activations.astype(np.float16))
@@ -118,7 +114,7 @@ def logit_gradient(head, x: np.ndarray) -> np.ndarray:
 
 def heat_shares(head, features, maps: dict, labels, probs, threshold: float, masked: bool, log1p: bool) -> float:
     """Mean share of heat inside the predicted lungs, over pneumonia films called PNEUMONIA."""
-    from pneumo.infer.lungs import heat_in_lungs
+    from pneumo.infer.lungs import heat_in_lungs, lung_fields
 
     chosen = np.flatnonzero((labels == 1) & (probs >= threshold))
     x = np.log1p(features[chosen]) if log1p else features[chosen]
@@ -129,7 +125,7 @@ def heat_shares(head, features, maps: dict, labels, probs, threshold: float, mas
         if masked:
             cells = lung_weights(maps["lungs"][k:k + 1] / 255.0)[0]
             heat = heat * np.kron(cells, np.ones((2, 2), np.float32))  # each 7x7 cell covers 2x2 positions
-        shares.append(heat_in_lungs(heat, maps["lungs"][k] / 255.0))
+        shares.append(heat_in_lungs(heat, lung_fields(maps["lungs"][k] / 255.0)))
     return float(np.mean(shares))
 
 
@@ -194,14 +190,14 @@ def main(argv=None) -> int:
 
 def _shipped_heat(predictor, maps, labels, probs) -> float:
     from pneumo.infer.gradcam import heatmap_from_weights
-    from pneumo.infer.lungs import heat_in_lungs
+    from pneumo.infer.lungs import heat_in_lungs, lung_fields
     from pneumo.model.backends import NumpyHead, pool_activations
 
     chosen = np.flatnonzero((labels == 1) & (probs >= predictor.threshold))
     acts = maps["activations"][chosen].astype(np.float32)
     _, grad = NumpyHead(predictor.model)(pool_activations(acts))
     weights = grad / (acts.shape[1] * acts.shape[2])
-    return float(np.mean([heat_in_lungs(heatmap_from_weights(a, w), maps["lungs"][k] / 255.0)
+    return float(np.mean([heat_in_lungs(heatmap_from_weights(a, w), lung_fields(maps["lungs"][k] / 255.0))
                           for a, w, k in zip(acts, weights, chosen)]))
 
 

@@ -45,11 +45,10 @@ def lung_fields(lungs: np.ndarray) -> np.ndarray:
     return fields
 
 
-def heat_in_lungs(heat: np.ndarray, lungs: np.ndarray) -> float:
-    """Share of the heat (h, w) inside the lung fields (`lung_fields` of the lung map, at its resolution)."""
-    side = lungs.shape[::-1]
-    spread = cv2.resize(heat.astype(np.float32), side, interpolation=cv2.INTER_CUBIC).clip(0, None)
-    return float(spread[lung_fields(lungs) == 1].sum() / (spread.sum() + EPS))
+def heat_in_lungs(heat: np.ndarray, fields: np.ndarray) -> float:
+    """Share of the heat (h, w) inside the lung fields (a `lung_fields` mask, at its resolution)."""
+    spread = cv2.resize(heat.astype(np.float32), fields.shape[::-1], interpolation=cv2.INTER_CUBIC).clip(0, None)
+    return float(spread[fields == 1].sum() / (spread.sum() + EPS))
 
 
 def lung_reasons(lungs: np.ndarray) -> list[str]:
@@ -63,10 +62,10 @@ def lung_reasons(lungs: np.ndarray) -> list[str]:
     return [] if min(left, right) >= MIN_SIDE_AREA else [NO_LUNGS]
 
 
-def outline(rgb: np.ndarray, lungs: np.ndarray, margin: float = MARGIN, colour=(0, 220, 255)) -> np.ndarray:
-    """`rgb` (the film or its overlay, at the film's size) with the lung fields' outline drawn on a copy."""
+def outline(rgb: np.ndarray, fields: np.ndarray, margin: float = MARGIN, colour=(0, 220, 255)) -> np.ndarray:
+    """`rgb` (the film or its overlay, at the film's size) with the outline of the lung fields (a `lung_fields`
+    mask) drawn on a copy."""
     height, width = rgb.shape[:2]
-    fields = lung_fields(lungs).astype(np.float32)
-    inside = (heat_in_image_frame(fields, height, width, margin) >= 0.5).astype(np.uint8)
+    inside = (heat_in_image_frame(fields.astype(np.float32), height, width, margin) >= 0.5).astype(np.uint8)
     contours, _ = cv2.findContours(inside, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     return cv2.drawContours(rgb.copy(), contours, -1, colour, max(1, round(max(height, width) / 400)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -35,12 +36,17 @@ class Prediction:
     image_size: tuple[int, int] = (0, 0)  # (width, height) of the decoded image the heatmap belongs to
     lungs: np.ndarray | None = None  # lung-field probability over the model's view, if the bundle has the head
 
-    @property
+    @cached_property
+    def lung_fields(self) -> np.ndarray | None:
+        """The lung fields (0/1 over the model's view) the heat share, the outline and the area are taken on."""
+        return None if self.lungs is None else lungs.lung_fields(self.lungs)
+
+    @cached_property
     def heat_in_lungs(self) -> float | None:
         """Share of the heatmap inside the lung fields (None without a heatmap or a lung head)."""
-        if self.heatmap is None or self.lungs is None:
+        if self.heatmap is None or self.lung_fields is None:
             return None
-        return lungs.heat_in_lungs(self.heatmap, self.lungs)
+        return lungs.heat_in_lungs(self.heatmap, self.lung_fields)
 
     @property
     def looks_like_chest_xray(self) -> bool:

@@ -130,11 +130,15 @@ def make_cam_function(full_model, input_size: int = IMG_SIZE, decoder=None):
 
 # After block5_conv3 the model is max-pool 2x2 -> global average -> BN -> Dense+ReLU -> BN -> Dense.
 
+def max_pool2(activations: np.ndarray) -> np.ndarray:
+    """(n, h, w, c) -> (n, h // 2, w // 2, c): VGG16's 2x2 max-pool (block5_conv3 -> block5_pool)."""
+    n, h, w, c = activations.shape
+    return activations[:, : h // 2 * 2, : w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
 def pool_activations(activations: np.ndarray) -> np.ndarray:
     """(n, h, w, c) block5_conv3 -> (n, c): VGG16's 2x2 max-pool, then global average."""
-    n, h, w, c = activations.shape
-    pooled = activations[:, : h // 2 * 2, : w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
-    return pooled.mean(axis=(1, 2))
+    return max_pool2(activations).mean(axis=(1, 2))
 
 
 def _affine_bn(layer) -> tuple[np.ndarray, np.ndarray]:

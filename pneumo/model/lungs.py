@@ -30,7 +30,12 @@ def feature_function(full_model):
         trunk = OnnxTrunk(trunk_to_onnx(full_model, SKIP_LAYERS[-1], extra=SKIP_LAYERS[:-1]))
     except ImportError:
         return build_feature_model(full_model).predict_on_batch
-    return lambda batch: (lambda b5, b3, b4: [b3, b4, b5])(*trunk(batch, every=True))
+
+    def features(batch):
+        block5, *earlier = trunk(batch, every=True)  # the graph's first output is its last layer
+        return [*earlier, block5]
+
+    return features
 
 
 def build_decoder(channels: tuple[int, int, int] = (256, 512, 512), width: int = 32):

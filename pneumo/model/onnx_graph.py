@@ -55,10 +55,11 @@ def _decoder_nodes(decoder, nodes: list, weights: list) -> str:
     names = {}  # Keras tensor name -> ONNX tensor name
     for layer in decoder.layers:
         kind = type(layer).__name__
-        sources = [names.get(t.name, t.name) for t in _inputs_of(layer)]
         if kind == "InputLayer":
             names[layer.output.name] = layer.name[: -len("_in")]  # "block3_conv3_in" reads block3_conv3
             continue
+        inputs = layer.input if isinstance(layer.input, (list, tuple)) else [layer.input]
+        sources = [names[t.name] for t in inputs]
         if kind == "Conv2D":
             out = _conv(layer, sources[0], nodes, weights)
         elif kind == "UpSampling2D":
@@ -75,13 +76,6 @@ def _decoder_nodes(decoder, nodes: list, weights: list) -> str:
             raise ValueError(f"the lung decoder has a layer of kind {kind}, which the ONNX export does not know.")
         names[layer.output.name] = out
     return names[decoder.output.name]
-
-
-def _inputs_of(layer) -> list:
-    if type(layer).__name__ == "InputLayer":
-        return []
-    tensors = layer.input
-    return list(tensors) if isinstance(tensors, (list, tuple)) else [tensors]
 
 
 def trunk_to_onnx(full_model, last_layer: str = CAM_LAYER, decoder=None, extra: tuple[str, ...] = ()) -> bytes:

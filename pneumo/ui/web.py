@@ -130,7 +130,7 @@ class Service:
             rgb = np.repeat(analysis.image.gray[..., None], 3, axis=-1)
         else:
             rgb = gradcam.overlay(analysis.image.gray, p.heatmap, float(opacity))
-        return lungs.outline(rgb, p.lungs) if show_lungs and p.lungs is not None else rgb
+        return lungs.outline(rgb, p.lung_fields) if show_lungs and p.lung_fields is not None else rgb
 
     @staticmethod
     def describe(analysis: Analysis) -> str:
@@ -145,7 +145,7 @@ class Service:
                 f"is not used by the model (markers and text sit there).\n\n"
                 + ("" if p.heat_in_lungs is None else
                    f"**{p.heat_in_lungs:.0%}** of the heat falls inside the lung fields the lung head outlines "
-                   f"(they cover {float(lungs.lung_fields(p.lungs).mean()):.0%} of what the model sees).\n\n") +
+                   f"(they cover {float(p.lung_fields.mean()):.0%} of what the model sees).\n\n") +
                 f"<small>{html.escape(analysis.name)}: {analysis.image.format}, {width}x{height} px; "
                 f"analysed in {analysis.seconds * 1000:.0f} ms."
                 f"</small>")
