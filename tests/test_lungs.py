@@ -171,7 +171,8 @@ def test_predict_and_evaluate_report_heat_in_lungs(lung_bundle, tiny_data, tmp_p
     assert 0.0 <= record["heat_in_lungs"] <= 1.0
     assert main(["evaluate", "--model", str(lung_bundle[0]), str(tiny_data / "test")]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert "heat_in_lungs_true_pneumonia" in summary
+    share = summary["heat_in_lungs_true_pneumonia"]  # None when no pneumonia film was called PNEUMONIA
+    assert share is None or 0.0 <= share <= 1.0
 
 
 def test_lung_fields_fill_consolidation_and_ignore_specks():
