@@ -25,9 +25,17 @@ def heatmap(activations: np.ndarray, gradients: np.ndarray, positive: bool = Tru
     return heatmap_from_weights(activations, gradients.mean(axis=(0, 1)), positive)
 
 
-def heatmap_from_weights(activations: np.ndarray, weights: np.ndarray, positive: bool = True) -> np.ndarray:
-    """Grad-CAM map from per-channel weights (the mean gradients): ReLU(sum_c w_c A_c), scaled to [0, 1]."""
+def heatmap_from_weights(activations: np.ndarray, weights: np.ndarray, positive: bool = True,
+                         positions: np.ndarray | None = None) -> np.ndarray:
+    """Grad-CAM map from per-channel weights (the mean gradients): ReLU(sum_c w_c A_c), scaled to [0, 1].
+
+    `positions` (h, w): each position's weight in the model's pooling, for a model that pools over the lung
+    fields only. The gradient reaching a position is proportional to it (zero outside the lungs: those
+    positions do not enter the logit), so the map is each position's own contribution, not the channel-mean
+    gradient spread over places the verdict never read."""
     cam = np.maximum(activations @ ((1.0 if positive else -1.0) * weights).astype(activations.dtype), 0.0)
+    if positions is not None:
+        cam = cam * positions
     return (cam / (cam.max() + EPS)).astype(np.float32)
 
 

@@ -19,7 +19,6 @@ from ..io import DecodedImage, read_image
 from ..model import backends
 from ..model import bundle as bundles
 from ..preprocess import to_model_input
-from ..model.lungs import LUNGS_FILE, load_decoder
 from . import chest_check, gradcam, lungs, population
 
 BATCH = 16
@@ -89,7 +88,7 @@ class Prediction:
 class Predictor:
     """Holds the model; call `analyze` per image, `predict_inputs` for batches of model inputs."""
 
-    def __init__(self, bundle: bundles.Bundle, full_model, backend: str | None = None):
+    def __init__(self, bundle: bundles.Bundle, full_model, backend: str | None = None, decoder=None):
         self.bundle = bundle
         self.model = full_model
         self.threshold = bundle.threshold
@@ -100,8 +99,7 @@ class Predictor:
         self.gaussian = chest_check.FeatureGaussian.load(gaussian_file) if gaussian_file else None
         population_file = bundle.optional_file(population.POPULATION_FILE)
         self.population = population.PopulationCheck.load(population_file) if population_file else None
-        lungs_file = bundle.optional_file(LUNGS_FILE)
-        self.decoder = load_decoder(lungs_file) if lungs_file else None
+        self.decoder = decoder if decoder is not None else bundles.load_lungs(bundle)
         self._run = backends.make_runner(full_model, backend, self.decoder)
         self.backend = self._run.name
 
@@ -110,8 +108,9 @@ class Predictor:
              backend: str | None = None) -> Predictor:
         """Load a bundle (folder, hf://USER/REPO, or env PNEUMO_MODEL / weights/) and warm it up."""
         bundle = bundles.load_bundle(source)
-        full = bundles.load_full_model(bundle, backbone_weights)
-        predictor = cls(bundle, full, backend)
+        decoder = bundles.load_lungs(bundle)  # one decoder: the lung map shown is the one the model pooled over
+        full = bundles.load_full_model(bundle, backbone_weights, decoder)
+        predictor = cls(bundle, full, backend, decoder)
         predictor.predict_inputs(np.zeros((1, *full.input_shape[1:]), np.float32))  # trace + allocate now
         return predictor
 
@@ -142,8 +141,9 @@ class Predictor:
         run = self._run(np.asarray(inputs, np.float32))
         out = []
         for k, image in enumerate(images):
-            heat = gradcam.heatmap_from_weights(run.activations[k], run.weights[k],
-                                                positive=run.probs[k] >= self.threshold) if with_cam else None
+            heat = gradcam.heatmap_from_weights(run.activations[k], run.weights[k], run.probs[k] >= self.threshold,
+                                                None if run.positions is None else run.positions[k]) \
+                if with_cam else None
             out.append(self.prediction(image, float(run.probs[k]), run.pooled[k], heat,
                                        None if run.lungs is None else run.lungs[k]))
         return out

@@ -19,6 +19,7 @@ from ..config import BACKEND_ENV, CAM_LAYER, IMG_SIZE, backend_env
 from .build import split_after
 from .lungs import SKIP_LAYERS
 from .onnx_graph import OnnxTrunk, trunk_to_onnx
+from .pooling import LUNG_POOLED, cell_weights
 
 BACKENDS = ("onnx", "tf")
 POOLED = "gap"  # the head's input; any other layer name means that layer's maps (for fine-tuning)
@@ -42,10 +43,27 @@ def default_backend() -> str:
 class Run(NamedTuple):
     """What one forward pass gives for a batch of n images."""
     probs: np.ndarray  # (n,) probability of pneumonia
-    pooled: np.ndarray  # (n, 512) the head's input
+    pooled: np.ndarray  # (n, 512) global average of block5_pool: what the two checks read
     activations: np.ndarray  # (n, h, w, 512) block5_conv3
     weights: np.ndarray  # (n, 512) Grad-CAM channel weights: mean d logit / d activations
     lungs: np.ndarray | None  # (n, 4h, 4w) lung-field probability in the model's view, without a decoder None
+    positions: np.ndarray | None = None  # (n, h, w) each position's weight in the pooling; None: all equal (GAP)
+
+
+def lung_pooled(full_model) -> bool:
+    """Whether the model pools block5 over the lung fields only (else: global average)."""
+    return any(layer.name == LUNG_POOLED for layer in full_model.layers)
+
+
+def lung_pool_inputs(activations: np.ndarray, lungs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(head input, position weights) of a lung-pooled model, from block5_conv3 and the lung map.
+
+    Each block5_pool cell is weighted by its share of lung; its 2x2 block5_conv3 positions share its weight,
+    which is what the gradient reaching them is proportional to."""
+    maps = max_pool2(activations)
+    cells = cell_weights(lungs, maps.shape[1:3])
+    pooled = (maps * cells[..., None]).sum(axis=(1, 2)) / cells.sum(axis=(1, 2))[:, None]
+    return pooled, cells.repeat(2, axis=1).repeat(2, axis=2)
 
 
 def make_runner(full_model, backend: str | None = None, decoder=None):
@@ -56,9 +74,13 @@ def make_runner(full_model, backend: str | None = None, decoder=None):
     return OnnxRunner(full_model, decoder) if backend == "onnx" else TfRunner(full_model, decoder)
 
 
-def make_feature_function(full_model, backend: str | None = None, layer: str = POOLED):
-    """A callable: preprocessed images -> pooled features (layer "gap") or the maps of `layer`, float32."""
+def make_feature_function(full_model, backend: str | None = None, layer: str = POOLED, decoder=None):
+    """A callable: preprocessed images -> pooled features (layer "gap") or the maps of `layer`, float32.
+
+    With a lung `decoder`: (n, 1024) rows, global average then lung-masked average of block5_pool, one pass."""
     backend = backend or default_backend()
+    if decoder is not None:
+        return _both_poolings(full_model, backend, decoder)
     if backend == "onnx":
         if layer == POOLED:
             trunk = OnnxTrunk(trunk_to_onnx(full_model))
@@ -69,6 +91,23 @@ def make_feature_function(full_model, backend: str | None = None, layer: str = P
     return keras.Model(full_model.input, full_model.get_layer(layer).output).predict_on_batch
 
 
+def _both_poolings(full_model, backend: str, decoder):
+    if backend == "onnx":
+        trunk = OnnxTrunk(trunk_to_onnx(full_model, decoder=decoder))
+        run = lambda batch: trunk(batch, every=True)
+    else:
+        import keras
+
+        skips = [full_model.get_layer(name).output for name in SKIP_LAYERS]
+        run = keras.Model(full_model.input, [skips[-1], decoder(skips)]).predict_on_batch
+
+    def features(batch):
+        activations, lungs = (np.asarray(out, np.float32) for out in run(batch))
+        return np.concatenate([pool_activations(activations), lung_pool_inputs(activations, lungs[..., 0])[0]], 1)
+
+    return features
+
+
 def sigmoid(logits) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
 
@@ -77,40 +116,53 @@ class OnnxRunner:
     name = "onnx"
 
     def __init__(self, full_model, decoder=None):
+        self.lung_pooled = lung_pooled(full_model)
+        if self.lung_pooled and decoder is None:
+            raise ValueError("this model pools over the lung fields: it needs its lung decoder.")
         self.trunk = OnnxTrunk(trunk_to_onnx(full_model, decoder=decoder))
         self.head = NumpyHead(full_model)
 
     def __call__(self, batch: np.ndarray) -> Run:
         activations, *lungs = self.trunk(batch, every=True)
+        lungs = lungs[0][..., 0] if lungs else None
         pooled = pool_activations(activations)
-        logits, grad_pooled = self.head(pooled)
-        # Each 2x2 max-pool window passes its gradient to exactly one activation, so the mean gradient per
-        # channel (Grad-CAM's weight) is d logit / d pooled / (h * w): no backward pass through the pooling.
+        head_input, positions = lung_pool_inputs(activations, lungs) if self.lung_pooled else (pooled, None)
+        logits, grad_pooled = self.head(head_input)
+        # Each 2x2 max-pool window passes its gradient to exactly one activation, and the pooling weights sum
+        # to one, so the mean gradient per channel (Grad-CAM's weight) is d logit / d pooled / (h * w), for
+        # global and lung-masked pooling alike: no backward pass through the pooling.
         weights = grad_pooled / (activations.shape[1] * activations.shape[2])
-        return Run(sigmoid(logits), pooled, activations, weights, lungs[0][..., 0] if lungs else None)
+        return Run(sigmoid(logits), pooled, activations, weights, lungs, positions)
 
 
 class TfRunner:
     name = "tf"
 
     def __init__(self, full_model, decoder=None):
+        self.lung_pooled = lung_pooled(full_model)
         self.cam = make_cam_function(full_model, int(full_model.input_shape[1]), decoder)
 
     def __call__(self, batch: np.ndarray) -> Run:
         logits, pooled, activations, gradients, *lungs = (t.numpy() for t in self.cam(np.asarray(batch, np.float32)))
-        return Run(sigmoid(logits), pooled, activations, gradients.mean(axis=(1, 2)),
-                   lungs[0][..., 0] if lungs else None)
+        lungs = lungs[0][..., 0] if lungs else None
+        positions = None
+        if self.lung_pooled:  # the tail's pooled output is the head's input; the checks read the global average
+            pooled, positions = pool_activations(activations), lung_pool_inputs(activations, lungs)[1]
+        return Run(sigmoid(logits), pooled, activations, gradients.mean(axis=(1, 2)), lungs, positions)
 
 
 def make_cam_function(full_model, input_size: int = IMG_SIZE, decoder=None):
-    """A tf.function: images -> (logits, pooled features, activations, d logit / d activations[, lungs]).
+    """A tf.function: images -> (logits, the head's input, activations, d logit / d activations[, lungs]).
 
     Traced once: the fixed input signature (any batch size) stops per-call retracing.
     """
     import keras
     import tensorflow as tf
 
-    _, tail = split_after(full_model, CAM_LAYER, outputs=("logit", "gap"))
+    pooled_by_lungs = lung_pooled(full_model)
+    if pooled_by_lungs and decoder is None:
+        raise ValueError("this model pools over the lung fields: it needs its lung decoder.")
+    tail = _lung_tail(full_model) if pooled_by_lungs else split_after(full_model, CAM_LAYER, ("logit", "gap"))[1]
     skips = SKIP_LAYERS if decoder is not None else (CAM_LAYER,)
     trunk = keras.Model(full_model.input, [full_model.get_layer(name).output for name in skips])
 
@@ -119,13 +171,29 @@ def make_cam_function(full_model, input_size: int = IMG_SIZE, decoder=None):
         features = trunk(images, training=False)
         features = list(features) if isinstance(features, (list, tuple)) else [features]
         activations = features[-1]  # block5_conv3 is the last skip layer
+        lungs = decoder(features, training=False) if decoder is not None else None
         with tf.GradientTape() as tape:
             tape.watch(activations)  # the tape sees only the tail: no gradient through VGG16's 13 convs
-            logits, pooled = tail(activations, training=False)
+            logits, pooled = tail([activations, lungs] if pooled_by_lungs else activations, training=False)
         found = (logits[:, 0], pooled, activations, tape.gradient(logits, activations))
-        return found + (decoder(features, training=False),) if decoder is not None else found
+        return found + (lungs,) if decoder is not None else found
 
     return cam
+
+
+def _lung_tail(full_model):
+    """[block5_conv3 activations, lung map] -> [logit, lung-pooled features]: a lung-pooled model after block5_conv3."""
+    import keras
+
+    names = [layer.name for layer in full_model.layers]
+    pool = full_model.get_layer(LUNG_POOLED)
+    activations = keras.Input(full_model.get_layer(CAM_LAYER).output.shape[1:], name=f"{CAM_LAYER}_out")
+    lungs = keras.Input(pool.input[1].shape[1:], name="lungs")
+    x = pooled = pool([full_model.get_layer("block5_pool")(activations), lungs])
+    found = {}
+    for layer in full_model.layers[names.index(LUNG_POOLED) + 1:]:  # the head, in order
+        x = found[layer.name] = layer(x)
+    return keras.Model([activations, lungs], [found["logit"], pooled], name="after_block5_conv3")
 
 
 # After block5_conv3 the model is max-pool 2x2 -> global average -> BN -> Dense+ReLU -> BN -> Dense.
@@ -148,16 +216,24 @@ def _affine_bn(layer) -> tuple[np.ndarray, np.ndarray]:
 
 
 class NumpyHead:
-    """The trained head as NumPy arrays: logits and d logit / d pooled features, batched."""
+    """The trained head as NumPy arrays: logits and d logit / d pooled features, batched.
+
+    MLP: BN -> Dense+ReLU -> (Dropout) -> BN -> Dense(1); linear: log1p -> BN -> Dense(1)."""
 
     def __init__(self, model):
+        names = {layer.name for layer in model.layers}
+        self.linear = "head_dense" not in names
         self.s1, self.t1 = _affine_bn(model.get_layer("head_bn1"))
-        self.w1, self.b1 = (w.astype(np.float64) for w in model.get_layer("head_dense").get_weights())
-        self.s2, self.t2 = _affine_bn(model.get_layer("head_bn2"))
         w2, b2 = model.get_layer("logit").get_weights()
         self.w2, self.b2 = w2[:, 0].astype(np.float64), float(b2[0])
+        if not self.linear:
+            self.w1, self.b1 = (w.astype(np.float64) for w in model.get_layer("head_dense").get_weights())
+            self.s2, self.t2 = _affine_bn(model.get_layer("head_bn2"))
 
     def __call__(self, pooled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.linear:
+            logits = (np.log1p(pooled) * self.s1 + self.t1) @ self.w2 + self.b2
+            return logits, (self.w2 * self.s1) / (1.0 + pooled)
         hidden = (pooled * self.s1 + self.t1) @ self.w1 + self.b1
         active = hidden > 0
         logits = (np.maximum(hidden, 0) * self.s2 + self.t2) @ self.w2 + self.b2

@@ -14,13 +14,23 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..config import BACKBONE_ENV, FEATURE_DIM, IMG_SIZE, backbone_weights_env
+from .lungs import SKIP_LAYERS
+from .pooling import lung_pooling_layer
+
+
+HEAD_KINDS = ("mlp", "linear")
+POOLINGS = ("gap", "lungs")
 
 
 @dataclass(frozen=True)
 class HeadConfig:
+    """The head on VGG16's pooled block5: "mlp" (BN -> Dense+ReLU -> Dropout -> BN -> Dense(1)) or "linear"
+    (log1p -> BN -> Dense(1)); pooled by global average ("gap") or over the lung fields only ("lungs")."""
     units: int = 256
     dropout: float = 0.5
     weight_decay: float = 0.0
+    kind: str = "mlp"
+    pooling: str = "gap"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,28 +79,42 @@ def build_backbone(weights: str, input_size: int = IMG_SIZE):
 
 
 def build_head_model(config: HeadConfig = HeadConfig(), feature_dim: int = FEATURE_DIM):
-    """Pooled features -> BN -> Dense -> Dropout -> BN -> Dense(1) logit -> sigmoid."""
+    """Pooled features -> the head of `config.kind` -> Dense(1) logit -> sigmoid."""
     import keras
     from keras import layers
 
+    if config.kind not in HEAD_KINDS or config.pooling not in POOLINGS:
+        raise ValueError(f"head kind must be one of {HEAD_KINDS} and pooling one of {POOLINGS}, "
+                         f"got '{config.kind}' and '{config.pooling}'.")
     reg = keras.regularizers.l2(config.weight_decay) if config.weight_decay else None
     x = inputs = keras.Input((feature_dim,), name="pooled_features")
+    if config.kind == "linear":
+        # Pooled ReLU maps are >= 0 and heavy-tailed: log1p keeps a few large channels from deciding alone.
+        x = layers.Activation(keras.ops.log1p, name="head_log1p")(x)
     x = layers.BatchNormalization(name="head_bn1")(x)
-    x = layers.Dense(config.units, activation="relu", kernel_regularizer=reg, name="head_dense")(x)
-    x = layers.Dropout(config.dropout, name="head_dropout")(x)
-    x = layers.BatchNormalization(name="head_bn2")(x)
+    if config.kind == "mlp":
+        x = layers.Dense(config.units, activation="relu", kernel_regularizer=reg, name="head_dense")(x)
+        x = layers.Dropout(config.dropout, name="head_dropout")(x)
+        x = layers.BatchNormalization(name="head_bn2")(x)
     # The logit is its own layer so Grad-CAM differentiates it, not the saturating sigmoid.
     x = layers.Dense(1, kernel_regularizer=reg, name="logit")(x)
     return keras.Model(inputs, layers.Activation("sigmoid", name="probability")(x), name="pneumo_head")
 
 
-def build_full_model(backbone_weights: str, head, input_size: int = IMG_SIZE):
-    """One flat functional model: VGG16 -> GAP on base.output -> the head's own layers (shared weights)."""
+def build_full_model(backbone_weights: str, head, input_size: int = IMG_SIZE, lungs=None):
+    """One flat functional model: VGG16 -> pooling on base.output -> the head's own layers (shared weights).
+
+    Pooling is global average, or with `lungs` (the lung-field decoder) an average over the lung fields only,
+    the decoder reading the same pass's block3/4/5_conv3 (pneumo.model.pooling)."""
     import keras
     from keras import layers
 
     base = build_backbone(backbone_weights, input_size)
-    x = layers.GlobalAveragePooling2D(name="gap")(base.output)
+    if lungs is None:
+        x = layers.GlobalAveragePooling2D(name="gap")(base.output)
+    else:
+        field = lungs([base.get_layer(name).output for name in SKIP_LAYERS])
+        x = lung_pooling_layer()([base.output, field])
     for layer in head.layers[1:]:  # skip the head's Input: reuse its layers, not a nested model
         x = layer(x)
     return keras.Model(base.input, x, name="pneumo_vgg16")

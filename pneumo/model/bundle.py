@@ -18,6 +18,7 @@ import numpy as np
 
 from ..config import DEFAULT_MODEL, MODEL_ENV, PREPROCESSING_VERSION, model_source_env
 from . import build
+from .lungs import LUNGS_FILE, load_decoder
 
 FORMAT = "pneumo-bundle-1"
 CONFIG, HEAD_WEIGHTS = "config.json", "head.weights.h5"
@@ -101,15 +102,29 @@ def load_bundle(source: str | os.PathLike | None = None) -> Bundle:
     return Bundle(path, config)
 
 
-def load_full_model(bundle: Bundle, backbone_weights: str | None = None):
-    """The flat image model (VGG16 + the bundle's head, and its own block5 if fine-tuned)."""
+def load_lungs(bundle: Bundle):
+    """The bundle's lung-field decoder, or None for bundles without one."""
+    path = bundle.optional_file(LUNGS_FILE)
+    return load_decoder(path) if path else None
+
+
+def load_full_model(bundle: Bundle, backbone_weights: str | None = None, decoder=None):
+    """The flat image model (VGG16 + the bundle's head, and its own block5 if fine-tuned). A head that pools
+    over the lung fields is built on `decoder` (default: the bundle's own)."""
     if bundle.config.get("backbone_weights") == build.RANDOM:  # test bundles pair only with the test backbone
         setting = build.RANDOM
     else:
         setting = build.backbone_weights_setting(backbone_weights)
-    head = build.build_head_model(build.HeadConfig(**bundle.config["recipe"]["head"]))
+    config = build.HeadConfig(**bundle.config["recipe"]["head"])
+    head = build.build_head_model(config)
     head.load_weights(bundle.path / HEAD_WEIGHTS)
-    full = build.build_full_model(setting, head, bundle.config["input_size"])
+    lungs = None
+    if config.pooling == "lungs":
+        lungs = decoder if decoder is not None else load_lungs(bundle)
+        if lungs is None:
+            raise ValueError(f"'{bundle.path}' pools over the lung fields but has no {LUNGS_FILE}; the bundle is "
+                             "incomplete.")
+    full = build.build_full_model(setting, head, bundle.config["input_size"], lungs)
     if bundle.config.get("block5_weights"):
         load_block5(full, bundle.path / bundle.config["block5_weights"])
     return full

@@ -66,6 +66,18 @@ def save_decoder(decoder, path) -> None:
     np.savez(path, version=LUNGS_VERSION, **arrays)
 
 
+def decoder_fingerprint(decoder) -> str:
+    """Identifies a decoder by its stored (float16) weights: features pooled over its lung maps are cached
+    under it, so another lung head never reuses them."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for layer in decoder.layers:
+        for weights in layer.get_weights():
+            digest.update(weights.astype(np.float16).tobytes())
+    return digest.hexdigest()[:12]
+
+
 def load_decoder(path):
     """A decoder built as `build_decoder()` with the weights saved by `save_decoder`."""
     decoder = build_decoder()

@@ -24,11 +24,11 @@ def fit_population(config, extract, pooled, children: list, child_samples: list,
         else (adults, [])
     form = FormConfig(**config.augment.to_dict())
     views = range(1, config.population_views + 1)
-    adult_x = [pooled(extract(fit, "adult films", 0).x)]
-    adult_x += [pooled(extract(fit, f"adult form {v}", v, form).x) for v in views]
+    adult_x = [pooled(extract(fit, "adult films", 0, checks_only=True).checks)]
+    adult_x += [pooled(extract(fit, f"adult form {v}", v, form, checks_only=True).checks) for v in views]
     sample = child_samples[::8]
-    child_forms = [pooled(extract(sample, f"child form {v}", v, form).x) for v in views]
-    plain = pooled(extract(sample, "child sample", 0).x)  # cached: the same films' plain features
+    child_forms = [pooled(extract(sample, f"child form {v}", v, form, checks_only=True).checks) for v in views]
+    plain = pooled(extract(sample, "child sample", 0).checks)  # cached: the same films' plain features
     pairs = [(plain, x) for x in child_forms] + [(adult_x[0], x) for x in adult_x[1:]]
     directions = population.form_directions(pairs) if pairs else None
     check = population.PopulationCheck.fit(np.concatenate([pooled(np.concatenate(children)), *child_forms]),
@@ -40,7 +40,7 @@ def fit_population(config, extract, pooled, children: list, child_samples: list,
              "validation_children_flagged": children_flagged}
     summary = f"{children_flagged:.1%} of {len(children_val)} pediatric validation films flagged"
     if held_out:
-        flagged = float(check.flags(pooled(extract(held_out, "held-out adults").x)).mean())
+        flagged = float(check.flags(pooled(extract(held_out, "held-out adults", checks_only=True).checks)).mean())
         stats["holdout_adults_flagged"] = flagged
         summary += f"; {flagged:.1%} of {len(held_out)} held-out adult films flagged"
     stats["summary"] = summary

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from ..config import IMG_SIZE, PREPROCESSING_VERSION
 from ..io import read_image
 from ..model.backends import POOLED, make_feature_function
+from ..model.pooling import LUNG_POOLED
 from ..preprocess import AugmentConfig, model_input_for_view
 
 CHUNK_ROWS = 256
@@ -36,8 +37,9 @@ def file_hash(path: Path) -> str:
 class FeatureCache:
     """Rows of one layer's outputs for one (backbone, preprocessing, view) combination.
 
-    Pooled features are stored as float32; maps (block4_pool, 100k values per image) as float16,
-    which halves memory and disk and changes the fine-tuned model's outputs by < 1e-3.
+    Pooled features are stored as float32 (for lung pooling "lung_pool-<decoder fingerprint>": global then
+    lung-masked average, 1024 values); maps (block4_pool, 100k values per image) as float16, which halves
+    memory and disk and changes the fine-tuned model's outputs by < 1e-3.
     """
 
     def __init__(self, root: Path, fingerprint: str, view: int, augment_config: AugmentConfig,
@@ -49,7 +51,7 @@ class FeatureCache:
             tag += f"-{size}px"
         if view:  # augmentation parameters change the views, so they are part of the key
             tag += "-" + hashlib.sha1(augment_config.cache_key().encode()).hexdigest()[:8]
-        self.dtype = np.float32 if layer == POOLED else np.float16
+        self.dtype = np.float32 if layer == POOLED or layer.startswith(LUNG_POOLED) else np.float16
         self.folder = Path(root) / tag
         self.rows: dict[str, np.ndarray] = {}
         for chunk in sorted(self.folder.glob("chunk-*.npz")):
@@ -66,15 +68,18 @@ class FeatureCache:
 
 
 class FeatureExtractor:
-    """Pooled backbone features (GAP of block5_pool), or the maps of `layer`, by the default backend.
+    """Pooled backbone features (GAP of block5_pool), or the maps of `layer`, by the default backend; with a
+    lung `decoder`, global and lung-masked averages side by side (1024 values).
 
     Any model holding VGG16's layers and a "gap" layer works: the training extractor or a full model.
     """
 
-    def __init__(self, full_model, backend: str | None = None, layer: str = POOLED):
+    def __init__(self, full_model, backend: str | None = None, layer: str = POOLED, decoder=None):
         self.size = int(full_model.input_shape[1])
         self.shape = tuple(int(d) for d in full_model.get_layer(layer).output.shape[1:])
-        self._run = make_feature_function(full_model, backend, layer)
+        if decoder is not None:
+            self.shape = (2 * self.shape[0],)
+        self._run = make_feature_function(full_model, backend, layer, decoder)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self._run(np.asarray(batch, np.float32)), np.float32)

@@ -27,7 +27,8 @@ from ..infer.population import POPULATION_FILE
 from ..io import folders
 from ..model import build
 from ..model import bundle as bundles
-from ..model.lungs import LUNGS_FILE, save_decoder
+from ..model.lungs import LUNGS_FILE, decoder_fingerprint, save_decoder
+from ..model.pooling import LUNG_POOLED
 from . import card, features, finetune, metrics, plots
 from .checks import fit_population
 from .lungs import fit_lung_head
@@ -38,40 +39,59 @@ REPORT_NAMES = {"val": "kaggle_val"}  # Kaggle's val/ is 16 images, not our vali
 
 @dataclass
 class Labelled:
-    """Features of the readable files of a split, with their labels."""
+    """Features of the readable files of a split, with their labels: `x` what the head reads, `checks` what the
+    two checks read (the same array, except for lung pooling: there the checks keep the global average)."""
 
     x: np.ndarray
     y: np.ndarray
     paths: list[Path]
     failed: list[tuple[Path, str]]
+    checks: np.ndarray | None = None
 
-    def subset(self, samples: list[folders.Sample]) -> tuple[np.ndarray, np.ndarray]:
+    def __post_init__(self):
+        if self.checks is None:
+            self.checks = self.x
+
+    def subset(self, samples: list[folders.Sample]) -> Labelled:
         wanted = {s.path for s in samples}
         rows = [i for i, p in enumerate(self.paths) if p in wanted]
-        return self.x[rows], self.y[rows]
+        checks = None if self.checks is self.x else self.checks[rows]
+        return Labelled(self.x[rows], self.y[rows], [self.paths[i] for i in rows], [], checks)
 
 
 class _Extractor:
-    """Feature extraction for this run: one backbone, one cache root, labels attached."""
+    """Feature extraction for this run: one backbone, one cache root, labels attached.
 
-    def __init__(self, config: TrainConfig):
+    With a lung decoder (--pooling lungs) the head's features come with the global average from the same pass;
+    `checks_only` extraction (the adult films) needs only the global average, from its own cache."""
+
+    def __init__(self, config: TrainConfig, decoder=None):
         self.config = config
         # Fine-tuning needs block4_pool maps (block5 is retrained); the frozen recipe, pooled features.
         self.layer = finetune.MAP_LAYER if config.fine_tune else features.POOLED
-        self.network = features.FeatureExtractor(
-            build.build_feature_extractor(config.backbone_weights, config.input_size), layer=self.layer)
+        trunk = build.build_feature_extractor(config.backbone_weights, config.input_size)
+        self.network = features.FeatureExtractor(trunk, layer=self.layer)
+        self.lungs = None
+        if decoder is not None:
+            self.lungs = (f"{LUNG_POOLED}-{decoder_fingerprint(decoder)}",
+                          features.FeatureExtractor(trunk, decoder=decoder))
         self.fingerprint = build.backbone_fingerprint(config.backbone_weights)
         self.computed = 0  # backbone passes in this run
 
-    def __call__(self, samples: list[folders.Sample], desc: str, view: int = 0, augment=None) -> Labelled:
+    def __call__(self, samples: list[folders.Sample], desc: str, view: int = 0, augment=None,
+                 checks_only: bool = False) -> Labelled:
         augment = augment or self.config.augment
+        layer, network = (self.layer, self.network) if checks_only or self.lungs is None else self.lungs
         cache = features.FeatureCache(self.config.cache_dir, self.fingerprint, view, augment,
-                                      self.config.input_size, self.layer)
-        fs = features.extract([s.path for s in samples], self.network, cache, view=view,
-                              augment_config=augment, desc=desc)
+                                      self.config.input_size, layer)
+        fs = features.extract([s.path for s in samples], network, cache, view=view, augment_config=augment, desc=desc)
         label_of = {s.path: s.label for s in samples}
         self.computed += fs.computed
-        return Labelled(fs.features, np.array([label_of[p] for p in fs.paths], np.float32), fs.paths, fs.failed)
+        y = np.array([label_of[p] for p in fs.paths], np.float32)
+        if layer == self.layer:
+            return Labelled(fs.features, y, fs.paths, fs.failed)
+        half = fs.features.shape[1] // 2  # [global average | lung-masked average]
+        return Labelled(fs.features[:, half:], y, fs.paths, fs.failed, fs.features[:, :half])
 
 
 def run(config: TrainConfig, log=print) -> Path:
@@ -81,14 +101,18 @@ def run(config: TrainConfig, log=print) -> Path:
     splits = folders.kaggle_splits(config.data_dir)
     splits.update({name: folders.scan_class_folder(folder) for name, folder in config.report_dirs.items()})
     fit_samples, val_samples = folders.split_by_patient(splits["train"], config.val_fraction, config.seed)
-    extract = _Extractor(config)
+    decoder = lung_stats = None
+    if config.lung_masks:  # first: a head that pools over the lungs reads its maps (cached, seeded on its own)
+        decoder, lung_stats = fit_lung_head(config, log)
+    extract = _Extractor(config, decoder if config.pooling == "lungs" else None)
     train = extract(splits["train"], "train")
     to_augment = [s for s in fit_samples if CLASS_NAMES[s.label] in config.augment_classes]
     views = [extract(to_augment, f"train view {view}", view) for view in range(1, config.views + 1)]
     others = {name: extract(samples, name) for name, samples in splits.items() if name != "train"}
     failed = train.failed + [f for split in others.values() for f in split.failed]
-    (fit_x, fit_y), (val_x, val_y) = train.subset(fit_samples), train.subset(val_samples)
-    fit_x, fit_y = np.concatenate([fit_x, *(v.x for v in views)]), np.concatenate([fit_y, *(v.y for v in views)])
+    fit, val = train.subset(fit_samples), train.subset(val_samples)
+    fit_x, fit_y = np.concatenate([fit.x, *(v.x for v in views)]), np.concatenate([fit.y, *(v.y for v in views)])
+    val_x, val_y = val.x, val.y
     log(f"fit: {len(fit_y)} rows from {len(fit_samples)} images; validation: {len(val_y)} images "
         f"of {len({s.patient for s in val_samples})} patients, none of them in fit")
 
@@ -104,7 +128,8 @@ def run(config: TrainConfig, log=print) -> Path:
                            seed=config.seed, log=log)
     del fit_x  # maps: up to a few GB
     val_pooled = pooled(val_x)  # through the fine-tuned block5 when there is one: computed once
-    gaussian = chest_check.FeatureGaussian.fit(pooled(train.subset(fit_samples)[0]), val_pooled)  # plain views only
+    val_checks = val_pooled if extract.lungs is None else val.checks
+    gaussian = chest_check.FeatureGaussian.fit(pooled(fit.checks), val_checks)  # plain views only
     predictions = {"validation": (val_y, predict_head(head, val_pooled))}
     threshold = metrics.choose_threshold(*predictions["validation"], config.threshold_rule)
     for name, split in others.items():  # official val/ is 16 full-resolution images
@@ -119,12 +144,11 @@ def run(config: TrainConfig, log=print) -> Path:
     cfg["ood"] = {"cutoff": gaussian.cutoff, "percentile": gaussian.percentile, "file": chest_check.OOD_FILE}
     check = None
     if config.adult_dirs:
-        children = [train.subset(fit_samples)[0], *(v.x for v in views)]
-        check, cfg["population"] = fit_population(config, extract, pooled, children, fit_samples, val_pooled)
+        children = [fit.checks, *(v.checks for v in views)]
+        check, cfg["population"] = fit_population(config, extract, pooled, children, fit_samples, val_checks)
         log(f"population check: {cfg['population']['summary']}")
-    decoder = None
-    if config.lung_masks:  # last: it seeds its own training, so the head above is the same with or without it
-        decoder, cfg["lungs"] = fit_lung_head(config, log)
+    if lung_stats:
+        cfg["lungs"] = lung_stats
     out = bundles.write(config.output, lambda folder: fill_bundle(folder, cfg, head, predictions, gaussian, full, check,
                                                                   decoder))
     report(scores, threshold, config.threshold_rule, failed, log)

@@ -11,12 +11,13 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from ..config import CLASS_NAMES, IMG_SIZE, feature_cache_dir
-from ..model.build import HeadConfig, backbone_weights_setting
+from ..model.build import HEAD_KINDS, POOLINGS, HeadConfig, backbone_weights_setting
 from ..preprocess import AugmentConfig
 from .metrics import THRESHOLD_RULES
 
 SPLIT_NAMES = ("train", "val", "test", "validation", "kaggle_val")  # reserved: --report cannot use them
-HEAD_KEYS = ("units", "dropout", "weight_decay")  # stored in the recipe as its "head" entry
+HEAD_KEYS = {"units": "units", "dropout": "dropout", "weight_decay": "weight_decay", "head_kind": "kind",
+             "pooling": "pooling"}  # TrainConfig field -> HeadConfig field: stored in the recipe as its "head" entry
 
 
 def option(default=MISSING, *, help: str, check=None, expect: str = "", recipe: bool = True, cli: bool = True,
@@ -86,6 +87,12 @@ class TrainConfig:
                             check=lambda v: 0 <= v < 1, expect="must be in [0, 1)")
     weight_decay: float = option(0.0, help="L2 on the head's Dense kernels", type=float, check=lambda v: v >= 0,
                                  expect="must be >= 0")
+    head_kind: str = option("mlp", help="the head: 'mlp' (BN, Dense+ReLU, Dropout, BN, Dense) or 'linear' (log1p, BN, "
+                            "Dense)", flag="--head", choices=HEAD_KINDS, check=lambda v: v in HEAD_KINDS,
+                            expect=f"must be one of {HEAD_KINDS}")
+    pooling: str = option("gap", help="how block5 is pooled: 'gap' (global average) or 'lungs' (average over the "
+                          "lung fields only; needs --lung-masks)", choices=POOLINGS, check=lambda v: v in POOLINGS,
+                          expect=f"must be one of {POOLINGS}")
     report_dirs: dict[str, Path] = option(
         default_factory=dict, recipe=False, help="also measure on DIR (NORMAL/, PNEUMONIA/) as split NAME; never "
         "fitted on (repeatable)", check=lambda v: all(Path(d).is_dir() and n.isidentifier() and n not in SPLIT_NAMES
@@ -111,12 +118,16 @@ class TrainConfig:
 
     @property
     def head(self) -> HeadConfig:
-        return HeadConfig(**{key: getattr(self, key) for key in HEAD_KEYS})
+        return HeadConfig(**{name: getattr(self, key) for key, name in HEAD_KEYS.items()})
 
     def validate(self) -> None:
         """Every argument checked before any work starts; one message lists every problem."""
         errors = [f"{_flag(f)} {f.metadata['expect']}, got {_shown(getattr(self, f.name))}"
                   for f in fields(self) if f.metadata["check"] and not f.metadata["check"](getattr(self, f.name))]
+        if self.pooling == "lungs" and not self.lung_masks:
+            errors.append("--pooling lungs needs --lung-masks DIR (the lung-field head), got none")
+        if self.pooling == "lungs" and self.fine_tune:
+            errors.append(f"--pooling lungs does not combine with --fine-tune, got --fine-tune {self.fine_tune}")
         if errors:
             raise ValueError("; ".join(errors) + ".")
         self.backbone_weights = backbone_weights_setting(self.backbone_weights)
