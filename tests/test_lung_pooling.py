@@ -122,3 +122,17 @@ def test_lung_pooled_bundle_runs_alike_on_both_backends(pooled_bundle):
     assert a.pooled.shape == (512,)
     assert np.allclose(a.heatmap, b.heatmap, atol=1e-3)
     assert a.to_json()["heat_in_lungs"] == pytest.approx(b.to_json()["heat_in_lungs"], abs=1e-3)
+
+
+def test_feature_extractors_give_the_global_average_of_a_lung_pooled_model(pooled_bundle):
+    """Training features and the checks read the global average of block5_pool, on either backend."""
+    from pneumo.infer.predictor import Predictor
+    from pneumo.train.features import FeatureExtractor
+
+    predictor = Predictor.load(pooled_bundle, backend="onnx")
+    batch = np.random.default_rng(5).uniform(-120, 130, (2, SIZE, SIZE, 3)).astype(np.float32)
+    onnx, keras_features = (FeatureExtractor(predictor.model, b)(batch) for b in ("onnx", "tf"))
+    assert onnx.shape == (2, 512) and np.allclose(onnx, keras_features, atol=1e-3)
+    assert np.allclose(onnx, predictor.predict_inputs(batch)[1], atol=1e-4)
+    both = FeatureExtractor(predictor.model, "onnx", decoder=predictor.decoder)(batch)
+    assert both.shape == (2, 1024) and np.allclose(both[:, :512], onnx, atol=1e-5)

@@ -12,7 +12,6 @@ outer 10% border, and the four 15% corners (where the "R" markers and text sit).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import cv2

@@ -5,7 +5,8 @@
 One ONNX pass per image (trunk + the bundle's lung decoder, v2 input) over train/ and shift_dev, cached in
 ~/.cache/pneumo/experiments. Heads are fitted on the same patient-wise fit split as train.py, thresholds chosen
 on its validation patients (sensitivity95); shift_dev is only scored. Rows:
-- GAP, MLP head (the shipped recipe on the plain view only: a control for the rows below);
+- the shipped bundle, with its own pooling and head;
+- GAP, MLP head (the earlier shipped recipe, v2, on the plain view only: a control for the rows below);
 - GAP, linear head (BN -> Dense(1), L2) on log1p features;
 - lung-masked average pooling of block5_pool, MLP and linear heads;
 and for each, the share of Grad-CAM heat inside the predicted lungs on shift_dev pneumonia films called PNEUMONIA;
@@ -20,7 +21,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -28,12 +28,6 @@ from tools.appserver import ROOT
 
 SHARED = ROOT.parent / "shared" / "data"
 CACHE = Path.home() / ".cache" / "pneumo" / "experiments"
-
-
-def lung_weights(lungs: np.ndarray, side: int = 7) -> np.ndarray:
-    """(n, 56, 56) lung probabilities -> (n, side, side) share of each block5_pool cell inside the lungs."""
-    return np.stack([cv2.resize((m >= 0.5).astype(np.float32), (side, side), interpolation=cv2.INTER_AREA)
-                     for m in lungs])
 
 
 def extract(paths: list[Path], trunk, keep_activations: bool) -> dict:
@@ -66,13 +60,11 @@ def cached_maps(name: str, paths: list[Path], trunk, keep_activations: bool, key
 
 
 def pooled(maps: dict, masked: bool) -> np.ndarray:
+    """Global average of block5_pool, or its average over the lung fields as `--pooling lungs` computes it."""
+    from pneumo.model.pooling import lung_pool
+
     pool = maps["pool"].astype(np.float32)
-    if not masked:
-        return pool.mean(axis=(1, 2))
-    weights = lung_weights(maps["lungs"] / 255.0)[..., None]
-    empty = weights.sum(axis=(1, 2)) < 1.0  # less than one cell of lung: fall back to the whole view
-    weights[empty[:, 0]] = 1.0
-    return (pool * weights).sum(axis=(1, 2)) / weights.sum(axis=(1, 2))
+    return lung_pool(pool, maps["lungs"] / 255.0) if masked else pool.mean(axis=(1, 2))
 
 
 def linear_head(l2: float):
@@ -115,6 +107,7 @@ def logit_gradient(head, x: np.ndarray) -> np.ndarray:
 def heat_shares(head, features, maps: dict, labels, probs, threshold: float, masked: bool, log1p: bool) -> float:
     """Mean share of heat inside the predicted lungs, over pneumonia films called PNEUMONIA."""
     from pneumo.infer.lungs import heat_in_lungs, lung_fields
+    from pneumo.model.backends import lung_pool_inputs
 
     chosen = np.flatnonzero((labels == 1) & (probs >= threshold))
     x = np.log1p(features[chosen]) if log1p else features[chosen]
@@ -122,9 +115,9 @@ def heat_shares(head, features, maps: dict, labels, probs, threshold: float, mas
     shares = []
     for row, k in enumerate(chosen):
         heat = np.maximum(maps["activations"][k].astype(np.float32) @ gradient[row], 0)
-        if masked:
-            cells = lung_weights(maps["lungs"][k:k + 1] / 255.0)[0]
-            heat = heat * np.kron(cells, np.ones((2, 2), np.float32))  # each 7x7 cell covers 2x2 positions
+        if masked:  # each position weighted by its share in the pooling, as the shipped heatmap is
+            heat = heat * lung_pool_inputs(maps["activations"][k:k + 1].astype(np.float32),
+                                           maps["lungs"][k:k + 1] / 255.0)[1][0]
         shares.append(heat_in_lungs(heat, lung_fields(maps["lungs"][k] / 255.0)))
     return float(np.mean(shares))
 
@@ -141,7 +134,7 @@ def main(argv=None) -> int:
     from pneumo.infer.lungs import lung_fields, lung_reasons
     from pneumo.infer.predictor import Predictor
     from pneumo.io.folders import kaggle_splits, scan_class_folder, split_by_patient
-    from pneumo.model.backends import NumpyHead, sigmoid
+    from pneumo.model.backends import NumpyHead, lung_pooled, sigmoid
     from pneumo.model.lungs import LUNGS_FILE
     from pneumo.model.onnx_graph import OnnxTrunk, trunk_to_onnx
     from pneumo.train import metrics
@@ -162,11 +155,12 @@ def main(argv=None) -> int:
          "shift": np.array([s.label for s in shift_s], np.float32)}
     print("| head | pooling | validation acc / sens / spec / AUC | shift_dev acc / sens / spec / AUC | "
           "shift_dev heat in lungs |\n|---|---|---|---|---|")
-    gap_shift = pooled(maps["shift"], False)
-    shipped = NumpyHead(predictor.model)
-    shipped_val = sigmoid(shipped(pooled(maps["train"], False)[rows_of["val"]])[0])
-    shipped_shift = sigmoid(shipped(gap_shift)[0])
-    _row("shipped weights/ (MLP, plain + 1 zoom view)", "GAP", predictor.threshold, y, shipped_val, shipped_shift,
+    shipped, by_lungs = NumpyHead(predictor.model), lung_pooled(predictor.model)
+    shipped_val = sigmoid(shipped(pooled(maps["train"], by_lungs)[rows_of["val"]])[0])
+    shipped_shift = sigmoid(shipped(pooled(maps["shift"], by_lungs))[0])
+    head = predictor.bundle.config["recipe"]["head"]
+    _row(f"shipped weights/ ({head.get('kind', 'mlp')}, views {predictor.bundle.config['recipe']['views']})",
+         "lung-masked average" if by_lungs else "GAP", predictor.threshold, y, shipped_val, shipped_shift,
          _shipped_heat(predictor, maps["shift"], y["shift"], shipped_shift))
     for masked in (False, True):
         features = {"train": pooled(maps["train"], masked), "shift": pooled(maps["shift"], masked)}
@@ -191,14 +185,17 @@ def main(argv=None) -> int:
 def _shipped_heat(predictor, maps, labels, probs) -> float:
     from pneumo.infer.gradcam import heatmap_from_weights
     from pneumo.infer.lungs import heat_in_lungs, lung_fields
-    from pneumo.model.backends import NumpyHead, pool_activations
+    from pneumo.model.backends import NumpyHead, lung_pool_inputs, lung_pooled, pool_activations
 
     chosen = np.flatnonzero((labels == 1) & (probs >= predictor.threshold))
     acts = maps["activations"][chosen].astype(np.float32)
-    _, grad = NumpyHead(predictor.model)(pool_activations(acts))
+    lungs = maps["lungs"][chosen] / 255.0
+    by_lungs = lung_pooled(predictor.model)
+    head_input, positions = lung_pool_inputs(acts, lungs) if by_lungs else (pool_activations(acts), [None] * len(acts))
+    _, grad = NumpyHead(predictor.model)(head_input)
     weights = grad / (acts.shape[1] * acts.shape[2])
-    return float(np.mean([heat_in_lungs(heatmap_from_weights(a, w), lung_fields(maps["lungs"][k] / 255.0))
-                          for a, w, k in zip(acts, weights, chosen)]))
+    return float(np.mean([heat_in_lungs(heatmap_from_weights(a, w, True, p), lung_fields(m))
+                          for a, w, p, m in zip(acts, weights, positions, lungs)]))
 
 
 def _row(name, pooling, threshold, y, val_p, shift_p, heat) -> None:

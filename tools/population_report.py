@@ -13,7 +13,6 @@ its header (pixels only). Prints markdown tables.
 from __future__ import annotations
 
 import io
-import sys
 from pathlib import Path
 
 import numpy as np

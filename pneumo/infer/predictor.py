@@ -34,6 +34,7 @@ class Prediction:
     population_reasons: list[str] = field(default_factory=list)  # why it may not be a child's film
     image_size: tuple[int, int] = (0, 0)  # (width, height) of the decoded image the heatmap belongs to
     lungs: np.ndarray | None = None  # lung-field probability over the model's view, if the bundle has the head
+    reads_lungs_only: bool = False  # the model pools block5 over the lung fields only (--pooling lungs)
 
     @cached_property
     def lung_fields(self) -> np.ndarray | None:
@@ -100,6 +101,7 @@ class Predictor:
         population_file = bundle.optional_file(population.POPULATION_FILE)
         self.population = population.PopulationCheck.load(population_file) if population_file else None
         self.decoder = decoder if decoder is not None else bundles.load_lungs(bundle)
+        self.reads_lungs_only = backends.lung_pooled(full_model)
         self._run = backends.make_runner(full_model, backend, self.decoder)
         self.backend = self._run.name
 
@@ -125,7 +127,8 @@ class Predictor:
         chest = chest_check.check(image, pooled, self.gaussian)
         chest += lungs.lung_reasons(lung_map) if lung_map is not None else []
         return Prediction(probability, self.threshold, heat, pooled, chest,
-                          population.reasons(image, pooled[None], self.population), image.size, lung_map)
+                          population.reasons(image, pooled[None], self.population), image.size, lung_map,
+                          self.reads_lungs_only)
 
     def predict_inputs(self, inputs: np.ndarray, batch_size: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, pooled features) for preprocessed inputs (n, size, size, 3)."""

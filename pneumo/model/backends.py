@@ -19,7 +19,7 @@ from ..config import BACKEND_ENV, CAM_LAYER, IMG_SIZE, backend_env
 from .build import split_after
 from .lungs import SKIP_LAYERS
 from .onnx_graph import OnnxTrunk, trunk_to_onnx
-from .pooling import LUNG_POOLED, cell_weights
+from .pooling import LUNG_POOLED, cell_weights, lung_pool
 
 BACKENDS = ("onnx", "tf")
 POOLED = "gap"  # the head's input; any other layer name means that layer's maps (for fine-tuning)
@@ -62,8 +62,7 @@ def lung_pool_inputs(activations: np.ndarray, lungs: np.ndarray) -> tuple[np.nda
     which is what the gradient reaching them is proportional to."""
     maps = max_pool2(activations)
     cells = cell_weights(lungs, maps.shape[1:3])
-    pooled = (maps * cells[..., None]).sum(axis=(1, 2)) / cells.sum(axis=(1, 2))[:, None]
-    return pooled, cells.repeat(2, axis=1).repeat(2, axis=2)
+    return lung_pool(maps, lungs), cells.repeat(2, axis=1).repeat(2, axis=2)
 
 
 def make_runner(full_model, backend: str | None = None, decoder=None):
@@ -88,6 +87,9 @@ def make_feature_function(full_model, backend: str | None = None, layer: str = P
         return OnnxTrunk(trunk_to_onnx(full_model, layer))
     import keras
 
+    if layer == POOLED:  # the global average of block5_pool, whatever pooling the model's head reads
+        maps = keras.Model(full_model.input, full_model.get_layer("block5_pool").output).predict_on_batch
+        return lambda batch: np.asarray(maps(batch)).mean(axis=(1, 2))
     return keras.Model(full_model.input, full_model.get_layer(layer).output).predict_on_batch
 
 

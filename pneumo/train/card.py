@@ -50,6 +50,16 @@ def _counts_table(counts: dict) -> str:
     return "\n".join(rows)
 
 
+def _head_text(head: dict) -> str:
+    pooling = ("an average of block5 over the lung fields the lung head finds (positions outside them do not enter "
+               "the verdict)" if head.get("pooling") == "lungs" else "GlobalAveragePooling")
+    if head.get("kind") == "linear":
+        decay = f", L2 {head['weight_decay']}" if head.get("weight_decay") else ""
+        return f"{pooling} -> log1p -> BatchNorm -> Dense(1, sigmoid{decay})"
+    return (f"{pooling} -> BatchNorm -> Dense({head['units']}, ReLU) -> Dropout({head['dropout']}) -> BatchNorm "
+            "-> Dense(1, sigmoid)")
+
+
 def _body(config: dict) -> str:
     recipe = config["recipe"]
     head = recipe["head"]
@@ -61,8 +71,7 @@ def _body(config: dict) -> str:
         backbone, stored = "A frozen ImageNet VGG16", "Only the head's weights are here; the backbone"
     return f"""# pneumo-vgg16: pneumonia on pediatric chest X-rays (research demo)
 
-{backbone} with a small trained head (GlobalAveragePooling -> BatchNorm -> Dense({head['units']}, ReLU)
--> Dropout({head['dropout']}) -> BatchNorm -> Dense(1, sigmoid)) that labels a frontal pediatric chest X-ray
+{backbone} with a small trained head ({_head_text(head)}) that labels a frontal pediatric chest X-ray
 NORMAL or PNEUMONIA, with a Grad-CAM heatmap from `block5_conv3`. {stored}
 is Keras' ImageNet VGG16 (`keras.applications.VGG16(include_top=False, weights="imagenet")`).
 

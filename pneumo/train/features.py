@@ -76,7 +76,10 @@ class FeatureExtractor:
 
     def __init__(self, full_model, backend: str | None = None, layer: str = POOLED, decoder=None):
         self.size = int(full_model.input_shape[1])
-        self.shape = tuple(int(d) for d in full_model.get_layer(layer).output.shape[1:])
+        if layer == POOLED:  # the global average of block5_pool, whatever the model's own pooling
+            self.shape = (int(full_model.get_layer("block5_pool").output.shape[-1]),)
+        else:
+            self.shape = tuple(int(d) for d in full_model.get_layer(layer).output.shape[1:])
         if decoder is not None:
             self.shape = (2 * self.shape[0],)
         self._run = make_feature_function(full_model, backend, layer, decoder)

@@ -141,11 +141,14 @@ class Service:
                 + (f"The heatmap marks the regions that pushed the score towards **{p.label}** " if p.assessed else
                    "Not assessed, so the heatmap only shows what moved a score that does not apply here "
                    "") +
-                f"(Grad-CAM, `block5_conv3`); it is not a segmentation of disease. The outer 10% of each side "
-                f"is not used by the model (markers and text sit there).\n\n"
+                "(Grad-CAM, `block5_conv3`); it is not a segmentation of disease. The outer 10% of each side "
+                "is not used by the model (markers and text sit there).\n\n"
                 + ("" if p.heat_in_lungs is None else
                    f"**{p.heat_in_lungs:.0%}** of the heat falls inside the lung fields the lung head outlines "
                    f"(they cover {float(p.lung_fields.mean()):.0%} of what the model sees).\n\n") +
+                ("The score is read from the lung fields only: the model averages its features over them, so "
+                 "places outside the lungs add nothing to it and get no heat (each place the model reads still "
+                 "sees some of its surroundings).\n\n" if p.reads_lungs_only else "") +
                 f"<small>{html.escape(analysis.name)}: {analysis.image.format}, {width}x{height} px; "
                 f"analysed in {analysis.seconds * 1000:.0f} ms."
                 f"</small>")
