@@ -1,0 +1,144 @@
+"""Finer lung pooling: does pooling block5 at 14x14 put more of the heat on the lungs, and what does it cost?
+
+    PNEUMO_BACKBONE_WEIGHTS=../shared/weights/vgg16_imagenet_notop.weights.h5 python -m tools.lung_pooling_finer
+
+The linear head of `--head linear` (log1p, BN, Dense(1), L2 0.01) on the plain view, the same patient-wise
+fit/validation split and sensitivity95 threshold as train.py; shift_dev is only scored. For each pooling, one row
+per seed (the head's initialisation and batch order; --seeds):
+- block5_pool 7x7, each cell weighted by its share of the raw lung map (what `--pooling lungs` ships);
+- the same, weighted by the lung fields (the hulls the app outlines) instead of the raw map;
+- block5_conv3 14x14, each position weighted by its share of the raw lung map;
+- block5_conv3 zeroed outside the lungs (positions at least half lung), then block5's 2x2 max-pool, each cell
+  weighted by its share of lung positions.
+Heat: each position's gradient x activation times its weight in the pooling, share inside the lung fields and
+inside the raw lung map, on shift_dev pneumonia films called PNEUMONIA. Needs one pass over train/ keeping
+block5_conv3 (~1 GB float16, ~20 minutes, cached beside tools.lung_pooling's maps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from tools.lung_pooling import CACHE, SHARED, cached_maps, fit, logit_gradient
+
+
+def cached_conv3(paths, trunk, key: str) -> np.ndarray:
+    """block5_conv3 of every training film (float16, memory-mapped), computed once."""
+    from pneumo.io import read_image
+    from pneumo.preprocess import to_model_input
+
+    path = CACHE / f"train-conv3-{key}.npy"
+    if not path.is_file():
+        partial = path.with_suffix(".partial.npy")
+        out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16, shape=(len(paths), 14, 14, 512))
+        for start in tqdm(range(0, len(paths), 16), desc="block5_conv3", unit="batch"):
+            batch = np.stack([to_model_input(read_image(p)) for p in paths[start:start + 16]])
+            out[start:start + len(batch)] = trunk(batch, every=True)[0].astype(np.float16)
+        out.flush()
+        del out
+        partial.rename(path)
+    return np.load(path, mmap_mode="r")
+
+
+def pool_7x7(conv3, lungs, hull: bool):
+    from pneumo.infer.lungs import lung_fields
+    from pneumo.model.backends import lung_pool_inputs
+
+    masks = np.stack([lung_fields(m) for m in lungs]).astype(np.float32) if hull else lungs
+    return lung_pool_inputs(conv3, masks)
+
+
+def pool_14x14(conv3, lungs):
+    from pneumo.model.pooling import cell_weights
+
+    weights = cell_weights(lungs, (14, 14))
+    return (conv3 * weights[..., None]).sum(axis=(1, 2)) / weights.sum(axis=(1, 2))[:, None], weights
+
+
+def masked_max(conv3, lungs):
+    from pneumo.model.backends import max_pool2
+    from pneumo.model.pooling import MIN_CELLS, cell_weights
+
+    inside = (cell_weights(lungs, (14, 14)) >= 0.5).astype(np.float32)
+    cells = inside.reshape(len(inside), 7, 2, 7, 2).mean(axis=(2, 4))
+    empty = cells.sum(axis=(1, 2)) < MIN_CELLS
+    inside[empty], cells[empty] = 1.0, 1.0  # no lungs: every position counts, as for global average pooling
+    pooled = (max_pool2(conv3 * inside[..., None]) * cells[..., None]).sum(axis=(1, 2)) / cells.sum(axis=(1, 2))[:, None]
+    return pooled, inside * cells.repeat(2, axis=1).repeat(2, axis=2)
+
+
+POOLINGS = {
+    "block5_pool 7x7, raw lung map (shipped)": lambda c, m: pool_7x7(c, m, hull=False),
+    "block5_pool 7x7, lung fields (hulls)": lambda c, m: pool_7x7(c, m, hull=True),
+    "block5_conv3 14x14, raw lung map": pool_14x14,
+    "block5_conv3 zeroed outside the lungs, max-pooled, 7x7": masked_max,
+}
+
+
+def features(pooling, conv3, lungs, chunk: int = 256):
+    parts = [pooling(np.asarray(conv3[i:i + chunk], np.float32), lungs[i:i + chunk] / 255.0)
+             for i in range(0, len(lungs), chunk)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="bundle with a lung head (default: weights/)")
+    parser.add_argument("--seeds", type=int, default=3, help="head initialisations per pooling")
+    args = parser.parse_args(argv)
+    from pneumo import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    from pneumo.infer.lungs import heat_in_lungs, lung_fields
+    from pneumo.infer.predictor import Predictor
+    from pneumo.io.folders import kaggle_splits, scan_class_folder, split_by_patient
+    from pneumo.model.lungs import LUNGS_FILE
+    from pneumo.model.onnx_graph import OnnxTrunk, trunk_to_onnx
+    from pneumo.train.metrics import binary_metrics, choose_threshold
+
+    predictor = Predictor.load(args.model)
+    if predictor.decoder is None:
+        raise ValueError("the bundle has no lung head: train it with `python train.py ... --lung-masks DIR`.")
+    key = hashlib.sha256((predictor.bundle.path / LUNGS_FILE).read_bytes()).hexdigest()[:12]
+    trunk = OnnxTrunk(trunk_to_onnx(predictor.model, decoder=predictor.decoder))
+    train = kaggle_splits(SHARED / "chest_xray")["train"]
+    fit_s, val_s = split_by_patient(train, 0.15, 0)
+    shift_s = scan_class_folder(SHARED / "shift_dev")
+    lungs = {"train": cached_maps("train", [s.path for s in train], trunk, False, key)["lungs"]}
+    shift = cached_maps("shift_dev", [s.path for s in shift_s], trunk, True, key)
+    lungs["shift"], conv3 = shift["lungs"], {"train": cached_conv3([s.path for s in train], trunk, key),
+                                             "shift": shift["activations"]}
+    index = {s.path: i for i, s in enumerate(train)}
+    rows = {name: np.array([index[s.path] for s in part]) for name, part in (("fit", fit_s), ("val", val_s))}
+    y = {name: np.array([s.label for s in part], np.float32) for name, part in
+         (("fit", fit_s), ("val", val_s), ("shift", shift_s))}
+    fields = [lung_fields(m / 255.0) for m in lungs["shift"]]
+    print("| pooling | seed | validation acc / sens / spec / AUC | shift_dev acc / sens / spec / AUC | "
+          "heat in lung fields | heat in raw lung map |\n|---|---|---|---|---|---|")
+    for name, pooling in POOLINGS.items():
+        train_x = np.log1p(features(pooling, conv3["train"], lungs["train"])[0])
+        shift_raw, positions = features(pooling, conv3["shift"], lungs["shift"])
+        for seed in range(args.seeds):
+            head = fit("linear", train_x[rows["fit"]], y["fit"], train_x[rows["val"]], y["val"], seed)
+            val_p = head.predict(train_x[rows["val"]], verbose=0)[:, 0]
+            shift_p = head.predict(np.log1p(shift_raw), verbose=0)[:, 0]
+            threshold = choose_threshold(y["val"], val_p, "sensitivity95")
+            chosen = np.flatnonzero((y["shift"] == 1) & (shift_p >= threshold))
+            gradient = logit_gradient(head, np.log1p(shift_raw[chosen])) / (1 + shift_raw[chosen])
+            heats = [np.maximum(shift["activations"][k].astype(np.float32) @ g, 0) * positions[k]
+                     for k, g in zip(chosen, gradient)]
+            in_fields = np.mean([heat_in_lungs(h, fields[k]) for h, k in zip(heats, chosen)])
+            in_raw = np.mean([heat_in_lungs(h, (lungs["shift"][k] >= 128).astype(np.uint8)) for h, k in zip(heats, chosen)])
+            cells = [" / ".join(f"{m[k]:.3f}" for k in ("accuracy", "sensitivity", "specificity", "auc"))
+                     for m in (binary_metrics(y["val"], val_p, threshold), binary_metrics(y["shift"], shift_p, threshold))]
+            print(f"| {name} | {seed} | {cells[0]} | {cells[1]} | {in_fields:.1%} | {in_raw:.1%} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
