@@ -6,7 +6,7 @@ One ONNX pass per image (trunk + the bundle's lung decoder, v2 input) over train
 ~/.cache/pneumo/experiments. Heads are fitted on the same patient-wise fit split as train.py, thresholds chosen
 on its validation patients (sensitivity95); shift_dev is only scored. Rows:
 - the shipped bundle, with its own pooling and head;
-- GAP, MLP head (the earlier shipped recipe, v2, on the plain view only: a control for the rows below);
+- GAP, MLP head (the v2 head: BN, Dense 256, Dropout, BN, Dense 1; plain view only: a control for the rows below);
 - GAP, linear head (BN -> Dense(1), L2) on log1p features;
 - lung-masked average pooling of block5_pool, MLP and linear heads;
 and for each, the share of Grad-CAM heat inside the predicted lungs on shift_dev pneumonia films called PNEUMONIA;
@@ -172,7 +172,7 @@ def main(argv=None) -> int:
             shift_p = head.predict(prep(features["shift"]), verbose=0)[:, 0]
             threshold = metrics.choose_threshold(y["val"], val_p, "sensitivity95")
             heat = heat_shares(head, features["shift"], maps["shift"], y["shift"], shift_p, threshold, masked, log1p)
-            name = "MLP (shipped recipe, plain view only)" if kind == "mlp" else "BN -> Dense(1), L2 0.01, log1p"
+            name = "MLP (the v2 head)" if kind == "mlp" else "BN -> Dense(1), L2 0.01, log1p"
             _row(name, "lung-masked average" if masked else "GAP", threshold, y, val_p, shift_p, heat)
     lung_area = float(np.mean([lung_fields(m / 255.0).mean() for m in maps["shift"]["lungs"]]))
     print(f"\nlung area (what a uniform heatmap scores), shift_dev mean: {lung_area:.1%}")

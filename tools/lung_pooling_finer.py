@@ -68,7 +68,8 @@ def masked_max(conv3, lungs):
     cells = inside.reshape(len(inside), 7, 2, 7, 2).mean(axis=(2, 4))
     empty = cells.sum(axis=(1, 2)) < MIN_CELLS
     inside[empty], cells[empty] = 1.0, 1.0  # no lungs: every position counts, as for global average pooling
-    pooled = (max_pool2(conv3 * inside[..., None]) * cells[..., None]).sum(axis=(1, 2)) / cells.sum(axis=(1, 2))[:, None]
+    maps = max_pool2(conv3 * inside[..., None])
+    pooled = (maps * cells[..., None]).sum(axis=(1, 2)) / cells.sum(axis=(1, 2))[:, None]
     return pooled, inside * cells.repeat(2, axis=1).repeat(2, axis=2)
 
 
@@ -133,9 +134,10 @@ def main(argv=None) -> int:
             heats = [np.maximum(shift["activations"][k].astype(np.float32) @ g, 0) * positions[k]
                      for k, g in zip(chosen, gradient)]
             in_fields = np.mean([heat_in_lungs(h, fields[k]) for h, k in zip(heats, chosen)])
-            in_raw = np.mean([heat_in_lungs(h, (lungs["shift"][k] >= 128).astype(np.uint8)) for h, k in zip(heats, chosen)])
-            cells = [" / ".join(f"{m[k]:.3f}" for k in ("accuracy", "sensitivity", "specificity", "auc"))
-                     for m in (binary_metrics(y["val"], val_p, threshold), binary_metrics(y["shift"], shift_p, threshold))]
+            raw = [(lungs["shift"][k] >= 128).astype(np.uint8) for k in chosen]
+            in_raw = np.mean([heat_in_lungs(h, m) for h, m in zip(heats, raw)])
+            scores = (binary_metrics(y["val"], val_p, threshold), binary_metrics(y["shift"], shift_p, threshold))
+            cells = [" / ".join(f"{m[k]:.3f}" for k in ("accuracy", "sensitivity", "specificity", "auc")) for m in scores]
             print(f"| {name} | {seed} | {cells[0]} | {cells[1]} | {in_fields:.1%} | {in_raw:.1%} |", flush=True)
     return 0
 

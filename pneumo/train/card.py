@@ -51,8 +51,8 @@ def _counts_table(counts: dict) -> str:
 
 
 def _head_text(head: dict) -> str:
-    pooling = ("an average of block5 over the lung fields the lung head finds (positions outside them do not enter "
-               "the verdict)" if head.get("pooling") == "lungs" else "GlobalAveragePooling")
+    lungs = head.get("pooling") == "lungs"
+    pooling = "average of block5 over the lung fields only, which the lung head finds" if lungs else "GlobalAveragePooling"
     if head.get("kind") == "linear":
         decay = f", L2 {head['weight_decay']}" if head.get("weight_decay") else ""
         return f"{pooling} -> log1p -> BatchNorm -> Dense(1, sigmoid{decay})"
@@ -68,7 +68,7 @@ def _body(config: dict) -> str:
                     f"Adam {recipe['fine_tune_lr']}, best validation-loss epoch kept)")
         stored = ("The head's weights and block5's fine-tuned weights (float16) are here; the rest of the backbone")
     else:
-        backbone, stored = "A frozen ImageNet VGG16", "Only the head's weights are here; the backbone"
+        backbone, stored = "A frozen ImageNet VGG16", "Only the trained heads' weights are here; the backbone"
     return f"""# pneumo-vgg16: pneumonia on pediatric chest X-rays (research demo)
 
 {backbone} with a small trained head ({_head_text(head)}) that labels a frontal pediatric chest X-ray
@@ -106,10 +106,10 @@ this run took {config['training_seconds']:.0f} s with {config.get('backbone_pass
 (the other features came from the on-disk cache), package version {config['package_version']}.
 
 ## Limitations
-- One hospital, one age group: expect worse results on other hospitals, devices and ages. On adults it is no
-  better than a coin (ROC AUC 0.46 on NIH adult films): never use it there. With `population.npz` in the
-  bundle, each result says whether the film looks like it comes from the pediatric population
-  (`in_population`); outside it, the answer does not apply.
+- One hospital, one age group: expect worse results on other hospitals, devices and ages. On adult films its
+  score means nothing (measured on NIH adults: the project README, "Safety and limits"): never use it there.
+  With `population.npz` in the bundle, each result says whether the film looks like it comes from the
+  pediatric population (`in_population`); outside it, the answer does not apply.
 {_lungs_line(config)}- Trained on 224x224 downsized images: fine detail is not used.
 - The heatmap shows which regions drove the score, not where the disease is; it can highlight markers,
   tubes or film edges (the outer 10% of the image is cut off for that reason, but not everything is there).
@@ -145,8 +145,10 @@ def _lungs_line(config: dict) -> str:
     stats = config.get("lungs")
     if not stats:
         return ""
+    verdict = ("The pneumonia head reads only the lung fields it finds." if config["recipe"]["head"].get("pooling")
+               == "lungs" else "It does not change the verdict.")
     return (f"- The lung-field head (`{stats['file']}`, a small decoder on the same VGG16 pass) was trained on "
             f"{stats['fit_pairs']} adult films with lung masks; Dice on {stats['heldout_pairs']} held-out films "
             f"{stats['heldout_dice_mean']:.2f} (min {stats['heldout_dice_min']:.2f}). Each result reports the share "
             f"of the heatmap inside the lungs (`heat_in_lungs`), and a film where no pair of lungs is found gets the "
-            f"\"may not be a chest X-ray\" warning. It does not change the verdict.\n")
+            f"\"may not be a chest X-ray\" warning. {verdict}\n")
