@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pneumo.model.pooling import cell_weights, lung_pool, lung_pooling_layer
+from pneumo.model.pooling import cell_weights, lung_pool
 
 SIZE = 64  # block5_pool 2x2, block5_conv3 4x4, lung map 16x16
 
@@ -37,7 +37,9 @@ def test_keras_layer_matches_numpy():
     maps = rng.random((4, 2, 2, 5)).astype(np.float32)
     lungs = rng.random((4, 16, 16)).astype(np.float32)
     lungs[3] = 0.0
-    layer_out = np.asarray(lung_pooling_layer()([maps, lungs[..., None]]))
+    from pneumo.model.layers import LungPooling
+
+    layer_out = np.asarray(LungPooling()([maps, lungs[..., None]]))
     assert np.allclose(layer_out, lung_pool(maps, lungs), atol=1e-6)
 
 
@@ -48,6 +50,19 @@ def lung_model():
 
     head = build_head_model(HeadConfig(kind="linear", pooling="lungs"))
     return build_full_model("random", head, SIZE, lungs=build_decoder())
+
+
+def test_lung_pooled_model_can_be_cloned_saved_and_loaded(lung_model, tmp_path):
+    import keras
+
+    x = np.random.default_rng(6).uniform(-120, 130, (2, SIZE, SIZE, 3)).astype(np.float32)
+    clone = keras.models.clone_model(lung_model)
+    clone.set_weights(lung_model.get_weights())
+    lung_model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    expected = lung_model.predict(x, verbose=0)
+    for other in (clone, loaded):
+        assert np.allclose(other.predict(x, verbose=0), expected, atol=1e-5)
 
 
 def test_no_gradient_reaches_block5_outside_the_lungs(lung_model):

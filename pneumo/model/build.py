@@ -15,7 +15,6 @@ from pathlib import Path
 
 from ..config import BACKBONE_ENV, FEATURE_DIM, IMG_SIZE, backbone_weights_env
 from .lungs import SKIP_LAYERS
-from .pooling import lung_pooling_layer
 
 
 HEAD_KINDS = ("mlp", "linear")
@@ -89,8 +88,9 @@ def build_head_model(config: HeadConfig = HeadConfig(), feature_dim: int = FEATU
     reg = keras.regularizers.l2(config.weight_decay) if config.weight_decay else None
     x = inputs = keras.Input((feature_dim,), name="pooled_features")
     if config.kind == "linear":
-        # Pooled ReLU maps are >= 0 and heavy-tailed: log1p keeps a few large channels from deciding alone.
-        x = layers.Activation(keras.ops.log1p, name="head_log1p")(x)
+        from .layers import Log1p
+
+        x = Log1p(name="head_log1p")(x)
     x = layers.BatchNormalization(name="head_bn1")(x)
     if config.kind == "mlp":
         x = layers.Dense(config.units, activation="relu", kernel_regularizer=reg, name="head_dense")(x)
@@ -113,8 +113,10 @@ def build_full_model(backbone_weights: str, head, input_size: int = IMG_SIZE, lu
     if lungs is None:
         x = layers.GlobalAveragePooling2D(name="gap")(base.output)
     else:
+        from .layers import LungPooling
+
         field = lungs([base.get_layer(name).output for name in SKIP_LAYERS])
-        x = lung_pooling_layer()([base.output, field])
+        x = LungPooling()([base.output, field])
     for layer in head.layers[1:]:  # skip the head's Input: reuse its layers, not a nested model
         x = layer(x)
     return keras.Model(base.input, x, name="pneumo_vgg16")

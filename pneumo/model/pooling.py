@@ -6,8 +6,8 @@ from the lung-field head (pneumo.model.lungs): each cell counts by the share of 
 so positions outside the lungs add nothing to the logit, and nothing to its gradient either (the heatmap
 shows that; pneumo.infer.gradcam).
 
-Written twice, in NumPy (the ONNX backend, training features) and as a Keras layer (the flat model, the TF
-backend); tests/test_lung_pooling.py checks that they agree.
+Written twice, in NumPy here (the ONNX backend, training features) and as a Keras layer (pneumo.model.layers:
+the flat model, the TF backend); tests/test_lung_pooling.py checks that they agree.
 """
 
 from __future__ import annotations
@@ -35,27 +35,3 @@ def lung_pool(maps: np.ndarray, lungs: np.ndarray) -> np.ndarray:
     """(n, h, w, c) maps and (n, H, W) lung probabilities -> (n, c) averages weighted by `cell_weights`."""
     weights = cell_weights(lungs, maps.shape[1:3])[..., None]
     return (maps * weights).sum(axis=(1, 2)) / weights.sum(axis=(1, 2))
-
-
-def lung_pooling_layer(name: str = LUNG_POOLED):
-    """The Keras layer: [maps (n, h, w, c), lungs (n, H, W, 1)] -> (n, c), as `lung_pool`.
-
-    The weights are a constant of the image for the gradient (stop_gradient): the lung map decides where to
-    look, the logit's gradient says what the maps there contribute."""
-    import keras
-    from keras import ops
-
-    class LungPooling(keras.layers.Layer):
-        def call(self, inputs):
-            maps, lungs = inputs
-            factor = (lungs.shape[1] // maps.shape[1], lungs.shape[2] // maps.shape[2])
-            inside = ops.cast(ops.greater_equal(ops.stop_gradient(lungs), 0.5), maps.dtype)
-            weights = ops.average_pool(inside, pool_size=factor, strides=factor, padding="valid")
-            total = ops.sum(weights, axis=(1, 2), keepdims=True)
-            weights = ops.where(total < MIN_CELLS, ops.ones_like(weights), weights)
-            return ops.sum(maps * weights, axis=(1, 2)) / ops.sum(weights, axis=(1, 2))
-
-        def compute_output_shape(self, input_shapes):
-            return (input_shapes[0][0], input_shapes[0][-1])
-
-    return LungPooling(name=name)
