@@ -83,7 +83,9 @@ def test_the_lung_outline_switch_redraws_the_overlay_and_the_heat_share_is_state
     name = sorted(p.name for p in (ROOT / "examples").glob("*.jpeg"))[-1]
     page.locator("#examples .thumbnail-item").nth(4).click()
     verdict_for(page, name)
-    assert "of the heat falls inside the lung fields" in page.locator("#summary").inner_text()
+    summary = page.locator("#summary").inner_text()
+    assert "of the heat falls inside the lung fields" in summary
+    assert "read from the lung fields only" in summary, "the shipped model pools over the lungs: the page says so"
     overlay = page.locator("#overlay img")
     overlay.wait_for(timeout=30_000)
     with_outline = overlay.get_attribute("src")
