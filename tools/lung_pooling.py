@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -122,24 +123,33 @@ def heat_shares(head, features, maps: dict, labels, probs, threshold: float, mas
     return float(np.mean(shares))
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="bundle with a lung head (default: weights/)")
-    args = parser.parse_args(argv)
+@dataclass
+class Setup:
+    """What both lung-pooling tools start from: the bundle, its one-pass ONNX trunk, the patient-wise split of
+    train/ (train.py's) and shift_dev, the cached maps of both, and labels."""
+
+    predictor: object
+    trunk: object
+    key: str  # the bundle's lung head: the caches are keyed by it
+    train: list
+    shift: list
+    maps: dict
+    rows: dict  # "fit", "val": rows of train/
+    y: dict  # "fit", "val", "shift": labels
+
+
+def setup(model: str | None) -> Setup:
     from pneumo import import_tensorflow_quietly
 
     import_tensorflow_quietly()
     import hashlib
 
-    from pneumo.infer.lungs import lung_fields, lung_reasons
     from pneumo.infer.predictor import Predictor
     from pneumo.io.folders import kaggle_splits, scan_class_folder, split_by_patient
-    from pneumo.model.backends import NumpyHead, lung_pooled, sigmoid
     from pneumo.model.lungs import LUNGS_FILE
     from pneumo.model.onnx_graph import OnnxTrunk, trunk_to_onnx
-    from pneumo.train import metrics
 
-    predictor = Predictor.load(args.model)
+    predictor = Predictor.load(model)
     if predictor.decoder is None:
         raise ValueError("the bundle has no lung head: train it with `python train.py ... --lung-masks DIR`.")
     key = hashlib.sha256((predictor.bundle.path / LUNGS_FILE).read_bytes()).hexdigest()[:12]
@@ -150,9 +160,22 @@ def main(argv=None) -> int:
     maps = {"train": cached_maps("train", [s.path for s in train], trunk, False, key),
             "shift": cached_maps("shift_dev", [s.path for s in shift_s], trunk, True, key)}
     index = {s.path: i for i, s in enumerate(train)}
-    rows_of = {"fit": np.array([index[s.path] for s in fit_s]), "val": np.array([index[s.path] for s in val_s])}
-    y = {"fit": np.array([s.label for s in fit_s], np.float32), "val": np.array([s.label for s in val_s], np.float32),
-         "shift": np.array([s.label for s in shift_s], np.float32)}
+    rows = {name: np.array([index[s.path] for s in part]) for name, part in (("fit", fit_s), ("val", val_s))}
+    y = {name: np.array([s.label for s in part], np.float32)
+         for name, part in (("fit", fit_s), ("val", val_s), ("shift", shift_s))}
+    return Setup(predictor, trunk, key, train, shift_s, maps, rows, y)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="bundle with a lung head (default: weights/)")
+    args = parser.parse_args(argv)
+    found = setup(args.model)
+    from pneumo.infer.lungs import lung_fields, lung_reasons
+    from pneumo.model.backends import NumpyHead, lung_pooled, sigmoid
+    from pneumo.train import metrics
+
+    predictor, maps, rows_of, y = found.predictor, found.maps, found.rows, found.y
     print("| head | pooling | validation acc / sens / spec / AUC | shift_dev acc / sens / spec / AUC | "
           "shift_dev heat in lungs |\n|---|---|---|---|---|")
     shipped, by_lungs = NumpyHead(predictor.model), lung_pooled(predictor.model)

@@ -18,13 +18,12 @@ block5_conv3 (~1 GB float16, ~20 minutes, cached beside tools.lung_pooling's map
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from tools.lung_pooling import CACHE, SHARED, cached_maps, fit, logit_gradient
+from tools.lung_pooling import CACHE, fit, logit_gradient, setup
 
 
 def cached_conv3(paths, trunk, key: str) -> np.ndarray:
@@ -92,32 +91,14 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=None, help="bundle with a lung head (default: weights/)")
     parser.add_argument("--seeds", type=int, default=3, help="head initialisations per pooling")
     args = parser.parse_args(argv)
-    from pneumo import import_tensorflow_quietly
-
-    import_tensorflow_quietly()
+    found = setup(args.model)
     from pneumo.infer.lungs import heat_in_lungs, lung_fields
-    from pneumo.infer.predictor import Predictor
-    from pneumo.io.folders import kaggle_splits, scan_class_folder, split_by_patient
-    from pneumo.model.lungs import LUNGS_FILE
-    from pneumo.model.onnx_graph import OnnxTrunk, trunk_to_onnx
     from pneumo.train.metrics import binary_metrics, choose_threshold
 
-    predictor = Predictor.load(args.model)
-    if predictor.decoder is None:
-        raise ValueError("the bundle has no lung head: train it with `python train.py ... --lung-masks DIR`.")
-    key = hashlib.sha256((predictor.bundle.path / LUNGS_FILE).read_bytes()).hexdigest()[:12]
-    trunk = OnnxTrunk(trunk_to_onnx(predictor.model, decoder=predictor.decoder))
-    train = kaggle_splits(SHARED / "chest_xray")["train"]
-    fit_s, val_s = split_by_patient(train, 0.15, 0)
-    shift_s = scan_class_folder(SHARED / "shift_dev")
-    lungs = {"train": cached_maps("train", [s.path for s in train], trunk, False, key)["lungs"]}
-    shift = cached_maps("shift_dev", [s.path for s in shift_s], trunk, True, key)
-    lungs["shift"], conv3 = shift["lungs"], {"train": cached_conv3([s.path for s in train], trunk, key),
-                                             "shift": shift["activations"]}
-    index = {s.path: i for i, s in enumerate(train)}
-    rows = {name: np.array([index[s.path] for s in part]) for name, part in (("fit", fit_s), ("val", val_s))}
-    y = {name: np.array([s.label for s in part], np.float32) for name, part in
-         (("fit", fit_s), ("val", val_s), ("shift", shift_s))}
+    rows, y, shift = found.rows, found.y, found.maps["shift"]
+    lungs = {"train": found.maps["train"]["lungs"], "shift": shift["lungs"]}
+    conv3 = {"train": cached_conv3([s.path for s in found.train], found.trunk, found.key),
+             "shift": shift["activations"]}
     fields = [lung_fields(m / 255.0) for m in lungs["shift"]]
     print("| pooling | seed | validation acc / sens / spec / AUC | shift_dev acc / sens / spec / AUC | "
           "heat in lung fields | heat in raw lung map |\n|---|---|---|---|---|---|")
