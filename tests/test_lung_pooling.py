@@ -151,3 +151,14 @@ def test_feature_extractors_give_the_global_average_of_a_lung_pooled_model(poole
     assert np.allclose(onnx, predictor.predict_inputs(batch)[1], atol=1e-4)
     both = FeatureExtractor(predictor.model, "onnx", decoder=predictor.decoder)(batch)
     assert both.shape == (2, 1024) and np.allclose(both[:, :512], onnx, atol=1e-5)
+
+
+def test_a_lung_pooled_bundle_without_its_lung_head_is_refused(pooled_bundle, tmp_path):
+    import shutil
+
+    from pneumo.infer.predictor import Predictor
+
+    broken = tmp_path / "broken"
+    shutil.copytree(pooled_bundle, broken, ignore=shutil.ignore_patterns("lungs.npz"))
+    with pytest.raises(ValueError, match="pools over the lung fields but has no lungs.npz"):
+        Predictor.load(broken)
