@@ -84,19 +84,25 @@ def heat_in_lungs(predictor, args) -> None:
     from pneumo.preprocess import model_view
 
     samples = scan_class_folder(SHARED / "shift_dev")
-    shares, areas, tiles, flagged = [], [], [], 0
+    shares, areas, edges, tiles, flagged = [], [], [], [], 0
     for sample, (_, prediction, _) in zip(samples, predict_paths(predictor, [s.path for s in samples], "shift_dev",
                                                                   with_cam=True)):
         flagged += "no plausible pair" in " ".join(prediction.chest_reasons)
         if sample.label == 1 and prediction.label == "PNEUMONIA":
             shares.append(prediction.heat_in_lungs)
             areas.append(float(prediction.lung_fields.mean()))
+            if prediction.reads_lungs_only:
+                edges.append(_edge_cells(prediction))
         if sum(label == sample.label for label, _ in tiles) < 8 and sample.path.name.endswith(("1.jpeg", "7.jpeg")):
             view = model_view(read_image(sample.path).gray)
             tiles.append((sample.label, _outlined(view, prediction.lung_fields)))
     print(f"shift_dev, {len(shares)} pneumonia films called PNEUMONIA: heat inside the predicted lungs "
           f"{np.mean(shares):.1%} (median {np.median(shares):.1%}); lung area (a uniform map's share) "
           f"{np.mean(areas):.1%}")
+    if edges:
+        heat, weight = np.mean(edges, axis=0)
+        print(f"  the block5_pool cells only partly inside the lung map hold {heat:.1%} of that heat and "
+              f"{weight:.1%} of the pooling weight")
     print(f"shift_dev films with no plausible pair of lungs found: {flagged} of {len(samples)}")
     if args.montage and tiles:  # top row normal children, bottom row pneumonia
         tiles = [tile for _, tile in sorted(tiles, key=lambda t: t[0])]
@@ -104,6 +110,18 @@ def heat_in_lungs(predictor, args) -> None:
         rows = [np.hstack(tiles[i:i + 8]) for i in range(0, len(tiles), 8)]
         cv2.imwrite(args.montage, np.vstack(rows), [cv2.IMWRITE_JPEG_QUALITY, 85])
         print(f"montage: {args.montage}")
+
+
+def _edge_cells(prediction) -> tuple[float, float]:
+    """(share of the heat, share of the pooling weight) in the block5_pool cells that straddle the lung map's edge."""
+    from pneumo.model.pooling import cell_weights
+
+    grid = (prediction.heatmap.shape[0] // 2, prediction.heatmap.shape[1] // 2)  # block5_conv3 -> block5_pool
+    cells = cell_weights(prediction.lungs[None], grid)[0]
+    edge = np.kron(((cells > 0) & (cells < 1)).astype(np.float32), np.ones((2, 2), np.float32))
+    weight = np.kron(cells, np.ones((2, 2), np.float32))
+    heat = prediction.heatmap
+    return float((heat * edge).sum() / heat.sum()), float((weight * edge).sum() / weight.sum())
 
 
 def _outlined(view: np.ndarray, lungs: np.ndarray) -> np.ndarray:
