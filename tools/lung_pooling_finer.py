@@ -53,23 +53,21 @@ def pool_7x7(conv3, lungs, hull: bool):
 
 
 def pool_14x14(conv3, lungs):
-    from pneumo.model.pooling import cell_weights
+    from pneumo.model.pooling import cell_weights, weighted_average
 
     weights = cell_weights(lungs, (14, 14))
-    return (conv3 * weights[..., None]).sum(axis=(1, 2)) / weights.sum(axis=(1, 2))[:, None], weights
+    return weighted_average(conv3, weights), weights
 
 
 def masked_max(conv3, lungs):
     from pneumo.model.backends import max_pool2
-    from pneumo.model.pooling import MIN_CELLS, cell_weights
+    from pneumo.model.pooling import MIN_CELLS, cell_weights, weighted_average
 
     inside = (cell_weights(lungs, (14, 14)) >= 0.5).astype(np.float32)
     cells = inside.reshape(len(inside), 7, 2, 7, 2).mean(axis=(2, 4))
     empty = cells.sum(axis=(1, 2)) < MIN_CELLS
     inside[empty], cells[empty] = 1.0, 1.0  # no lungs: every position counts, as for global average pooling
-    maps = max_pool2(conv3 * inside[..., None])
-    pooled = (maps * cells[..., None]).sum(axis=(1, 2)) / cells.sum(axis=(1, 2))[:, None]
-    return pooled, inside * cells.repeat(2, axis=1).repeat(2, axis=2)
+    return weighted_average(max_pool2(conv3 * inside[..., None]), cells), inside * cells.repeat(2, axis=1).repeat(2, axis=2)
 
 
 POOLINGS = {

@@ -19,7 +19,7 @@ from ..config import BACKEND_ENV, CAM_LAYER, IMG_SIZE, backend_env
 from .build import split_after
 from .lungs import SKIP_LAYERS
 from .onnx_graph import OnnxTrunk, trunk_to_onnx
-from .pooling import LUNG_POOLED, cell_weights, lung_pool
+from .pooling import LUNG_POOLED, cell_weights, weighted_average
 
 BACKENDS = ("onnx", "tf")
 POOLED = "gap"  # the head's input; any other layer name means that layer's maps (for fine-tuning)
@@ -62,7 +62,12 @@ def lung_pool_inputs(activations: np.ndarray, lungs: np.ndarray) -> tuple[np.nda
     which is what the gradient reaching them is proportional to."""
     maps = max_pool2(activations)
     cells = cell_weights(lungs, maps.shape[1:3])
-    return lung_pool(maps, lungs), cells.repeat(2, axis=1).repeat(2, axis=2)
+    return weighted_average(maps, cells), _position_weights(cells)
+
+
+def _position_weights(cells: np.ndarray) -> np.ndarray:
+    """(n, h, w) block5_pool cell weights -> (n, 2h, 2w): each 2x2 window of block5_conv3 shares its cell's."""
+    return cells.repeat(2, axis=1).repeat(2, axis=2)
 
 
 def make_runner(full_model, backend: str | None = None, decoder=None):
@@ -149,7 +154,8 @@ class TfRunner:
         lungs = lungs[0][..., 0] if lungs else None
         positions = None
         if self.lung_pooled:  # the tail's pooled output is the head's input; the checks read the global average
-            pooled, positions = pool_activations(activations), lung_pool_inputs(activations, lungs)[1]
+            grid = (activations.shape[1] // 2, activations.shape[2] // 2)
+            pooled, positions = pool_activations(activations), _position_weights(cell_weights(lungs, grid))
         return Run(sigmoid(logits), pooled, activations, gradients.mean(axis=(1, 2)), lungs, positions)
 
 

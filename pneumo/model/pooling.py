@@ -31,7 +31,11 @@ def cell_weights(lungs: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     return weights
 
 
+def weighted_average(maps: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(n, h, w, c) maps and (n, h, w) cell weights -> (n, c)."""
+    return (maps * weights[..., None]).sum(axis=(1, 2)) / weights.sum(axis=(1, 2))[:, None]
+
+
 def lung_pool(maps: np.ndarray, lungs: np.ndarray) -> np.ndarray:
     """(n, h, w, c) maps and (n, H, W) lung probabilities -> (n, c) averages weighted by `cell_weights`."""
-    weights = cell_weights(lungs, maps.shape[1:3])[..., None]
-    return (maps * weights).sum(axis=(1, 2)) / weights.sum(axis=(1, 2))
+    return weighted_average(maps, cell_weights(lungs, maps.shape[1:3]))
