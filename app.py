@@ -11,6 +11,10 @@ import os
 import sys
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # runs with no network at all
+from pneumo.ui.cache import default_folder  # noqa: E402
+
+# A cache folder of the app's own: its sweeper deletes every upload in it after PNEUMO_DELETE_AFTER_S.
+os.environ.setdefault("GRADIO_TEMP_DIR", str(default_folder()))
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 for noisy in ("httpx", "httpcore", "urllib3"):  # one line per request otherwise
     logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -4,13 +4,15 @@
     python -m tools.load_test --url http://127.0.0.1:7860/ --users 8 --requests 25   # a running app
 
 Without --url it starts `python app.py` itself (so it can read the server's memory) and stops it after.
-Exit code 1 if any request failed.
+Then it also counts the run's files still in the app's cache once they should be deleted.
+Exit code 1 if any request failed or any file was left.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from tools.appserver import ROOT, running_app
+
+KEEP_S = 15  # seconds the app keeps uploads in this run: above the queue wait of 8 users (README: p95 ~4.6 s)
 
 
 def rss_mb(pid: int) -> float:
@@ -66,11 +70,18 @@ def main() -> int:
     parser.add_argument("files", nargs="*", type=Path, help="X-rays to send (default: examples/)")
     args = parser.parse_args()
     files = args.files or sorted((ROOT / "examples").glob("*.jpeg"))
+    left = []
     if args.url:
         report = run_load(args.url, files, args.users, args.requests)
     else:
-        with running_app() as app:
+        with tempfile.TemporaryDirectory() as cache, running_app(
+                {"GRADIO_TEMP_DIR": cache, "PNEUMO_DELETE_AFTER_S": str(KEEP_S)}) as app:
+            at_start = set(Path(cache).rglob("*"))  # the demo's example images and plots, cached for good
             report = run_load(app.url, files, args.users, args.requests, app.process.pid)
+            time.sleep(2 * KEEP_S + 2)  # one sweep period after the last file is old enough
+            left = [p for p in Path(cache).rglob("*") if p.is_file() and p not in at_start]
+            print(f"files of the run left in the app's cache {2 * KEEP_S + 2} s after it "
+                  f"(PNEUMO_DELETE_AFTER_S={KEEP_S}): {len(left)}")
     lat = np.array(report["latencies"]) * 1000
     print(f"{args.users} users x {args.requests} requests = {len(lat)}: {len(report['failures'])} failed; "
           f"latency p50 {np.median(lat):.0f} ms, p95 {np.percentile(lat, 95):.0f} ms, max {lat.max():.0f} ms")
@@ -78,7 +89,7 @@ def main() -> int:
         print(f"server RSS (MB) through the run: {report['rss_mb']}")
     for failure in report["failures"][:5]:
         print(f"failure: {failure}")
-    return 1 if report["failures"] else 0
+    return 1 if report["failures"] or left else 0
 
 
 if __name__ == "__main__":

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import html
 import logging
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from ..config import CLASS_NAMES, ROOT, delete_after_seconds
 from ..infer import gradcam, lungs, population
 from ..infer.predictor import Prediction, Predictor
 from ..io import DecodedImage, read_image
+from .cache import Sweeper, cache_image, files_written_since
 
 log = logging.getLogger("pneumo.app")
 EXAMPLES = ROOT / "examples"
@@ -195,28 +194,6 @@ class Service:
         return None, None, None, "", None
 
 
-def cache_image(rgb: np.ndarray | None, cache_dir: str, ext: str) -> str | None:
-    """Encode `rgb` (or a gray image) into a new, uniquely named file inside Gradio's cache; return its path.
-
-    Gradio would name the image by a hash of its bytes and rewrite that file in place, so two
-    users who get the same overlay at once share one file and a download can read it half
-    rewritten (the load test saw truncated bodies). A file of our own per request cannot be
-    touched by another request; being inside the cache, Gradio serves it as it is and deletes
-    it on the `delete_cache` schedule.
-    """
-    if rgb is None:
-        return None
-    params = [cv2.IMWRITE_JPEG_QUALITY, 92] if ext == ".jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
-    ok, encoded = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb, params)
-    if not ok:
-        raise ValueError(f"could not encode the image as {ext}")
-    os.makedirs(cache_dir, exist_ok=True)
-    fd, path = tempfile.mkstemp(prefix="overlay-", suffix=ext, dir=cache_dir)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(encoded.tobytes())
-    return path
-
-
 def preview_size(gray: np.ndarray, longest: int = PREVIEW_PX) -> np.ndarray:
     """The preview is shown 320 px high: a film of 2-3k px is cut to `longest` px (less to encode and send)."""
     scale = longest / max(gray.shape[:2])
@@ -238,10 +215,8 @@ def example_files() -> list[Path]:
 
 def build_demo(predictor: Predictor) -> gr.Blocks:
     examples = example_files()
-    # Gradio keeps uploads and rendered overlays in its cache; delete them soon after each request
-    # (not in the handler: concurrent uploads of the same file share one cached copy).
-    keep = delete_after_seconds()
-    with gr.Blocks(title="Pneumonia chest X-ray demo", delete_cache=(keep, keep)) as demo:
+    started = time.time() - 1.0  # a second's slack for file systems with coarse timestamps
+    with gr.Blocks(title="Pneumonia chest X-ray demo") as demo:
         gr.Markdown(f"# Pneumonia on pediatric chest X-rays\n{DISCLAIMER}")
         with gr.Tab("Analyse"):
             state = gr.State(None)
@@ -291,11 +266,16 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
                          concurrency_id="model")
     # One model call at a time: TensorFlow already uses both cores for one image.
     demo.queue(max_size=64, default_concurrency_limit=1)
+    # Uploads and rendered images are deleted soon after each request (not in the handler: concurrent uploads
+    # of the same file share one cached copy); the example images and plots cached just now stay.
+    cache = Path(overlay.GRADIO_CACHE)
+    demo.sweeper = Sweeper(cache, delete_after_seconds(), keep=files_written_since(cache, started))
     return demo
 
 
 def launch(demo: gr.Blocks) -> None:
     """Serve on loopback (GRADIO_SERVER_* to change) and say where, without Gradio's share-link hint."""
+    demo.sweeper.start()
     demo.launch(share=False, quiet=True, theme=THEME, css=CSS, prevent_thread_lock=True)
     print(f"Running on {demo.local_url} (Ctrl-C to stop)", flush=True)
     demo.block_thread()
