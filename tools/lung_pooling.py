@@ -31,15 +31,17 @@ SHARED = ROOT.parent / "shared" / "data"
 CACHE = Path.home() / ".cache" / "pneumo" / "experiments"
 
 
-def extract(paths: list[Path], trunk, keep_activations: bool) -> dict:
-    """block5_pool maps (float16), lung maps (uint8) and, for shift_dev, block5_conv3 activations."""
+def extract(paths: list[Path], trunk, keep_activations: bool, make_input=None) -> dict:
+    """block5_pool maps (float16), lung maps (uint8) and, for shift_dev, block5_conv3 activations.
+    `make_input(path)` gives the model input (default: the preprocessing contract on the file)."""
     from pneumo.io import read_image
     from pneumo.model.backends import max_pool2
     from pneumo.preprocess import to_model_input
 
+    make_input = make_input or (lambda path: to_model_input(read_image(path)))
     pools, lungs, acts = [], [], []
     for start in tqdm(range(0, len(paths), 16), desc="block5 + lungs", unit="batch"):
-        batch = np.stack([to_model_input(read_image(p)) for p in paths[start:start + 16]])
+        batch = np.stack([make_input(p) for p in paths[start:start + 16]])
         activations, lung = trunk(batch, every=True)
         pools.append(max_pool2(activations).astype(np.float16))
         lungs.append(np.rint(lung[..., 0] * 255).astype(np.uint8))
@@ -51,11 +53,11 @@ def extract(paths: list[Path], trunk, keep_activations: bool) -> dict:
     return out
 
 
-def cached_maps(name: str, paths: list[Path], trunk, keep_activations: bool, key: str) -> dict:
+def cached_maps(name: str, paths: list[Path], trunk, keep_activations: bool, key: str, make_input=None) -> dict:
     path = CACHE / f"{name}-{key}.npz"
     if not path.is_file():
         CACHE.mkdir(parents=True, exist_ok=True)
-        np.savez(path, **extract(paths, trunk, keep_activations))
+        np.savez(path, **extract(paths, trunk, keep_activations, make_input))
     with np.load(path) as stored:
         return {k: stored[k] for k in stored.files}
 
@@ -221,14 +223,14 @@ def _shipped_heat(predictor, maps, labels, probs) -> float:
                           for a, w, p, m in zip(acts, weights, positions, lungs)]))
 
 
-def _row(name, pooling, threshold, y, val_p, shift_p, heat) -> None:
+def _row(name, pooling, threshold, y, val_p, shift_p, heat, extra: str = "") -> None:
     from pneumo.train.metrics import binary_metrics
 
     cells = []
     for labels, probs in ((y["val"], val_p), (y["shift"], shift_p)):
         m = binary_metrics(labels, probs, threshold)
         cells.append(" / ".join(f"{m[k]:.3f}" for k in ("accuracy", "sensitivity", "specificity", "auc")))
-    print(f"| {name} | {pooling} | {cells[0]} | {cells[1]} | {heat:.1%} |", flush=True)
+    print(f"| {name} | {pooling} | {cells[0]} | {cells[1]} | {heat:.1%}{extra} |", flush=True)
 
 
 if __name__ == "__main__":
