@@ -86,15 +86,16 @@ def test_the_lung_outline_switch_redraws_the_overlay_and_the_heat_share_is_state
     summary = page.locator("#summary").inner_text()
     assert "of the heat falls inside the lung fields" in summary
     assert "read from the lung fields only" in summary, "the shipped model pools over the lungs: the page says so"
-    overlay = page.locator("#overlay img")
-    overlay.wait_for(timeout=30_000)
-    with_outline = overlay.get_attribute("src")
-    page.locator("#show-lungs input").uncheck()
-    page.wait_for_function("src => document.querySelector('#overlay img')?.src !== src", arg=with_outline,
-                           timeout=30_000)
-    page.locator("#show-lungs input").check()
-    page.wait_for_function("src => document.querySelector('#overlay img')?.src !== src",
-                           arg=overlay.get_attribute("src"), timeout=30_000)
+    page.locator("#overlay img").wait_for(timeout=30_000)
+    # Each redraw is a new file: wait for the shown image to change and finish loading. The src is read before
+    # each switch is flipped (reading it after let a fast redraw land first, and the wait never ended: CI).
+    changed = ("src => { const img = document.querySelector('#overlay img');"
+               " return img && img.complete && img.src !== src; }")
+    current = lambda: page.evaluate("document.querySelector('#overlay img').src")  # noqa: E731
+    for switch in ("uncheck", "check"):
+        before = current()
+        getattr(page.locator("#show-lungs input"), switch)()
+        page.wait_for_function(changed, arg=before, timeout=30_000)
     shoot(page, "lung-outline")
 
 
