@@ -136,6 +136,22 @@ def test_uploads_and_overlays_are_deleted_after_the_request(server, files, tmp_p
     assert left() == [], "PNEUMO_DELETE_AFTER_S=3 should clear uploads and overlays within seconds"
 
 
+@pytest.mark.server
+def test_stopping_the_app_deletes_what_requests_left(tiny_bundle, files, tmp_path):
+    from tools.appserver import running_app
+
+    cache = tmp_path / "gradio-tmp"
+    cache.mkdir()
+    env = {"PNEUMO_MODEL": str(tiny_bundle), "GRADIO_TEMP_DIR": str(cache)}  # the default 60 s: only the exit sweeps
+    with running_app(env, tmp_path / "app.log") as app:
+        call(app.url, files["jpeg"])
+        assert any(p.name == files["jpeg"].name for p in cache.rglob("*"))
+    # running_app stopped it with SIGTERM, as docker stop and a restarting Space do
+    demo_images = {p.name for p in (ROOT / "examples").iterdir()} | {"roc.png", "confusion.png"}
+    assert [p for p in cache.rglob("*") if p.is_file() and p.name not in demo_images] == []
+    assert "Traceback" not in (tmp_path / "app.log").read_text()
+
+
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium")
 def test_drag_and_drop_in_a_real_browser(server, files, tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import logging
 import re
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -276,6 +277,9 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
 def launch(demo: gr.Blocks) -> None:
     """Serve on loopback (GRADIO_SERVER_* to change) and say where, without Gradio's share-link hint."""
     demo.sweeper.start()
+    # SIGTERM (docker stop, a Space restarting) ends the app as Ctrl-C does: the server closes, and the sweeper's
+    # exit sweep deletes the last uploads instead of leaving them on disk.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     demo.launch(share=False, quiet=True, theme=THEME, css=CSS, prevent_thread_lock=True)
     print(f"Running on {demo.local_url} (Ctrl-C to stop)", flush=True)
     demo.block_thread()
