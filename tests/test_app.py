@@ -30,6 +30,12 @@ def files(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
+def left_by_requests(cache: Path) -> list[Path]:
+    """Files in the app's cache but the example images and model-card plots the demo cached at start-up."""
+    demo_images = {p.name for p in (ROOT / "examples").iterdir()} | {"roc.png", "confusion.png"}
+    return [p for p in cache.rglob("*") if p.is_file() and p.name not in demo_images]
+
+
 def call(url: str, path: Path):
     from gradio_client import Client, handle_file
 
@@ -121,9 +127,8 @@ def test_uploads_and_overlays_are_deleted_after_the_request(server, files, tmp_p
     # Gradio's own delete_cache loop died under concurrent requests and kept every later upload (seen in CI),
     # and it never deleted the empty tmp files that appear there, one per upload: a burst of clients first, then one
     # request, and everything of theirs must go.
-    def left():  # everything but the example images and model-card plots the demo cached at start-up
-        demo_images = {p.name for p in (ROOT / "examples").iterdir()} | {"roc.png", "confusion.png"}
-        return [p for p in server[1].rglob("*") if p.is_file() and p.name not in demo_images]
+    def left():
+        return left_by_requests(server[1])
 
     burst = []
     for i in range(6):
@@ -150,8 +155,7 @@ def test_stopping_the_app_deletes_what_requests_left(tiny_bundle, files, tmp_pat
         call(app.url, files["jpeg"])
         assert any(p.name == files["jpeg"].name for p in cache.rglob("*"))
     # running_app stopped it with SIGTERM, as docker stop and a restarting Space do
-    demo_images = {p.name for p in (ROOT / "examples").iterdir()} | {"roc.png", "confusion.png"}
-    assert [p for p in cache.rglob("*") if p.is_file() and p.name not in demo_images] == []
+    assert left_by_requests(cache) == []
     assert "Traceback" not in (tmp_path / "app.log").read_text()
 
 

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from pneumo.preprocess import crop_box
-from tools.lung_pooling import _row, cached_maps, fit, logit_gradient, pooled, setup
+from tools.lung_pooling import _row, cached_maps, film_heats, fit, pooled, pooling_positions, setup
 
 
 def lung_box(lungs: np.ndarray, margin: float) -> tuple[float, float, float, float] | None:
@@ -143,18 +143,11 @@ def _heat(head, features, maps, first_lungs, boxes, labels, probs, threshold: fl
     """Mean share of heat inside the lungs over shift_dev pneumonia films called PNEUMONIA (the lung_pooling way):
     (against the first pass's lung fields, the crop's heat put back where it came from; against the crop's own)."""
     from pneumo.infer.lungs import heat_in_lungs, lung_fields
-    from pneumo.model.backends import lung_pool_inputs
 
     chosen = np.flatnonzero((labels == 1) & (probs >= threshold))
-    gradient = logit_gradient(head, np.log1p(features[chosen])) / (1 + features[chosen])
-    mapped, own = [], []
-    for row, k in enumerate(chosen):
-        acts = maps["activations"][k:k + 1].astype(np.float32)
-        heat = np.maximum(acts[0] @ gradient[row], 0)
-        if masked:  # each position weighted by its share in the pooling, as the shipped heatmap is
-            heat = heat * lung_pool_inputs(acts, maps["lungs"][k:k + 1] / 255.0)[1][0]
-        mapped.append(crop_heat_in_lungs(heat, boxes[k], first_lungs[k] / 255.0))
-        own.append(heat_in_lungs(heat, lung_fields(maps["lungs"][k] / 255.0)))
+    heats = film_heats(head, features, maps["activations"], chosen, pooling_positions(maps) if masked else None)
+    mapped = [crop_heat_in_lungs(h, boxes[k], first_lungs[k] / 255.0) for h, k in zip(heats, chosen)]
+    own = [heat_in_lungs(h, lung_fields(maps["lungs"][k] / 255.0)) for h, k in zip(heats, chosen)]
     return float(np.mean(mapped)), float(np.mean(own))
 
 

@@ -107,22 +107,30 @@ def logit_gradient(head, x: np.ndarray) -> np.ndarray:
     return tape.gradient(logits, x).numpy()
 
 
+def pooling_positions(maps: dict) -> np.ndarray:
+    """Each block5_conv3 position's weight in the lung pooling of `maps` (films with activations and lungs)."""
+    from pneumo.model.backends import lung_pool_inputs
+
+    return lung_pool_inputs(maps["activations"].astype(np.float32), maps["lungs"] / 255.0)[1]
+
+
+def film_heats(head, features, activations, chosen, positions=None, log1p: bool = True) -> list[np.ndarray]:
+    """The heatmaps of the films `chosen`: each position's gradient x activation (>= 0), times its weight in the
+    pooling when `positions` are given (as the shipped heatmap is). `features` are the head's raw inputs."""
+    x = np.log1p(features[chosen]) if log1p else features[chosen]
+    gradient = logit_gradient(head, x) / (1 + features[chosen] if log1p else 1)
+    return [np.maximum(activations[k].astype(np.float32) @ g, 0) * (1.0 if positions is None else positions[k])
+            for k, g in zip(chosen, gradient)]
+
+
 def heat_shares(head, features, maps: dict, labels, probs, threshold: float, masked: bool, log1p: bool) -> float:
     """Mean share of heat inside the predicted lungs, over pneumonia films called PNEUMONIA."""
     from pneumo.infer.lungs import heat_in_lungs, lung_fields
-    from pneumo.model.backends import lung_pool_inputs
 
     chosen = np.flatnonzero((labels == 1) & (probs >= threshold))
-    x = np.log1p(features[chosen]) if log1p else features[chosen]
-    gradient = logit_gradient(head, x) / (1 + features[chosen] if log1p else 1)
-    shares = []
-    for row, k in enumerate(chosen):
-        heat = np.maximum(maps["activations"][k].astype(np.float32) @ gradient[row], 0)
-        if masked:  # each position weighted by its share in the pooling, as the shipped heatmap is
-            heat = heat * lung_pool_inputs(maps["activations"][k:k + 1].astype(np.float32),
-                                           maps["lungs"][k:k + 1] / 255.0)[1][0]
-        shares.append(heat_in_lungs(heat, lung_fields(maps["lungs"][k] / 255.0)))
-    return float(np.mean(shares))
+    heats = film_heats(head, features, maps["activations"], chosen, pooling_positions(maps) if masked else None,
+                       log1p)
+    return float(np.mean([heat_in_lungs(h, lung_fields(maps["lungs"][k] / 255.0)) for h, k in zip(heats, chosen)]))
 
 
 @dataclass

@@ -23,7 +23,7 @@ import sys
 import numpy as np
 from tqdm.auto import tqdm
 
-from tools.lung_pooling import CACHE, fit, logit_gradient, setup
+from tools.lung_pooling import CACHE, _row, film_heats, fit, setup
 
 
 def cached_conv3(paths, trunk, key: str) -> np.ndarray:
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     found = setup(args.model)
     from pneumo.infer.lungs import heat_in_lungs, lung_fields
-    from pneumo.train.metrics import binary_metrics, choose_threshold
+    from pneumo.train.metrics import choose_threshold
 
     rows, y, shift = found.rows, found.y, found.maps["shift"]
     lungs = {"train": found.maps["train"]["lungs"], "shift": shift["lungs"]}
@@ -109,15 +109,11 @@ def main(argv=None) -> int:
             shift_p = head.predict(np.log1p(shift_raw), verbose=0)[:, 0]
             threshold = choose_threshold(y["val"], val_p, "sensitivity95")
             chosen = np.flatnonzero((y["shift"] == 1) & (shift_p >= threshold))
-            gradient = logit_gradient(head, np.log1p(shift_raw[chosen])) / (1 + shift_raw[chosen])
-            heats = [np.maximum(shift["activations"][k].astype(np.float32) @ g, 0) * positions[k]
-                     for k, g in zip(chosen, gradient)]
+            heats = film_heats(head, shift_raw, shift["activations"], chosen, positions)
             in_fields = np.mean([heat_in_lungs(h, fields[k]) for h, k in zip(heats, chosen)])
             raw = [(lungs["shift"][k] >= 128).astype(np.uint8) for k in chosen]
             in_raw = np.mean([heat_in_lungs(h, m) for h, m in zip(heats, raw)])
-            scores = (binary_metrics(y["val"], val_p, threshold), binary_metrics(y["shift"], shift_p, threshold))
-            cells = [" / ".join(f"{m[k]:.3f}" for k in ("accuracy", "sensitivity", "specificity", "auc")) for m in scores]
-            print(f"| {name} | {seed} | {cells[0]} | {cells[1]} | {in_fields:.1%} | {in_raw:.1%} |", flush=True)
+            _row(name, seed, threshold, y, val_p, shift_p, in_fields, f" | {in_raw:.1%}")
     return 0
 
 
