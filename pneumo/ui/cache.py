@@ -2,11 +2,11 @@
 left behind (uploads, previews, overlays) once they are `age` seconds old.
 
 Why not Gradio's own `delete_cache`: under concurrent requests it stopped deleting for good (seen in CI;
-reproduced with 8 clients for 60 s: 674 files still there with a 1 s age). Its loop walks Gradio's sets of
-cached files in a worker thread while requests add to them, which Python refuses ("Set changed size during
-iteration"), and one exception ends the loop. It also never deleted the empty `tmp...` files that appear in
-the cache, one per upload. This sweeper walks the folder itself and outlives a failed sweep
-(`python -m tools.load_test` counts what is left after its run).
+reproduced with 8 gradio_client users for 60 s against `delete_cache=(1, 1)`: 674 files still there 5 s
+later). Its loop walks Gradio's sets of cached files in a worker thread while requests add to them, which
+Python refuses ("Set changed size during iteration"), and one exception ends the loop. It also never deleted
+the empty `tmp...` files that appear in the cache, one per upload. This sweeper walks the folder itself and
+outlives a failed sweep (`python -m tools.load_test` counts what is left after its run).
 
 Because it walks the whole folder, the app keeps its cache in a folder of its own (`default_folder`), not in
 the /tmp/gradio that other Gradio apps on the machine share.
