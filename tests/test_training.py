@@ -101,6 +101,28 @@ def test_unreadable_training_file_is_skipped_and_listed(tiny_config_factory, tin
     assert any("skipped 1 unreadable" in line for line in lines)
 
 
+def test_balance_leaves_extra_films_unread(tiny_config_factory, tiny_data, tmp_path):
+    import shutil
+
+    import synth
+    from PIL import Image
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    for k in range(6):  # 3 more pneumonia patients: 18 pneumonia films against 12 normal ones
+        Image.fromarray(synth.xray(500 + k, pneumonia=True)).save(
+            data / "train" / "PNEUMONIA" / f"person{900 + k // 2}_bacteria_{k}.jpeg", quality=95)
+    config = tiny_config_factory(tmp_path / "b", data_dir=data, cache_dir=tmp_path / "cache", balance=True)
+    lines = []
+    bundle_config = json.loads((run(config, log=lines.append) / "config.json").read_text())
+    fit, validation = bundle_config["data_counts"]["fit"], bundle_config["data_counts"]["validation"]
+    assert fit["NORMAL"] == fit["PNEUMONIA"] == 8 and validation == {"NORMAL": 4, "PNEUMONIA": 6}
+    left_out = 18 - 8 - 6
+    assert bundle_config["backbone_passes_this_run"] == 30 - left_out + 4 + 8  # + val/ and test/
+    assert bundle_config["recipe"]["balance"] is True and "--balance" in bundle_config["command"].split()
+    assert any(f"--balance: 16 of the {16 + left_out} fit images kept" in line for line in lines)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--data-dir", "/nonexistent"], "--data-dir must be an existing folder"),
     (["--val-fraction", "0.9"], "--val-fraction must be in (0, 0.5), got 0.9"),

@@ -94,13 +94,25 @@ class _Extractor:
         return Labelled(fs.features[:, half:], y, fs.paths, fs.failed, fs.features[:, :half])
 
 
+def _fit_and_validation(config: TrainConfig, splits: dict, log) -> tuple[list, list]:
+    """train/ split by patient; with --balance the fit side thinned to equal classes, and splits["train"] with it
+    (before any backbone pass, so the films left out are never read)."""
+    fit_samples, val_samples = folders.split_by_patient(splits["train"], config.val_fraction, config.seed)
+    if config.balance:
+        every = len(fit_samples)
+        fit_samples = folders.balance_classes(fit_samples, config.seed)
+        log(f"--balance: {len(fit_samples)} of the {every} fit images kept, as many of each class")
+        splits["train"] = fit_samples + val_samples
+    return fit_samples, val_samples
+
+
 def run(config: TrainConfig, log=print) -> Path:
     """Train, evaluate and write a bundle; returns the bundle folder."""
     config.validate()
     started = time.time()
     splits = folders.kaggle_splits(config.data_dir)
     splits.update({name: folders.scan_class_folder(folder) for name, folder in config.report_dirs.items()})
-    fit_samples, val_samples = folders.split_by_patient(splits["train"], config.val_fraction, config.seed)
+    fit_samples, val_samples = _fit_and_validation(config, splits, log)
     decoder = lung_stats = None
     if config.lung_masks:  # first: a head that pools over the lungs reads its maps (cached, seeded on its own)
         decoder, lung_stats = fit_lung_head(config, log)
