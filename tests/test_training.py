@@ -137,6 +137,18 @@ def test_cli_rejects_bad_arguments_before_work(tiny_data, argv, message, capsys)
     assert message in capsys.readouterr().err
 
 
+def test_help_lists_every_option(capsys):
+    from dataclasses import fields
+
+    from pneumo.train.options import TrainConfig, _flag
+
+    with pytest.raises(SystemExit) as stopped:
+        train.main(["--help"])
+    assert stopped.value.code == 0
+    shown = capsys.readouterr().out
+    assert all(_flag(f) in shown for f in fields(TrainConfig) if f.metadata["cli"])
+
+
 def test_empty_class_folder_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "train" / "NORMAL").mkdir(parents=True)
     (tmp_path / "train" / "PNEUMONIA").mkdir(parents=True)

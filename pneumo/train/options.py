@@ -51,8 +51,8 @@ class TrainConfig:
     val_fraction: float = option(0.15, help="share of train/ patients held out for validation", type=float,
                                  check=lambda v: 0 < v < 0.5, expect="must be in (0, 0.5)")
     balance: bool = option(False, help="fit on every film of the smaller class and as many, drawn at random "
-                           "(seeded), of the larger: on Kaggle's data about 40% fewer VGG16 passes, the same scores "
-                           "on new patients (docs/experiments.md)", action="store_true")
+                           "(seeded), of the larger: on Kaggle's data about 40 percent fewer VGG16 passes; the same AUC on "
+                           "new patients, less heat on the lungs (docs/experiments.md)", action="store_true")
     seed: int = option(0, help="seeds the patient split, the views' order and the head's initialisation", type=int)
     epochs: int = option(60, help="maximum epochs (the best validation-loss epoch is kept)", type=int,
                          check=lambda v: v >= 1, expect="must be >= 1")
