@@ -164,6 +164,17 @@ def test_shipped_check_flags_adults_and_passes_children(shipped):
     assert all(not p.assessed and "trained on children aged 1-5" in " ".join(p.warnings) for p in adults)
 
 
+def test_shipped_check_holds_for_films_as_a_pacs_exports_them(shipped):
+    """12-bit MONOCHROME1 DICOMs at 2048 px with a window: what another hospital's archive sends."""
+    from tools.population_report import as_pacs_dicom
+
+    def analyze(path):
+        return shipped.analyze(read_image(as_pacs_dicom(path.read_bytes()), path.name + ".dcm"), with_cam=False)
+
+    assert [analyze(p).in_population for p in held_out_adults(3)] == [False] * 3
+    assert [analyze(p).in_population for p in some_children(1)] == [True] * 3
+
+
 def test_cli_says_in_population(shipped):
     from test_cli import pneumo
 

@@ -6,8 +6,9 @@ Adults: the adult_dev patients the bundle's check was NOT fitted on (the same se
 train.py's --adult-holdout), and the 83 adult films of lung_masks (other hospitals, several countries; never
 used by the check). Children: the pediatric validation patients (where the cut-off was set), shift_dev (other
 patients) and the 16 full-resolution val/ originals. Every film is run in several forms: as stored, re-encoded
-as a 224x224 JPEG (the shared training images' form), as PNG, and wrapped in a DICOM with no age or view in
-its header (pixels only). Prints markdown tables.
+as a 224x224 JPEG (the shared training images' form), as PNG, wrapped in a DICOM with no age or view in
+its header (pixels only), and in two forms of large films from an archive: a 2048 px 16-bit PNG, and a 2048 px
+12-bit MONOCHROME1 DICOM with a window (what a PACS export looks like). Prints markdown tables.
 """
 
 from __future__ import annotations
@@ -35,12 +36,17 @@ def as_png(data: bytes) -> bytes:
     return buffer.getvalue()
 
 
-def as_dicom(data: bytes) -> bytes:
-    """The film's pixels in a DX DICOM whose header carries no age, birth date or view."""
+def as_dicom(data: bytes, size: int | None = None, bits: int = 8, inverted: bool = False) -> bytes:
+    """The film's pixels in a DX DICOM whose header carries no age, birth date or view. With `size`, resized
+    (bicubic) to size x size and stored as `bits`-bit values with a window, as a PACS exports films; `inverted`
+    stores them MONOCHROME1 (white = 0), which readers must invert back."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-    pixels = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+    image = Image.open(io.BytesIO(data)).convert("L")
+    gray = np.asarray(image.resize((size, size), Image.BICUBIC) if size else image, np.float64) / 255.0
+    top = 2 ** bits - 1
+    pixels = np.rint((1.0 - gray if inverted else gray) * top).astype(np.uint8 if bits == 8 else np.uint16)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # digital X-ray
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -48,15 +54,30 @@ def as_dicom(data: bytes) -> bytes:
     ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "DX"
     ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME1" if inverted else "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8 * pixels.itemsize, bits, bits - 1, 0
+    if bits > 8:
+        ds.WindowCenter, ds.WindowWidth = (top + 1) // 2, top + 1
     ds.PixelData = pixels.tobytes()
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     return out.getvalue()
 
 
-FORMS = {"as stored": lambda data: data, "224 px JPEG": as_224_jpeg, "PNG": as_png, "DICOM (pixels only)": as_dicom}
+def as_png16(data: bytes, size: int = 2048) -> bytes:
+    """A 16-bit PNG at size x size (bicubic), as some archives export films."""
+    gray = np.asarray(Image.open(io.BytesIO(data)).convert("L").resize((size, size), Image.BICUBIC), np.float64)
+    buffer = io.BytesIO()
+    Image.fromarray(np.rint(gray / 255.0 * 65535).astype(np.uint16)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def as_pacs_dicom(data: bytes) -> bytes:
+    return as_dicom(data, size=2048, bits=12, inverted=True)
+
+
+FORMS = {"as stored": lambda data: data, "224 px JPEG": as_224_jpeg, "PNG": as_png, "DICOM (pixels only)": as_dicom,
+         "2048 px 16-bit PNG": as_png16, "2048 px 12-bit DICOM, MONOCHROME1, windowed": as_pacs_dicom}
 
 
 def predictions(predictor, files: list[Path], form) -> list:
@@ -66,7 +87,7 @@ def predictions(predictor, files: list[Path], form) -> list:
 
     out = []
     for start in range(0, len(files), 16):
-        images = [read_image(form(p.read_bytes()), p.name + ".dcm" * (form is as_dicom))
+        images = [read_image(form(p.read_bytes()), p.name + ".dcm" * (form in (as_dicom, as_pacs_dicom)))
                   for p in files[start:start + 16]]
         probs, pooled = predictor.predict_inputs(np.stack([to_model_input(i, predictor.input_size) for i in images]))
         out += [predictor.prediction(i, float(p), f) for i, p, f in zip(images, probs, pooled)]
