@@ -12,19 +12,15 @@ scored); each seed draws the balanced subset (`pneumo.io.folders.balance_classes
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import numpy as np
 
-from tools.lung_pooling import _row, fit, heat_shares, pooled, setup
+from tools.lung_pooling import _row, fit, heat_shares, pooled, setup, tool_parser
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="bundle with a lung head (default: weights/)")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per row (default: 3)")
-    args = parser.parse_args(argv)
+    args = tool_parser(__doc__, seeds=3).parse_args(argv)
     found = setup(args.model)
     from pneumo.io.folders import balance_classes, split_by_patient
     from pneumo.train import metrics

@@ -18,14 +18,13 @@ v2 view counts as outside), and against the crop's own lung fields.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import cv2
 import numpy as np
 
 from pneumo.preprocess import crop_box
-from tools.lung_pooling import _row, cached_maps, film_heats, fit, pooled, pooling_positions, setup
+from tools.lung_pooling import _row, cached_maps, film_heats, fit, pooled, pooling_positions, setup, tool_parser
 
 
 def lung_box(lungs: np.ndarray, margin: float) -> tuple[float, float, float, float] | None:
@@ -82,15 +81,11 @@ def crop_heat_in_lungs(heat: np.ndarray, box, first_lungs: np.ndarray, size: int
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="bundle with a lung head (default: weights/)")
+    parser = tool_parser(__doc__, seeds=1)
     parser.add_argument("--margin", type=float, default=0.08, help="of the box's size, each side (default 0.08)")
     parser.add_argument("--whole", action="store_true", help="no lung box: the whole-image resize, nothing cut "
                         "(one pass would do in a product: the lung map comes from the same pass)")
-    parser.add_argument("--seeds", type=int, default=1, help="heads fitted per row, seeds 0.. (default 1)")
     args = parser.parse_args(argv)
-    if args.seeds < 1:
-        parser.error(f"--seeds must be 1 or more, got {args.seeds}")
     if not 0 <= args.margin <= 0.5:
         parser.error(f"--margin must be between 0 and 0.5, got {args.margin}")
     found = setup(args.model)

@@ -176,10 +176,25 @@ def setup(model: str | None) -> Setup:
     return Setup(predictor, trunk, key, train, shift_s, maps, rows, y)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def tool_parser(doc: str, seeds: int | None = None) -> argparse.ArgumentParser:
+    """The lung tools' shared arguments: --model, and --seeds for those that fit each head more than once."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="bundle with a lung head (default: weights/)")
-    args = parser.parse_args(argv)
+    if seeds is not None:
+        parser.add_argument("--seeds", type=_positive, default=seeds,
+                            help=f"heads fitted per row, seeds 0.. (default {seeds})")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = tool_parser(__doc__).parse_args(argv)
     found = setup(args.model)
     from pneumo.infer.lungs import lung_fields, lung_reasons
     from pneumo.model.backends import NumpyHead, lung_pooled, sigmoid

@@ -17,13 +17,12 @@ block5_conv3 (~1 GB float16, ~20 minutes, cached beside tools.lung_pooling's map
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from tools.lung_pooling import CACHE, _row, film_heats, fit, setup
+from tools.lung_pooling import CACHE, _row, film_heats, fit, setup, tool_parser
 
 
 def cached_conv3(paths, trunk, key: str) -> np.ndarray:
@@ -85,10 +84,7 @@ def features(pooling, conv3, lungs, chunk: int = 256):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="bundle with a lung head (default: weights/)")
-    parser.add_argument("--seeds", type=int, default=3, help="head initialisations per pooling")
-    args = parser.parse_args(argv)
+    args = tool_parser(__doc__, seeds=3).parse_args(argv)
     found = setup(args.model)
     from pneumo.infer.lungs import heat_in_lungs, lung_fields
     from pneumo.train.metrics import choose_threshold
