@@ -169,6 +169,7 @@ def test_drag_and_drop_in_a_real_browser(server, files, tmp_path):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(server[0])
         page.get_by_text("Drop a chest X-ray").first.wait_for()
+        page.get_by_text("Upload the whole film as exported").first.wait_for()  # crops and borders move the verdict
         drop_file(page, "#upload", files["jpeg"], "image/jpeg")
         page.locator("#summary").get_by_text("child.jpeg").wait_for(timeout=60_000)
         label = page.locator("#result-label").inner_text()
