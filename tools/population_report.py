@@ -109,15 +109,20 @@ def squeezed(data: bytes) -> bytes:
 FRAMINGS = {"central 80% crop": cropped, "black border, 10% per side": black_border, "squeezed to 0.8 width": squeezed}
 
 
+def read_in_form(path: Path, form):
+    """The film at `path` converted by `form` and decoded, named as a user would name it (.dcm for DICOM)."""
+    from pneumo.io import read_image
+
+    return read_image(form(path.read_bytes()), path.name + ".dcm" * (form in (as_dicom, as_pacs_dicom)))
+
+
 def predictions(predictor, files: list[Path], form) -> list:
     """Predictions (both checks) for `files` converted by `form`, batched through the model."""
-    from pneumo.io import read_image
     from pneumo.preprocess import to_model_input
 
     out = []
     for start in range(0, len(files), 16):
-        images = [read_image(form(p.read_bytes()), p.name + ".dcm" * (form in (as_dicom, as_pacs_dicom)))
-                  for p in files[start:start + 16]]
+        images = [read_in_form(p, form) for p in files[start:start + 16]]
         probs, pooled = predictor.predict_inputs(np.stack([to_model_input(i, predictor.input_size) for i in images]))
         out += [predictor.prediction(i, float(p), f) for i, p, f in zip(images, probs, pooled)]
     return out
@@ -156,15 +161,17 @@ def framing_table(predictor) -> None:
     for name, (kind, files) in film_sets(predictor).items():
         if "validation" in name:
             continue
-        stored = predictions(predictor, files, FORMS["as stored"])
+        stored = predictions(predictor, files, FORMS["as stored"]) if kind == "child" else []
         for form_name, form in FRAMINGS.items():
             framed = predictions(predictor, files, form)
             flagged = sum(not p.in_population for p in framed)
-            moved = np.median([abs(a.probability - b.probability) for a, b in zip(stored, framed)])
-            changed = sum(a.label != b.label for a, b in zip(stored, framed))
-            called = [sum(p.label == "PNEUMONIA" for p in ps) for ps in (stored, framed)]
-            print(f"| {name} | {form_name} | {len(files)} | {flagged} ({flagged / len(files):.1%}) | "
-                  + (f"{moved:.3f} | {changed} | {called[0]} -> {called[1]} |" if kind == "child" else "| | |"),
+            cells = "| | |"  # the verdict does not apply to adults
+            if stored:
+                moved = np.median([abs(a.probability - b.probability) for a, b in zip(stored, framed)])
+                changed = sum(a.label != b.label for a, b in zip(stored, framed))
+                called = [sum(p.label == "PNEUMONIA" for p in ps) for ps in (stored, framed)]
+                cells = f"{moved:.3f} | {changed} | {called[0]} -> {called[1]} |"
+            print(f"| {name} | {form_name} | {len(files)} | {flagged} ({flagged / len(files):.1%}) | {cells}",
                   flush=True)
 
 

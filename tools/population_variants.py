@@ -8,7 +8,7 @@ views and cut-off at the 99.5th percentile of the pediatric validation patients'
 it was not fitted on, in every form of `tools.population_report` but the two 2048 px ones: held-out adult_dev
 patients, the lung_masks adults (other hospitals) and the val/ originals. "At the strictest cut-off" moves the
 cut-off to the highest validation child's score: how much room the check has before it misses adults.
-shift_dev is not looked at here: this chooses between variants. ~10 minutes (the training films cached).
+shift_dev is not looked at here: this chooses between variants. ~3 minutes (the training films cached).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from tools.population_report import FORMS, SHARED
+from tools.population_report import FORMS, SHARED, read_in_form
 
 SMALL_FORMS = [name for name in FORMS if not name.startswith("2048")]
 VARIANTS = {"global average, 20 form directions (shipped)": (512, 20),
@@ -27,7 +27,7 @@ VARIANTS = {"global average, 20 form directions (shipped)": (512, 20),
 
 def features() -> dict:
     """[global | lung-masked] averages of every set, through train.py's own extractor and cache."""
-    from pneumo.io import folders, read_image
+    from pneumo.io import folders
     from pneumo.preprocess import FormConfig, to_model_input
     from pneumo.train.loop import _Extractor
     from pneumo.train.lungs import fit_lung_head
@@ -50,8 +50,7 @@ def features() -> dict:
             "val/ originals": [s.path for s in folders.scan_class_folder(SHARED / "chest_xray" / "val")]}
     for name, files in sets.items():
         for form_name in SMALL_FORMS:
-            images = [read_image(FORMS[form_name](p.read_bytes()), p.name + ".dcm" * form_name.startswith("DICOM"))
-                      for p in files]
+            images = [read_in_form(p, FORMS[form_name]) for p in files]
             out[(name, form_name)] = np.concatenate([network(np.stack([to_model_input(i) for i in images[k:k + 16]]))
                                                      for k in range(0, len(images), 16)])
     return out
