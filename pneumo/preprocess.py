@@ -66,7 +66,9 @@ def model_input_for_view(image: DecodedImage, content_hash: str, view: int, conf
     """View 0 is the plain preprocessing contract; views >= 1 are seeded augmentations of it."""
     if view == 0:
         return to_model_input(image, size)
-    return normalize(augment(model_view(image.gray, size), view_rng(content_hash, view), config))
+    rng = view_rng(content_hash, view)
+    gray = add_border(image.gray, rng, config.border_max) if isinstance(config, FormConfig) else image.gray
+    return normalize(augment(model_view(gray, size), rng, config))
 
 
 @dataclass(frozen=True)
@@ -86,8 +88,10 @@ class AugmentConfig:
 
     def cache_key(self) -> str:
         """Identifies the views in the feature cache: the config's repr as it was while an (always zero)
-        `noise_std` field existed, so caches filled before its removal stay valid."""
-        values = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)]
+        `noise_std` field existed and before `border_max` did (left out while 0, which draws nothing), so
+        caches filled before those changes stay valid."""
+        values = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
+                  if not (f.name == "border_max" and getattr(self, f.name) == 0)]
         values.insert(6, "noise_std=0.0")
         return f"{type(self).__name__}({', '.join(values)})"
 
@@ -128,6 +132,19 @@ class FormConfig(AugmentConfig):
     blur_max: float = 1.2  # Gaussian sigma, px of the model view: a full-size film downscaled is this smooth
     sharpen_max: float = 1.0  # unsharp-mask amount: a sharp resize or an edge-enhanced export
     jpeg_min: int = 60  # lowest JPEG quality tried
+    # Black border of up to this fraction of each side around the whole film (half the views), before the
+    # preprocessing contract: a scanned film, a screenshot of a viewer, wider collimation. Without it a
+    # child's film with a border is flagged as adult far more often (README, Safety and limits).
+    border_max: float = 0.0
+
+
+def add_border(gray: np.ndarray, rng: np.random.Generator, border_max: float) -> np.ndarray:
+    """Half the time, a black border of a random width (up to `border_max` of each side) around the film."""
+    if border_max <= 0 or rng.random() < 0.5:
+        return gray
+    top, bottom = (int(round(f * gray.shape[0])) for f in rng.uniform(0, border_max, 2))
+    left, right = (int(round(f * gray.shape[1])) for f in rng.uniform(0, border_max, 2))
+    return cv2.copyMakeBorder(gray, top, bottom, left, right, cv2.BORDER_CONSTANT, value=0)
 
 
 def change_form(gray: np.ndarray, rng: np.random.Generator, config: FormConfig) -> np.ndarray:

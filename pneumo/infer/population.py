@@ -25,6 +25,10 @@ from ..io.image import DecodedImage
 POPULATION_FILE = "population.npz"
 VERSION = "logreg-log1p-gap-forms-proj20-v1"  # bump when the features or the score change: old files are refused
 FORM_DIMS = 20  # enough to stop full-size pediatric originals looking "adult"; README, Safety and limits
+# A stronger L2 (0.1-1) flags children framed otherwise (a crop, a border) less often, but misses more adults of
+# other hospitals as 224 px JPEGs; a refused child is safer than an answered adult, so 0.01 stays
+# (python -m tools.population_framing; docs/experiments.md, "The population check").
+L2 = 0.01
 HEADLINE = "Adult film? This model was trained on children aged 1-5; its answer does not apply"
 PIXEL_REASON = "the image looks like an adult chest X-ray"
 
@@ -77,7 +81,7 @@ class PopulationCheck:
 
     @classmethod
     def fit(cls, children: np.ndarray, adults: np.ndarray, children_val: np.ndarray, form: np.ndarray | None = None,
-            percentile: float = 99.5, l2: float = 1e-2) -> PopulationCheck:
+            percentile: float = 99.5, l2: float = L2) -> PopulationCheck:
         """Fit on pediatric vs adult pooled features; cut-off at `percentile` of `children_val` scores.
 
         `form`: directions to project out (see `form_directions`); None projects nothing.

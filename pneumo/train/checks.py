@@ -35,7 +35,7 @@ def fit_population(config, extract, pooled, children: list, child_samples: list,
                                            np.concatenate(adult_x), children_val, directions)
     children_flagged = float(check.flags(children_val).mean())
     stats = {"file": population.POPULATION_FILE, "version": population.VERSION, "cutoff": check.cutoff,
-             "percentile": check.percentile, "form_dims": len(check.form), "adult_fit_images": len(fit),
+             "percentile": check.percentile, "l2": population.L2, "form_dims": len(check.form), "adult_fit_images": len(fit),
              "adult_holdout_images": len(held_out), "form_views": form.to_dict(),
              "validation_children_flagged": children_flagged}
     summary = f"{children_flagged:.1%} of {len(children_val)} pediatric validation films flagged"
