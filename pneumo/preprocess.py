@@ -133,8 +133,8 @@ class FormConfig(AugmentConfig):
     sharpen_max: float = 1.0  # unsharp-mask amount: a sharp resize or an edge-enhanced export
     jpeg_min: int = 60  # lowest JPEG quality tried
     # Black border of up to this fraction of each side around the whole film (half the views), before the
-    # preprocessing contract: a scanned film, a screenshot of a viewer, wider collimation. Without it a
-    # child's film with a border is flagged as adult far more often (README, Safety and limits).
+    # preprocessing contract: a scanned film, a screenshot of a viewer. Off: measured, it made the check flag
+    # more bordered children, not fewer (python -m tools.population_framing; docs/experiments.md).
     border_max: float = 0.0
 
 

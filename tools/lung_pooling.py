@@ -176,6 +176,18 @@ def setup(model: str | None) -> Setup:
     return Setup(predictor, trunk, key, train, shift_s, maps, rows, y)
 
 
+def shipped_extractor():
+    """train.py's own feature extractor and cache for the shipped recipe (lung-pooled, the lung head it trains)."""
+    from pneumo.train.loop import _Extractor
+    from pneumo.train.lungs import fit_lung_head
+    from pneumo.train.options import TrainConfig
+
+    config = TrainConfig(data_dir=SHARED / "chest_xray", head_kind="linear", pooling="lungs", weight_decay=0.01,
+                         lung_masks=SHARED / "lung_masks")
+    config.validate()
+    return config, _Extractor(config, fit_lung_head(config, log=lambda *_: None)[0])
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:

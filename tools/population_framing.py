@@ -104,10 +104,8 @@ def main() -> int:
     print("| check | " + " | ".join(f"{films}: {form}" for _, films, form in columns) + " |")
     print("|---" * (len(columns) + 1) + "|")
     for name in VARIANTS:
-        child, adult = train[name]["child"], train[name]["adult"]
-        pairs = [(child[0], x) for x in child[1:]] + [(adult[0], x) for x in adult[1:]]
-        check = population.PopulationCheck.fit(np.concatenate([train["fit"], *child[1:]]), np.concatenate(adult),
-                                               train["val"], population.form_directions(pairs), l2=VARIANTS[name][2])
+        check = population.fit_with_forms(train["fit"], train[name]["child"], train[name]["adult"], train["val"],
+                                          l2=VARIANTS[name][2])
         cells = [f"{check.flags(found[key]).sum()}/{len(found[key])}" for key in columns]
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
     return 0

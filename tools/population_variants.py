@@ -17,6 +17,7 @@ import sys
 
 import numpy as np
 
+from tools.lung_pooling import shipped_extractor
 from tools.population_report import FORMS, SHARED, read_in_form
 
 SMALL_FORMS = [name for name in FORMS if not name.startswith("2048")]
@@ -29,14 +30,8 @@ def features() -> dict:
     """[global | lung-masked] averages of every set, through train.py's own extractor and cache."""
     from pneumo.io import folders
     from pneumo.preprocess import FormConfig, to_model_input
-    from pneumo.train.loop import _Extractor
-    from pneumo.train.lungs import fit_lung_head
-    from pneumo.train.options import TrainConfig
 
-    config = TrainConfig(data_dir=SHARED / "chest_xray", head_kind="linear", pooling="lungs", weight_decay=0.01,
-                         lung_masks=SHARED / "lung_masks", adult_dirs=(SHARED / "adult_dev",))
-    config.validate()
-    extract = _Extractor(config, fit_lung_head(config, log=lambda *_: None)[0])
+    config, extract = shipped_extractor()
     both = lambda labelled: np.concatenate([labelled.checks, labelled.x], 1)  # noqa: E731
     fit_s, val_s = folders.split_by_patient(folders.kaggle_splits(config.data_dir)["train"], 0.15, 0)
     adult_fit, adult_held = folders.split_by_patient(folders.scan_images(SHARED / "adult_dev"), 0.5, 0)
@@ -63,10 +58,8 @@ def main() -> int:
     print("| check reads | films | form | flagged | at the strictest cut-off |\n|---|---|---|---|---|")
     for name, (width, dims) in VARIANTS.items():
         cut = lambda x: x[:, :width]  # noqa: E731
-        child, adult = [cut(x) for x in found["child"]], [cut(x) for x in found["adult"]]
-        pairs = [(child[0], x) for x in child[1:]] + [(adult[0], x) for x in adult[1:]]
-        check = population.PopulationCheck.fit(np.concatenate([cut(found["fit"]), *child[1:]]), np.concatenate(adult),
-                                               cut(found["val"]), population.form_directions(pairs, dims))
+        check = population.fit_with_forms(cut(found["fit"]), [cut(x) for x in found["child"]],
+                                          [cut(x) for x in found["adult"]], cut(found["val"]), dims)
         strictest = check.score(cut(found["val"])).max()
         for key in (k for k in found if isinstance(k, tuple)):
             scores = check.score(cut(found[key]))

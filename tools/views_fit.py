@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from tools.lung_pooling import SHARED, _row, fit, heat_shares, pooled, setup, tool_parser
+from tools.lung_pooling import _row, fit, heat_shares, pooled, setup, shipped_extractor, tool_parser
 
 ROWS = {"plain view only (shipped up to edbb5ee)": (), "+ 1 view of each normal fit film": ("NORMAL",),
         "+ 1 view of every fit film (shipped)": ("NORMAL", "PNEUMONIA")}
@@ -27,14 +27,7 @@ ROWS = {"plain view only (shipped up to edbb5ee)": (), "+ 1 view of each normal 
 
 def view_features(fit_samples: list) -> dict:
     """Lung-masked averages of view 1 of every fit film, by path, through train.py's extractor and cache."""
-    from pneumo.train.loop import _Extractor
-    from pneumo.train.lungs import fit_lung_head
-    from pneumo.train.options import TrainConfig
-
-    config = TrainConfig(data_dir=SHARED / "chest_xray", head_kind="linear", pooling="lungs", weight_decay=0.01,
-                         lung_masks=SHARED / "lung_masks")
-    config.validate()
-    views = _Extractor(config, fit_lung_head(config, log=lambda *_: None)[0])(fit_samples, "train view 1", 1)
+    views = shipped_extractor()[1](fit_samples, "train view 1", 1)
     return dict(zip(views.paths, views.x))
 
 

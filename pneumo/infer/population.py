@@ -125,6 +125,16 @@ class PopulationCheck:
                        float(f["percentile"]))
 
 
+def fit_with_forms(children: np.ndarray, child_views: list[np.ndarray], adult_views: list[np.ndarray],
+                   children_val: np.ndarray, dims: int = FORM_DIMS, l2: float = L2) -> PopulationCheck:
+    """The check as `train.py --adult-dir` fits it. `child_views[0]` / `adult_views[0]`: plain features of some
+    children / the adults; the rest: FormConfig views of the same films, row for row. The children are `children`
+    plus the child form views; what moves between a film and its form views is projected out first."""
+    pairs = [(child_views[0], x) for x in child_views[1:]] + [(adult_views[0], x) for x in adult_views[1:]]
+    return PopulationCheck.fit(np.concatenate([children, *child_views[1:]]), np.concatenate(adult_views), children_val,
+                               form_directions(pairs, dims) if pairs else None, l2=l2)
+
+
 def reasons(image: DecodedImage, pooled: np.ndarray, check: PopulationCheck | None) -> list[str]:
     """Why `image` is outside the pediatric population (empty list: inside, as far as we can tell)."""
     found = list(image.info.get("population_reasons", []))  # from the DICOM header, values never kept

@@ -13,7 +13,7 @@ from ..io import folders
 from ..preprocess import FormConfig
 
 
-def fit_population(config, extract, pooled, children: list, child_samples: list, children_val):
+def fit_population(config, extract, pooled, children: np.ndarray, child_samples: list, children_val):
     """The pediatric-vs-adult check: fitted on adult patients' films and views, measured on held-out adult patients.
 
     Both sides also get FormConfig views (random sharpness and JPEG compression), so the film's texture
@@ -29,14 +29,11 @@ def fit_population(config, extract, pooled, children: list, child_samples: list,
     sample = child_samples[::8]
     child_forms = [pooled(extract(sample, f"child form {v}", v, form, checks_only=True).checks) for v in views]
     plain = pooled(extract(sample, "child sample", 0).checks)  # cached: the same films' plain features
-    pairs = [(plain, x) for x in child_forms] + [(adult_x[0], x) for x in adult_x[1:]]
-    directions = population.form_directions(pairs) if pairs else None
-    check = population.PopulationCheck.fit(np.concatenate([pooled(np.concatenate(children)), *child_forms]),
-                                           np.concatenate(adult_x), children_val, directions)
+    check = population.fit_with_forms(pooled(children), [plain, *child_forms], adult_x, children_val)
     children_flagged = float(check.flags(children_val).mean())
     stats = {"file": population.POPULATION_FILE, "version": population.VERSION, "cutoff": check.cutoff,
-             "percentile": check.percentile, "l2": population.L2, "form_dims": len(check.form), "adult_fit_images": len(fit),
-             "adult_holdout_images": len(held_out), "form_views": form.to_dict(),
+             "percentile": check.percentile, "l2": population.L2, "form_dims": len(check.form),
+             "adult_fit_images": len(fit), "adult_holdout_images": len(held_out), "form_views": form.to_dict(),
              "validation_children_flagged": children_flagged}
     summary = f"{children_flagged:.1%} of {len(children_val)} pediatric validation films flagged"
     if held_out:

@@ -158,7 +158,7 @@ def run(config: TrainConfig, log=print) -> Path:
     if config.adult_dirs:
         # Plain fit films only, whatever --views: the classifier's zoomed views among the children make the check
         # let through more adults of other hospitals (docs/experiments.md, "The population check").
-        check, cfg["population"] = fit_population(config, extract, pooled, [fit.checks], fit_samples, val_checks)
+        check, cfg["population"] = fit_population(config, extract, pooled, fit.checks, fit_samples, val_checks)
         log(f"population check: {cfg['population']['summary']}")
     if lung_stats:
         cfg["lungs"] = lung_stats
