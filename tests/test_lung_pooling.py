@@ -162,3 +162,31 @@ def test_a_lung_pooled_bundle_without_its_lung_head_is_refused(pooled_bundle, tm
     shutil.copytree(pooled_bundle, broken, ignore=shutil.ignore_patterns("lungs.npz"))
     with pytest.raises(ValueError, match="pools over the lung fields but has no lungs.npz"):
         Predictor.load(broken)
+
+
+def test_lung_pooled_heatmap_is_gradient_times_activation(lung_model):
+    """HiResCAM: each block5_conv3 position's own contribution, from autodiff through the max-pool and the pooling."""
+    import tensorflow as tf
+
+    from pneumo.infer.gradcam import heatmap_from_weights
+    from pneumo.model.backends import _lung_tail, _position_weights
+
+    tail = _lung_tail(lung_model)
+    values = np.random.default_rng(7).random((3, 4, 4, 512))
+    values[:, 1, 1] = values[:, 0, 0] / 2  # never its window's maximum, in any channel
+    activations = tf.constant(values, tf.float32)
+    lungs = left_lung()
+    with tf.GradientTape() as tape:
+        tape.watch(activations)
+        logits, _ = tail([activations, tf.constant(lungs[..., None])])
+    gradient, activations = tape.gradient(logits, activations).numpy(), activations.numpy()
+    positions = _position_weights(cell_weights(lungs, (2, 2)))
+    for k in range(3):
+        for positive in (True, False):
+            sign = 1.0 if positive else -1.0
+            expected = np.maximum(sign * (gradient[k] * activations[k]).sum(axis=-1), 0.0)
+            expected /= expected.max() + 1e-7
+            found = heatmap_from_weights(activations[k], gradient[k].mean(axis=(0, 1)), positive, positions[k])
+            assert np.allclose(found, expected, atol=1e-4)
+            assert found[:, 2:].max() == 0.0, "heat outside the lungs"
+            assert found[1, 1] == 0.0, "heat on a position the max-pool never read"

@@ -29,14 +29,32 @@ def heatmap_from_weights(activations: np.ndarray, weights: np.ndarray, positive:
                          positions: np.ndarray | None = None) -> np.ndarray:
     """Grad-CAM map from per-channel weights (the mean gradients): ReLU(sum_c w_c A_c), scaled to [0, 1].
 
-    `positions` (h, w): each position's weight in the model's pooling, for a model that pools over the lung
-    fields only. The gradient reaching a position is proportional to it (zero outside the lungs: those
-    positions do not enter the logit), so the map is each position's own contribution, not the channel-mean
-    gradient spread over places the verdict never read."""
-    cam = np.maximum(activations @ ((1.0 if positive else -1.0) * weights).astype(activations.dtype), 0.0)
-    if positions is not None:
-        cam = cam * positions
+    `positions` (h, w): each position's weight in the pooling of a model that pools over the lung fields only.
+    Then the map is each position's own contribution to the logit, gradient x activation (HiResCAM, Draelos
+    and Carin 2020): the gradient reaching a position is its weight times, channel by channel, whether VGG16's
+    2x2 max-pool took that window's maximum from it (`max_routes`). Positions outside the lungs, and the ones a
+    window's maximum did not come from, do not enter the logit, so they get no heat: the map shows what the
+    verdict read, not the channel-mean gradient spread over places it never read."""
+    sign = 1.0 if positive else -1.0
+    if positions is None:
+        cam = np.maximum(activations @ (sign * weights).astype(activations.dtype), 0.0)
+    else:
+        read = activations * max_routes(activations)
+        cam = np.maximum(read @ (sign * weights).astype(activations.dtype), 0.0) * positions
     return (cam / (cam.max() + EPS)).astype(np.float32)
+
+
+def max_routes(activations: np.ndarray) -> np.ndarray:
+    """(h, w, c) block5_conv3 -> (h, w, c) in [0, 1]: each position's share of its 2x2 window's max-pool output.
+
+    1 where a channel's window maximum is (shared equally between tied positions), 0 elsewhere: the positions
+    a max-pool's gradient reaches. Odd trailing rows and columns are dropped by the pool, so they get 0."""
+    h, w, c = activations.shape
+    routes = np.zeros_like(activations)
+    windows = activations[: h // 2 * 2, : w // 2 * 2].reshape(h // 2, 2, w // 2, 2, c)
+    hits = (windows == windows.max(axis=(1, 3), keepdims=True)).astype(activations.dtype)
+    routes[: h // 2 * 2, : w // 2 * 2] = (hits / hits.sum(axis=(1, 3), keepdims=True)).reshape(h // 2 * 2, w // 2 * 2, c)
+    return routes
 
 
 MARGIN = crop_box(IMG_SIZE)[0] / IMG_SIZE  # the fraction of each side the model does not see
