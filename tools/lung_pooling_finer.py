@@ -13,6 +13,10 @@ per seed (the head's initialisation and batch order; --seeds):
 Heat: each position's gradient x activation times its weight in the pooling, share inside the lung fields and
 inside the raw lung map, on shift_dev pneumonia films called PNEUMONIA. Needs one pass over train/ keeping
 block5_conv3 (~1 GB float16, ~20 minutes, cached beside tools.lung_pooling's maps).
+
+`--views`: every head is also fitted on view 1 of each fit film (what `train.py --views 1` adds to the shipped
+recipe: `pneumo.preprocess.AugmentConfig`, the same seeded draw per file), pooled the same way from the view's own
+block5_conv3 and lung map; one more pass over the fit films (~0.9 GB, ~15 minutes) on first use.
 """
 
 from __future__ import annotations
@@ -41,6 +45,30 @@ def cached_conv3(paths, trunk, key: str) -> np.ndarray:
         del out
         partial.rename(path)
     return np.load(path, mmap_mode="r")
+
+
+def cached_view_maps(paths, trunk, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(block5_conv3 float16 memory-mapped, lung maps uint8) of view 1 of each file, computed once."""
+    from pneumo.io import read_image
+    from pneumo.preprocess import AugmentConfig, model_input_for_view
+    from pneumo.train.features import file_hash
+
+    conv3_path, lungs_path = CACHE / f"views1-conv3-{key}.npy", CACHE / f"views1-lungs-{key}.npy"
+    if not conv3_path.is_file():
+        partial = conv3_path.with_suffix(".partial.npy")
+        out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16, shape=(len(paths), 14, 14, 512))
+        lungs = np.zeros((len(paths), 56, 56), np.uint8)
+        for start in tqdm(range(0, len(paths), 16), desc="view 1: block5_conv3 + lungs", unit="batch"):
+            batch = np.stack([model_input_for_view(read_image(p), file_hash(p), 1, AugmentConfig())
+                              for p in paths[start:start + 16]])
+            activations, lung = trunk(batch, every=True)
+            out[start:start + len(batch)] = activations.astype(np.float16)
+            lungs[start:start + len(batch)] = np.rint(lung[..., 0] * 255).astype(np.uint8)
+        out.flush()
+        del out
+        np.save(lungs_path, lungs)
+        partial.rename(conv3_path)
+    return np.load(conv3_path, mmap_mode="r"), np.load(lungs_path)
 
 
 def pool_7x7(conv3, lungs, hull: bool):
@@ -84,7 +112,9 @@ def features(pooling, conv3, lungs, chunk: int = 256):
 
 
 def main(argv=None) -> int:
-    args = tool_parser(__doc__, seeds=3).parse_args(argv)
+    parser = tool_parser(__doc__, seeds=3)
+    parser.add_argument("--views", action="store_true", help="also fit on view 1 of every fit film (train.py --views 1)")
+    args = parser.parse_args(argv)
     found = setup(args.model)
     from pneumo.infer.lungs import heat_in_lungs, lung_fields
     from pneumo.train.metrics import choose_threshold
@@ -94,13 +124,21 @@ def main(argv=None) -> int:
     conv3 = {"train": cached_conv3([s.path for s in found.train], found.trunk, found.key),
              "shift": shift["activations"]}
     fields = [lung_fields(m / 255.0) for m in lungs["shift"]]
+    fit_y = y["fit"]
+    if args.views:
+        fit_paths = [found.train[i].path for i in rows["fit"]]
+        conv3["views"], lungs["views"] = cached_view_maps(fit_paths, found.trunk, found.key)
+        fit_y = np.concatenate([y["fit"], y["fit"]])
     print("| pooling | seed | validation acc / sens / spec / AUC | shift_dev acc / sens / spec / AUC | "
           "heat in lung fields | heat in raw lung map |\n|---|---|---|---|---|---|")
     for name, pooling in POOLINGS.items():
         train_x = np.log1p(features(pooling, conv3["train"], lungs["train"])[0])
+        fit_x = train_x[rows["fit"]]
+        if args.views:
+            fit_x = np.concatenate([fit_x, np.log1p(features(pooling, conv3["views"], lungs["views"])[0])])
         shift_raw, positions = features(pooling, conv3["shift"], lungs["shift"])
         for seed in range(args.seeds):
-            head = fit("linear", train_x[rows["fit"]], y["fit"], train_x[rows["val"]], y["val"], seed)
+            head = fit("linear", fit_x, fit_y, train_x[rows["val"]], y["val"], seed)
             val_p = head.predict(train_x[rows["val"]], verbose=0)[:, 0]
             shift_p = head.predict(np.log1p(shift_raw), verbose=0)[:, 0]
             threshold = choose_threshold(y["val"], val_p, "sensitivity95")

@@ -142,7 +142,9 @@ class Service:
                 + (f"The heatmap marks the regions that pushed the score towards **{p.label}** " if p.assessed else
                    "Not assessed, so the heatmap only shows what moved a score that does not apply here "
                    "") +
-                "(Grad-CAM, `block5_conv3`); it is not a segmentation of disease. The outer 10% of each side "
+                ("(Grad-CAM in its gradient × activation form, HiResCAM, at `block5_conv3`)" if p.reads_lungs_only
+                 else "(Grad-CAM, `block5_conv3`)") +
+                "; it is not a segmentation of disease. The outer 10% of each side "
                 "is not used by the model (markers and text sit there).\n\n"
                 + ("" if p.heat_in_lungs is None else
                    f"**{p.heat_in_lungs:.0%}** of the heat falls inside the lung fields the lung head outlines "
