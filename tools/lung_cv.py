@@ -86,7 +86,7 @@ def heat_in_lungs(predictor, args) -> None:
     samples = scan_class_folder(SHARED / "shift_dev")
     from pneumo.infer import lungs
 
-    shares, areas, edges, tiles, hulls, flagged = [], [], [], [], [], 0
+    shares, areas, edges, tiles, hulls, raw, flagged = [], [], [], [], [], [], 0
     for sample, (_, prediction, _) in zip(samples, predict_paths(predictor, [s.path for s in samples], "shift_dev",
                                                                   with_cam=True)):
         flagged += "no plausible pair" in " ".join(prediction.chest_reasons)
@@ -95,6 +95,8 @@ def heat_in_lungs(predictor, args) -> None:
             areas.append(float(prediction.lung_fields.mean()))
             hull = _hull_of_both(prediction.lung_fields)
             hulls.append((lungs.heat_in_lungs(prediction.heatmap, hull), float(hull.mean())))
+            aerated = (prediction.lungs >= 0.5).astype(np.uint8)
+            raw.append((lungs.heat_in_lungs(prediction.heatmap, aerated), float(aerated.mean())))
             if prediction.reads_lungs_only:
                 edges.append(_edge_cells(prediction))
         if sum(label == sample.label for label, _ in tiles) < 8 and sample.path.name.endswith(("1.jpeg", "7.jpeg")):
@@ -103,6 +105,9 @@ def heat_in_lungs(predictor, args) -> None:
     print(f"shift_dev, {len(shares)} pneumonia films called PNEUMONIA: heat inside the predicted lungs "
           f"{np.mean(shares):.1%} (median {np.median(shares):.1%}); lung area (a uniform map's share) "
           f"{np.mean(areas):.1%}")
+    heat, area = np.mean(raw, axis=0)
+    print(f"  inside the head's raw lung map (>= 0.5: aerated lung, tighter than the fields): {heat:.1%}; its area "
+          f"{area:.1%}")
     heat, area = np.mean(hulls, axis=0)
     print(f"  inside one convex hull of both lungs (the measure of shared/notes/measured-levers.md, there with an "
           f"independent lung model): {heat:.1%}; its area {area:.1%}")
