@@ -45,6 +45,41 @@ def nullspace(children: np.ndarray, adults: np.ndarray, k: int, l2: float = 0.01
     return found
 
 
+class Projection:
+    """Standardise log1p features on the plain fit films, remove `directions` (k, d), map back."""
+
+    def __init__(self, plain: np.ndarray):
+        self.mean, self.std = plain.mean(axis=0), plain.std(axis=0) + 1e-6
+        self.directions = np.zeros((0, plain.shape[1]))
+
+    def z(self, x: np.ndarray) -> np.ndarray:
+        return (x - self.mean) / self.std
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        z = self.z(x)
+        return (self.mean + self.std * (z - (z @ self.directions.T) @ self.directions)).astype(np.float32)
+
+
+def adult_features(extract) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """log1p lung-pooled features of adult_dev: the check's fit patients, the held-out ones, and the latter's labels."""
+    from pneumo.io.folders import scan_images, split_by_patient
+
+    fit_patients, held_patients = split_by_patient(scan_images(SHARED / "adult_dev"), 0.5, 0)  # train.py's split
+    held = extract(held_patients, "adult_dev held-out patients")
+    labels = np.array([p.parent.name == "PNEUMONIA" for p in held.paths], np.float32)
+    return np.log1p(extract(fit_patients, "adult_dev fit patients").x), np.log1p(held.x), labels
+
+
+def row(k: int, seed: int, y: dict, probs: dict, threshold: float) -> str:
+    from pneumo.train.metrics import binary_metrics
+
+    cells = [" / ".join(f"{m[key]:.3f}" for key in ("accuracy", "sensitivity", "specificity", "auc"))
+             for m in (binary_metrics(y[name], probs[name], threshold) for name in ("val", "shift"))]
+    normal_called = float(np.mean(probs["adults"][y["adults"] == 0] >= threshold))
+    adult_auc = binary_metrics(y["adults"], probs["adults"], threshold)["auc"]
+    return f"| {k} | {seed} | {cells[0]} | {cells[1]} | {normal_called:.0%} / {adult_auc:.3f} |"
+
+
 def main(argv=None) -> int:
     parser = tool_parser(__doc__, seeds=3)
     parser.add_argument("--dims", type=int, nargs="+", default=list(DIMS), help="directions projected out")
@@ -52,43 +87,28 @@ def main(argv=None) -> int:
                         "(one direction) instead of the logistic-regression directions")
     args = parser.parse_args(argv)
     found = setup(args.model)
-    from pneumo.io.folders import scan_images, split_by_patient
-    from pneumo.train import metrics
-    from pneumo.train.metrics import binary_metrics
+    from pneumo.io.folders import split_by_patient
+    from pneumo.train.metrics import choose_threshold
 
     raw = {"train": pooled(found.maps["train"], True), "shift": pooled(found.maps["shift"], True)}
     fit_samples = split_by_patient(found.train, 0.15, 0)[0]
     views = view_features(fit_samples)
-    extract = shipped_extractor()[1]
-    adults_fit, adults_held = split_by_patient(scan_images(SHARED / "adult_dev"), 0.5, 0)
-    adult_fit = np.log1p(extract(adults_fit, "adult_dev fit patients").x)
-    held = extract(adults_held, "adult_dev held-out patients")
-    held_x = np.log1p(held.x)
-    held_y = np.array([p.parent.name == "PNEUMONIA" for p in held.paths], np.float32)
-
+    adult_fit, adult_held, adult_y = adult_features(shipped_extractor()[1])
     plain = np.log1p(raw["train"][found.rows["fit"]])
-    mean, std = plain.mean(axis=0), plain.std(axis=0) + 1e-6
-    z = lambda v: (v - mean) / std  # noqa: E731
-    fit_x = np.concatenate([plain, np.log1p(np.stack([views[s.path] for s in fit_samples]))])
-    fit_y = np.concatenate([found.y["fit"], found.y["fit"]])
-    val_x, shift_x = np.log1p(raw["train"][found.rows["val"]]), np.log1p(raw["shift"])
+    inputs = {"fit": np.concatenate([plain, np.log1p(np.stack([views[s.path] for s in fit_samples]))]),
+              "val": np.log1p(raw["train"][found.rows["val"]]), "shift": np.log1p(raw["shift"]), "adults": adult_held}
+    y = {**found.y, "fit": np.concatenate([found.y["fit"], found.y["fit"]]), "adults": adult_y}
     print("| directions out | seed | validation acc / sens / spec / AUC | shift_dev acc / sens / spec / AUC | "
           "held-out adults: normal called PNEUMONIA / AUC |\n|---|---|---|---|---|")
+    project = Projection(plain)
     for k in args.dims:
-        gone = nullspace(z(plain), z(adult_fit), k, mean=args.mean)
-        project = lambda v: mean + std * (z(v) - (z(v) @ gone.T) @ gone)  # noqa: E731
-        sets = [project(v).astype(np.float32) for v in (fit_x, val_x, shift_x, held_x)]
+        project.directions = nullspace(project.z(plain), project.z(adult_fit), k, mean=args.mean)
+        x = {name: project(v) for name, v in inputs.items()}
         for seed in range(args.seeds):
-            head = fit("linear", sets[0], fit_y, sets[1], found.y["val"], seed)
-            val_p, shift_p, held_p = (head.predict(v, verbose=0)[:, 0] for v in sets[1:])
-            threshold = metrics.choose_threshold(found.y["val"], val_p, "sensitivity95")
-            cells = [binary_metrics(labels, probs, threshold)
-                     for labels, probs in ((found.y["val"], val_p), (found.y["shift"], shift_p))]
-            cells = [" / ".join(f"{m[key]:.3f}" for key in ("accuracy", "sensitivity", "specificity", "auc"))
-                     for m in cells]
-            normal_called = float(np.mean(held_p[held_y == 0] >= threshold))
-            adult_auc = binary_metrics(held_y, held_p, threshold)["auc"]
-            print(f"| {k} | {seed} | {cells[0]} | {cells[1]} | {normal_called:.0%} / {adult_auc:.3f} |", flush=True)
+            head = fit("linear", x["fit"], y["fit"], x["val"], y["val"], seed)
+            probs = {name: head.predict(x[name], verbose=0)[:, 0] for name in ("val", "shift", "adults")}
+            threshold = choose_threshold(y["val"], probs["val"], "sensitivity95")
+            print(row(k, seed, y, probs, threshold), flush=True)
     return 0
 
 
