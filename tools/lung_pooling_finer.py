@@ -7,7 +7,7 @@ fit/validation split and sensitivity95 threshold as train.py; shift_dev is only 
 per seed (the head's initialisation and batch order; --seeds):
 - block5_pool 7x7, each cell weighted by its share of the raw lung map (what `--pooling lungs` ships);
 - the same, weighted by the lung fields (the hulls the app outlines) instead of the raw map;
-- block5_conv3 14x14, each position weighted by its share of the raw lung map;
+- block5_conv3 14x14, each position weighted by its share of the raw lung map, or of the lung fields;
 - block5_conv3 zeroed outside the lungs (positions at least half lung), then block5's 2x2 max-pool, each cell
   weighted by its share of lung positions.
 Heat: each position's gradient x activation times its weight in the pooling, share inside the lung fields and
@@ -79,10 +79,12 @@ def pool_7x7(conv3, lungs, hull: bool):
     return lung_pool_inputs(conv3, masks)
 
 
-def pool_14x14(conv3, lungs):
+def pool_14x14(conv3, lungs, hull: bool = False):
+    from pneumo.infer.lungs import lung_fields
     from pneumo.model.pooling import cell_weights, weighted_average
 
-    weights = cell_weights(lungs, (14, 14))
+    masks = np.stack([lung_fields(m) for m in lungs]).astype(np.float32) if hull else lungs
+    weights = cell_weights(masks, (14, 14))
     return weighted_average(conv3, weights), weights
 
 
@@ -101,6 +103,7 @@ POOLINGS = {
     "block5_pool 7x7, raw lung map (shipped)": lambda c, m: pool_7x7(c, m, hull=False),
     "block5_pool 7x7, lung fields (hulls)": lambda c, m: pool_7x7(c, m, hull=True),
     "block5_conv3 14x14, raw lung map": pool_14x14,
+    "block5_conv3 14x14, lung fields (hulls)": lambda c, m: pool_14x14(c, m, hull=True),
     "block5_conv3 zeroed outside the lungs, max-pooled, 7x7": masked_max,
 }
 
@@ -114,6 +117,7 @@ def features(pooling, conv3, lungs, chunk: int = 256):
 def main(argv=None) -> int:
     parser = tool_parser(__doc__, seeds=3)
     parser.add_argument("--views", action="store_true", help="also fit on view 1 of every fit film (train.py --views 1)")
+    parser.add_argument("--only", default=None, help="only the poolings whose name contains this text")
     args = parser.parse_args(argv)
     found = setup(args.model)
     from pneumo.infer.lungs import heat_in_lungs, lung_fields
@@ -132,6 +136,8 @@ def main(argv=None) -> int:
     print("| pooling | seed | validation acc / sens / spec / AUC | shift_dev acc / sens / spec / AUC | "
           "heat in lung fields | heat in raw lung map |\n|---|---|---|---|---|---|")
     for name, pooling in POOLINGS.items():
+        if args.only and args.only not in name:
+            continue
         train_x = np.log1p(features(pooling, conv3["train"], lungs["train"])[0])
         fit_x = train_x[rows["fit"]]
         if args.views:
