@@ -116,7 +116,8 @@ def features(pooling, conv3, lungs, chunk: int = 256):
 
 def main(argv=None) -> int:
     parser = tool_parser(__doc__, seeds=3)
-    parser.add_argument("--views", action="store_true", help="also fit on view 1 of every fit film (train.py --views 1)")
+    parser.add_argument("--views", action="store_true",
+                        help="also fit on view 1 of every fit film (train.py --views 1)")
     parser.add_argument("--only", default=None, help="only the poolings whose name contains this text")
     args = parser.parse_args(argv)
     found = setup(args.model)

@@ -50,10 +50,11 @@ def max_routes(activations: np.ndarray) -> np.ndarray:
     1 where a channel's window maximum is (shared equally between tied positions), 0 elsewhere: the positions
     a max-pool's gradient reaches. Odd trailing rows and columns are dropped by the pool, so they get 0."""
     h, w, c = activations.shape
+    even_h, even_w = h // 2 * 2, w // 2 * 2
     routes = np.zeros_like(activations)
-    windows = activations[: h // 2 * 2, : w // 2 * 2].reshape(h // 2, 2, w // 2, 2, c)
+    windows = activations[:even_h, :even_w].reshape(h // 2, 2, w // 2, 2, c)
     hits = (windows == windows.max(axis=(1, 3), keepdims=True)).astype(activations.dtype)
-    routes[: h // 2 * 2, : w // 2 * 2] = (hits / hits.sum(axis=(1, 3), keepdims=True)).reshape(h // 2 * 2, w // 2 * 2, c)
+    routes[:even_h, :even_w] = (hits / hits.sum(axis=(1, 3), keepdims=True)).reshape(even_h, even_w, c)
     return routes
 
 
