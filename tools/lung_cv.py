@@ -141,14 +141,16 @@ def heat_in_drawn_masks(predictor) -> None:
             continue
         drawn = cv2.resize(model_view_pair(gray, mask, None)[1].astype(np.float32), prediction.lungs.shape[::-1],
                            interpolation=cv2.INTER_AREA) >= 0.5
-        aerated = prediction.lungs >= 0.5
-        found.append([share(prediction.heatmap, m.astype(np.uint8)) for m in (drawn, prediction.lung_fields, aerated)]
-                     + [float(m.mean()) for m in (drawn, prediction.lung_fields, aerated)])
+        regions = (drawn, prediction.lung_fields, prediction.lungs >= 0.5, _hull_of_both(drawn),
+                   _hull_of_both(prediction.lung_fields))
+        found.append([share(prediction.heatmap, m.astype(np.uint8)) for m in regions]
+                     + [float(m.mean()) for m in regions])
     heat = np.mean(found, axis=0)
     print(f"lung_masks (adults), {len(found)} films called PNEUMONIA: heat inside the drawn masks {heat[0]:.1%} "
-          f"(area {heat[3]:.1%}); inside the head's lung fields {heat[1]:.1%} (area {heat[4]:.1%}); inside its raw "
-          f"lung map {heat[2]:.1%} (area {heat[5]:.1%})")
-
+          f"(area {heat[5]:.1%}); inside the head's lung fields {heat[1]:.1%} (area {heat[6]:.1%}); inside its raw "
+          f"lung map {heat[2]:.1%} (area {heat[7]:.1%})")
+    print(f"  inside one convex hull of both drawn masks {heat[3]:.1%} (area {heat[8]:.1%}); of both lung fields "
+          f"{heat[4]:.1%} (area {heat[9]:.1%})")
 
 def _edge_cells(prediction) -> tuple[float, float]:
     """(share of the heat, share of the pooling weight) in the block5_pool cells that straddle the lung map's edge."""
