@@ -70,11 +70,11 @@ def pooled(maps: dict, masked: bool) -> np.ndarray:
     return lung_pool(pool, maps["lungs"] / 255.0) if masked else pool.mean(axis=(1, 2))
 
 
-def linear_head(l2: float):
+def linear_head(l2: float, dim: int = 512):
     import keras
     from keras import layers
 
-    x = inputs = keras.Input((512,))
+    x = inputs = keras.Input((dim,))
     x = layers.BatchNormalization(name="head_bn1")(x)
     x = layers.Dense(1, kernel_regularizer=keras.regularizers.l2(l2), name="logit")(x)
     return keras.Model(inputs, layers.Activation("sigmoid")(x))
@@ -89,7 +89,7 @@ def fit(kind: str, fit_x, fit_y, val_x, val_y, seed: int = 0):
     from pneumo.train.options import TrainConfig
 
     keras.utils.set_random_seed(seed)
-    head = build_head_model(HeadConfig()) if kind == "mlp" else linear_head(1e-2)
+    head = build_head_model(HeadConfig()) if kind == "mlp" else linear_head(1e-2, fit_x.shape[1])
     fit_head(head, fit_x, fit_y, val_x, val_y, TrainConfig(data_dir=SHARED))
     return head
 

@@ -1,0 +1,143 @@
+"""Lung zones: does pooling block5 separately over each lung, or each lung's upper and lower half, tell normal
+children from pneumonia better than one average over both lungs?
+
+    PNEUMO_BACKBONE_WEIGHTS=../shared/weights/vgg16_imagenet_notop.weights.h5 python -m tools.lung_zones [--views]
+
+Why: pooling a grid of the whole view raised the AUC of the frozen features most (shared/notes/measured-levers.md,
+3x3 grid: 0.955 against 0.933 for global average), and pneumonia is often in one lung or one zone, which one
+average over both lungs dilutes. Zones of the lung map keep that spatial detail without reading the frame.
+Each zone is a part of the raw lung map (p >= 0.5): the half of the view it lies in (one lung each), and for four
+or six zones bands of each lung holding equal shares of its area (upper / lower half, or thirds). block5_pool is
+averaged over each zone as the shipped model averages it over both lungs (each 7x7 cell weighted by its share of
+the zone), the zones' averages are concatenated (512 per zone) and go through the same log1p -> BN -> Dense(1) head with L2 0.01, the same patient
+split and sensitivity95 threshold as train.py; shift_dev is only scored. One row per seed (--seeds), or per
+group of heads whose logits are averaged (--average).
+Heat (channel-mean form, as the other tools' rows): each block5_conv3 position's activations times the gradient
+of its zones' features, weighted by its share of each zone, ReLU; share inside the lung fields and the raw map, on
+shift_dev pneumonia films called PNEUMONIA. Reads the caches of tools.lung_pooling_finer (computed there if
+missing: ~20 minutes for train/, ~15 more with --views).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from tools.lung_pooling import _row, fit, logit_gradient, setup, tool_parser
+from tools.lung_pooling_finer import cached_conv3, cached_view_maps
+
+ZONINGS = {"both lungs, one average (shipped)": 1, "each lung": 2, "each lung, upper and lower half": 4,
+           "each lung, upper, middle and lower third": 6}
+
+
+def zone_masks(lungs: np.ndarray, zones: int) -> list[np.ndarray]:
+    """(n, H, W) lung probabilities -> `zones` float masks (n, H, W) that split the lung map (p >= 0.5)."""
+    inside = lungs >= 0.5
+    if zones == 1:
+        return [inside.astype(np.float32)]
+    width = lungs.shape[2]
+    columns = np.arange(width)[None, None, :]
+    halves = [inside & (columns < width // 2), inside & (columns >= width // 2)]
+    if zones == 2:
+        return [h.astype(np.float32) for h in halves]
+    bands = zones // 2
+    masks = []
+    for half in halves:
+        rows = half.sum(axis=2)
+        share = np.cumsum(rows, axis=1) / np.maximum(rows.sum(axis=1, keepdims=True), 1)
+        band = np.minimum((share * bands).astype(int), bands - 1)  # each row's band: equal shares of lung area
+        masks += [(half & (band == b)[:, :, None]).astype(np.float32) for b in range(bands)]
+    return masks
+
+def zone_features(conv3, lungs, zones: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(features (n, 512 * zones), position weights (n, zones, 14, 14), each zone's normalised to sum 1)."""
+    from pneumo.model.backends import max_pool2
+    from pneumo.model.pooling import cell_weights, weighted_average
+
+    feats, positions = [], []
+    for start in range(0, len(lungs), chunk):
+        pool = max_pool2(np.asarray(conv3[start:start + chunk], np.float32))
+        cells = [cell_weights(m, pool.shape[1:3]) for m in zone_masks(lungs[start:start + chunk] / 255.0, zones)]
+        feats.append(np.concatenate([weighted_average(pool, c) for c in cells], axis=1))
+        normed = np.stack([c / c.sum(axis=(1, 2), keepdims=True) for c in cells], axis=1)
+        positions.append(normed.repeat(2, axis=2).repeat(2, axis=3))
+    return np.concatenate(feats), np.concatenate(positions)
+
+
+class Averaged:
+    """Several heads as one: the mean of their logits (one affine map of the features, as each head is)."""
+
+    def __init__(self, heads):
+        import keras
+
+        self.logits = [keras.Model(h.input, h.get_layer("logit").output) for h in heads]
+        self.heads = heads
+
+    def predict(self, x, verbose=0) -> np.ndarray:
+        mean = np.mean([m.predict(x, verbose=verbose) for m in self.logits], axis=0)
+        return 1 / (1 + np.exp(-mean))
+
+    def gradient(self, x) -> np.ndarray:
+        return np.mean([logit_gradient(h, x) for h in self.heads], axis=0)
+
+
+def zone_heats(head, feats, activations, chosen, positions) -> list[np.ndarray]:
+    """Each chosen film's heatmap: sum over zones of (activations . zone gradient) x the position's zone weight."""
+    x = feats[chosen]
+    logit_of = head.gradient if isinstance(head, Averaged) else lambda v: logit_gradient(head, v)
+    gradient = logit_of(np.log1p(x)) / (1 + x)
+    zones = positions.shape[1]
+    heats = []
+    for k, g in zip(chosen, gradient):
+        per_zone = activations[k].astype(np.float32) @ g.reshape(zones, -1).T  # (14, 14, zones)
+        heats.append(np.maximum((per_zone * np.moveaxis(positions[k], 0, -1)).sum(axis=-1), 0))
+    return heats
+
+
+def main(argv=None) -> int:
+    parser = tool_parser(__doc__, seeds=3)
+    parser.add_argument("--views", action="store_true",
+                        help="also fit on view 1 of every fit film (train.py --views 1)")
+    parser.add_argument("--average", type=int, default=1,
+                        help="each row's head is the mean logit of this many heads (seeds s, s+1, ...)")
+    parser.add_argument("--only", default=None, help="only the zonings whose name contains this text")
+    args = parser.parse_args(argv)
+    found = setup(args.model)
+    from pneumo.infer.lungs import heat_in_lungs, lung_fields
+    from pneumo.train.metrics import choose_threshold
+
+    rows, y, shift = found.rows, found.y, found.maps["shift"]
+    train_conv3 = cached_conv3([s.path for s in found.train], found.trunk, found.key)
+    fields = [lung_fields(m / 255.0) for m in shift["lungs"]]
+    fit_y = np.concatenate([y["fit"], y["fit"]]) if args.views else y["fit"]
+    if args.views:
+        view_maps = cached_view_maps([found.train[i].path for i in rows["fit"]], found.trunk, found.key)
+    print("| pooling | seed | validation acc / sens / spec / AUC | shift_dev acc / sens / spec / AUC | "
+          "heat in lung fields | heat in raw lung map |\n|---|---|---|---|---|---|")
+    for name, zones in ZONINGS.items():
+        if args.only and args.only not in name:
+            continue
+        train_x = np.log1p(zone_features(train_conv3, found.maps["train"]["lungs"], zones)[0])
+        fit_x = train_x[rows["fit"]]
+        if args.views:
+            fit_x = np.concatenate([fit_x, np.log1p(zone_features(*view_maps, zones)[0])])
+        shift_raw, positions = zone_features(shift["activations"], shift["lungs"], zones)
+        for seed in range(args.seeds):
+            heads = [fit("linear", fit_x, fit_y, train_x[rows["val"]], y["val"], seed * args.average + k)
+                     for k in range(args.average)]
+            head = heads[0] if args.average == 1 else Averaged(heads)
+            val_p = head.predict(train_x[rows["val"]], verbose=0)[:, 0]
+            shift_p = head.predict(np.log1p(shift_raw), verbose=0)[:, 0]
+            threshold = choose_threshold(y["val"], val_p, "sensitivity95")
+            chosen = np.flatnonzero((y["shift"] == 1) & (shift_p >= threshold))
+            heats = zone_heats(head, shift_raw, shift["activations"], chosen, positions)
+            in_fields = np.mean([heat_in_lungs(h, fields[k]) for h, k in zip(heats, chosen)])
+            in_raw = np.mean([heat_in_lungs(h, (shift["lungs"][k] >= 128).astype(np.uint8))
+                              for h, k in zip(heats, chosen)])
+            _row(name, seed, threshold, y, val_p, shift_p, in_fields, f" | {in_raw:.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
