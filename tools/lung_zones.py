@@ -9,9 +9,10 @@ average over both lungs dilutes. Zones of the lung map keep that spatial detail 
 Each zone is a part of the raw lung map (p >= 0.5): the half of the view it lies in (one lung each), and for four
 or six zones bands of each lung holding equal shares of its area (upper / lower half, or thirds). block5_pool is
 averaged over each zone as the shipped model averages it over both lungs (each 7x7 cell weighted by its share of
-the zone), the zones' averages are concatenated (512 per zone) and go through the same log1p -> BN -> Dense(1) head with L2 0.01, the same patient
-split and sensitivity95 threshold as train.py; shift_dev is only scored. One row per seed (--seeds), or per
-group of heads whose logits are averaged (--average).
+the zone), the zones' averages are concatenated (512 per zone) and go through the same log1p -> BN -> Dense(1)
+head with L2 0.01, the same patient split and sensitivity95 threshold as train.py; shift_dev is only scored. One
+row per seed (--seeds), or per group of heads whose logits are averaged (--average, as train.py --heads).
+The zones are `pneumo.model.pooling.zone_masks`, what `train.py --pooling lung-zones` pools over.
 Heat (channel-mean form, as the other tools' rows): each block5_conv3 position's activations times the gradient
 of its zones' features, weighted by its share of each zone, ReLU; share inside the lung fields and the raw map, on
 shift_dev pneumonia films called PNEUMONIA. Reads the caches of tools.lung_pooling_finer (computed there if
@@ -31,38 +32,14 @@ ZONINGS = {"both lungs, one average (shipped)": 1, "each lung": 2, "each lung, u
            "each lung, upper, middle and lower third": 6}
 
 
-def zone_masks(lungs: np.ndarray, zones: int) -> list[np.ndarray]:
-    """(n, H, W) lung probabilities -> `zones` float masks (n, H, W) that split the lung map (p >= 0.5)."""
-    inside = lungs >= 0.5
-    if zones == 1:
-        return [inside.astype(np.float32)]
-    width = lungs.shape[2]
-    columns = np.arange(width)[None, None, :]
-    halves = [inside & (columns < width // 2), inside & (columns >= width // 2)]
-    if zones == 2:
-        return [h.astype(np.float32) for h in halves]
-    bands = zones // 2
-    masks = []
-    for half in halves:
-        rows = half.sum(axis=2)
-        share = np.cumsum(rows, axis=1) / np.maximum(rows.sum(axis=1, keepdims=True), 1)
-        band = np.minimum((share * bands).astype(int), bands - 1)  # each row's band: equal shares of lung area
-        masks += [(half & (band == b)[:, :, None]).astype(np.float32) for b in range(bands)]
-    return masks
-
 def zone_features(conv3, lungs, zones: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """(features (n, 512 * zones), position weights (n, zones, 14, 14), each zone's normalised to sum 1)."""
-    from pneumo.model.backends import max_pool2
-    from pneumo.model.pooling import cell_weights, weighted_average
+    """(features (n, 512 * zones), position weights (n, zones, 14, 14)): the product's own pooling, in chunks."""
+    from pneumo.model.backends import lung_pool_inputs
 
-    feats, positions = [], []
-    for start in range(0, len(lungs), chunk):
-        pool = max_pool2(np.asarray(conv3[start:start + chunk], np.float32))
-        cells = [cell_weights(m, pool.shape[1:3]) for m in zone_masks(lungs[start:start + chunk] / 255.0, zones)]
-        feats.append(np.concatenate([weighted_average(pool, c) for c in cells], axis=1))
-        normed = np.stack([c / c.sum(axis=(1, 2), keepdims=True) for c in cells], axis=1)
-        positions.append(normed.repeat(2, axis=2).repeat(2, axis=3))
-    return np.concatenate(feats), np.concatenate(positions)
+    parts = [lung_pool_inputs(np.asarray(conv3[i:i + chunk], np.float32), lungs[i:i + chunk] / 255.0, zones)
+             for i in range(0, len(lungs), chunk)]
+    positions = np.concatenate([p[1] for p in parts])
+    return np.concatenate([p[0] for p in parts]), positions[:, None] if zones == 1 else positions
 
 
 class Averaged:

@@ -34,10 +34,16 @@ def heatmap_from_weights(activations: np.ndarray, weights: np.ndarray, positive:
     and Carin 2020): the gradient reaching a position is its weight times, channel by channel, whether VGG16's
     2x2 max-pool took that window's maximum from it (`max_routes`). Positions outside the lungs, and the ones a
     window's maximum did not come from, do not enter the logit, so they get no heat: the map shows what the
-    verdict read, not the channel-mean gradient spread over places it never read."""
+    verdict read, not the channel-mean gradient spread over places it never read.
+    With zones (`--pooling lung-zones`): `weights` (zones, c) and `positions` (zones, h, w), one per zone; a
+    position's gradient is the sum of its zones' shares."""
     sign = 1.0 if positive else -1.0
     if positions is None:
         cam = np.maximum(activations @ (sign * weights).astype(activations.dtype), 0.0)
+    elif positions.ndim == 3:
+        read = activations * max_routes(activations)
+        per_zone = read @ (sign * weights).astype(activations.dtype).T  # (h, w, zones)
+        cam = np.maximum((per_zone * np.moveaxis(positions, 0, -1)).sum(axis=-1), 0.0)
     else:
         read = activations * max_routes(activations)
         cam = np.maximum(read @ (sign * weights).astype(activations.dtype), 0.0) * positions

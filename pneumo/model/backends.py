@@ -19,7 +19,7 @@ from ..config import BACKEND_ENV, CAM_LAYER, IMG_SIZE, backend_env
 from .build import split_after
 from .lungs import SKIP_LAYERS
 from .onnx_graph import OnnxTrunk, trunk_to_onnx
-from .pooling import LUNG_POOLED, cell_weights, weighted_average
+from .pooling import LUNG_POOLED, cell_weights, weighted_average, zone_pool
 
 BACKENDS = ("onnx", "tf")
 POOLED = "gap"  # the head's input; any other layer name means that layer's maps (for fine-tuning)
@@ -45,9 +45,10 @@ class Run(NamedTuple):
     probs: np.ndarray  # (n,) probability of pneumonia
     pooled: np.ndarray  # (n, 512) global average of block5_pool: what the two checks read
     activations: np.ndarray  # (n, h, w, 512) block5_conv3
-    weights: np.ndarray  # (n, 512) Grad-CAM channel weights: mean d logit / d activations
+    weights: np.ndarray  # (n, 512) Grad-CAM channel weights: mean d logit / d activations; (n, zones, 512) by zone
     lungs: np.ndarray | None  # (n, 4h, 4w) lung-field probability in the model's view, without a decoder None
-    positions: np.ndarray | None = None  # (n, h, w) each position's weight in the pooling; None: all equal (GAP)
+    positions: np.ndarray | None = None  # (n, h, w) each position's weight in the pooling, (n, zones, h, w) by
+    # zone (--pooling lung-zones); None: all equal (GAP)
 
 
 def lung_pooled(full_model) -> bool:
@@ -55,19 +56,28 @@ def lung_pooled(full_model) -> bool:
     return any(layer.name == LUNG_POOLED for layer in full_model.layers)
 
 
-def lung_pool_inputs(activations: np.ndarray, lungs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def lung_zones(full_model) -> int:
+    """How many zones of the lung map a lung-pooled model averages apart (1: both lungs at once; 0: GAP)."""
+    return next((layer.zones for layer in full_model.layers if layer.name == LUNG_POOLED), 0)
+
+
+def lung_pool_inputs(activations: np.ndarray, lungs: np.ndarray, zones: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(head input, position weights) of a lung-pooled model, from block5_conv3 and the lung map.
 
-    Each block5_pool cell is weighted by its share of lung; its 2x2 block5_conv3 positions share its weight,
-    which is what the gradient reaching them is proportional to."""
+    Each block5_pool cell is weighted by its share of lung (of each zone's lung, zone by zone: weights
+    (n, zones, 2h, 2w), each zone's summing to 1); its 2x2 block5_conv3 positions share its weight, which is
+    what the gradient reaching them is proportional to."""
     maps = max_pool2(activations)
+    if zones > 1:
+        features, cells = zone_pool(maps, lungs, zones)
+        return features, _position_weights(cells)
     cells = cell_weights(lungs, maps.shape[1:3])
     return weighted_average(maps, cells), _position_weights(cells)
 
 
 def _position_weights(cells: np.ndarray) -> np.ndarray:
-    """(n, h, w) block5_pool cell weights -> (n, 2h, 2w): each 2x2 window of block5_conv3 shares its cell's."""
-    return cells.repeat(2, axis=1).repeat(2, axis=2)
+    """(..., h, w) block5_pool cell weights -> (..., 2h, 2w): each 2x2 window of block5_conv3 shares its cell's."""
+    return cells.repeat(2, axis=-2).repeat(2, axis=-1)
 
 
 def make_runner(full_model, backend: str | None = None, decoder=None):
@@ -78,13 +88,15 @@ def make_runner(full_model, backend: str | None = None, decoder=None):
     return OnnxRunner(full_model, decoder) if backend == "onnx" else TfRunner(full_model, decoder)
 
 
-def make_feature_function(full_model, backend: str | None = None, layer: str = POOLED, decoder=None):
+def make_feature_function(full_model, backend: str | None = None, layer: str = POOLED, decoder=None,
+                          zones: int = 1):
     """A callable: preprocessed images -> pooled features (layer "gap") or the maps of `layer`, float32.
 
-    With a lung `decoder`: (n, 1024) rows, global average then lung-masked average of block5_pool, one pass."""
+    With a lung `decoder`: (n, 512 * (1 + zones)) rows, global average then lung-masked average(s) of
+    block5_pool, one pass."""
     backend = backend or default_backend()
     if decoder is not None:
-        return _both_poolings(full_model, backend, decoder)
+        return _both_poolings(full_model, backend, decoder, zones)
     if backend == "onnx":
         if layer == POOLED:
             trunk = OnnxTrunk(trunk_to_onnx(full_model))
@@ -98,7 +110,7 @@ def make_feature_function(full_model, backend: str | None = None, layer: str = P
     return keras.Model(full_model.input, full_model.get_layer(layer).output).predict_on_batch
 
 
-def _both_poolings(full_model, backend: str, decoder):
+def _both_poolings(full_model, backend: str, decoder, zones: int = 1):
     if backend == "onnx":
         trunk = OnnxTrunk(trunk_to_onnx(full_model, decoder=decoder))
         run = lambda batch: trunk(batch, every=True)
@@ -110,7 +122,8 @@ def _both_poolings(full_model, backend: str, decoder):
 
     def features(batch):
         activations, lungs = (np.asarray(out, np.float32) for out in run(batch))
-        return np.concatenate([pool_activations(activations), lung_pool_inputs(activations, lungs[..., 0])[0]], 1)
+        return np.concatenate([pool_activations(activations), lung_pool_inputs(activations, lungs[..., 0], zones)[0]],
+                              1)
 
     return features
 
@@ -123,7 +136,7 @@ class OnnxRunner:
     name = "onnx"
 
     def __init__(self, full_model, decoder=None):
-        self.lung_pooled = lung_pooled(full_model)
+        self.lung_pooled, self.zones = lung_pooled(full_model), lung_zones(full_model)
         if self.lung_pooled and decoder is None:
             raise ValueError("this model pools over the lung fields: it needs its lung decoder.")
         self.trunk = OnnxTrunk(trunk_to_onnx(full_model, decoder=decoder))
@@ -133,12 +146,14 @@ class OnnxRunner:
         activations, *lungs = self.trunk(batch, every=True)
         lungs = lungs[0][..., 0] if lungs else None
         pooled = pool_activations(activations)
-        head_input, positions = lung_pool_inputs(activations, lungs) if self.lung_pooled else (pooled, None)
+        head_input, positions = lung_pool_inputs(activations, lungs, self.zones) if self.lung_pooled else (pooled, None)
         logits, grad_pooled = self.head(head_input)
         # Each 2x2 max-pool window passes its gradient to exactly one activation, and the pooling weights sum
         # to one, so the mean gradient per channel (Grad-CAM's weight) is d logit / d pooled / (h * w), for
         # global and lung-masked pooling alike: no backward pass through the pooling.
         weights = grad_pooled / (activations.shape[1] * activations.shape[2])
+        if self.zones > 1:  # zone after zone, as the pooling concatenates them
+            weights = weights.reshape(len(weights), self.zones, -1)
         return Run(sigmoid(logits), pooled, activations, weights, lungs, positions)
 
 
@@ -146,17 +161,20 @@ class TfRunner:
     name = "tf"
 
     def __init__(self, full_model, decoder=None):
-        self.lung_pooled = lung_pooled(full_model)
+        self.lung_pooled, self.zones = lung_pooled(full_model), lung_zones(full_model)
         self.cam = make_cam_function(full_model, int(full_model.input_shape[1]), decoder)
+        self.head = NumpyHead(full_model) if self.zones > 1 else None
 
     def __call__(self, batch: np.ndarray) -> Run:
         logits, pooled, activations, gradients, *lungs = (t.numpy() for t in self.cam(np.asarray(batch, np.float32)))
         lungs = lungs[0][..., 0] if lungs else None
-        positions = None
+        positions, weights = None, gradients.mean(axis=(1, 2))
         if self.lung_pooled:  # the tail's pooled output is the head's input; the checks read the global average
-            grid = (activations.shape[1] // 2, activations.shape[2] // 2)
-            pooled, positions = pool_activations(activations), _position_weights(cell_weights(lungs, grid))
-        return Run(sigmoid(logits), pooled, activations, gradients.mean(axis=(1, 2)), lungs, positions)
+            _, positions = lung_pool_inputs(activations, lungs, self.zones)
+            if self.zones > 1:  # the mean gradient mixes the zones: each zone's own, from the head's input
+                weights = self.head(pooled)[1].reshape(len(pooled), self.zones, -1) / np.prod(activations.shape[1:3])
+            pooled = pool_activations(activations)
+        return Run(sigmoid(logits), pooled, activations, weights, lungs, positions)
 
 
 def make_cam_function(full_model, input_size: int = IMG_SIZE, decoder=None):

@@ -15,16 +15,18 @@ from pathlib import Path
 
 from ..config import BACKBONE_ENV, FEATURE_DIM, IMG_SIZE, backbone_weights_env
 from .lungs import SKIP_LAYERS
+from .pooling import ZONES
 
 
 HEAD_KINDS = ("mlp", "linear")
-POOLINGS = ("gap", "lungs")
+POOLINGS = ("gap", "lungs", "lung-zones")  # the last two read the lung head: pneumo.model.pooling.ZONES
 
 
 @dataclass(frozen=True)
 class HeadConfig:
     """The head on VGG16's pooled block5: "mlp" (BN -> Dense+ReLU -> Dropout -> BN -> Dense(1)) or "linear"
-    (log1p -> BN -> Dense(1)); pooled by global average ("gap") or over the lung fields only ("lungs")."""
+    (log1p -> BN -> Dense(1)); pooled by global average ("gap"), over the lung fields only ("lungs") or over
+    each lung's upper and lower half apart ("lung-zones": four times the features)."""
     units: int = 256
     dropout: float = 0.5
     weight_decay: float = 0.0
@@ -86,7 +88,7 @@ def build_head_model(config: HeadConfig = HeadConfig(), feature_dim: int = FEATU
         raise ValueError(f"head kind must be one of {HEAD_KINDS} and pooling one of {POOLINGS}, "
                          f"got '{config.kind}' and '{config.pooling}'.")
     reg = keras.regularizers.l2(config.weight_decay) if config.weight_decay else None
-    x = inputs = keras.Input((feature_dim,), name="pooled_features")
+    x = inputs = keras.Input((feature_dim * ZONES.get(config.pooling, 1),), name="pooled_features")
     if config.kind == "linear":
         from .layers import Log1p
 
@@ -116,7 +118,8 @@ def build_full_model(backbone_weights: str, head, input_size: int = IMG_SIZE, lu
         from .layers import LungPooling
 
         field = lungs([base.get_layer(name).output for name in SKIP_LAYERS])
-        x = LungPooling()([base.output, field])
+        zones = int(head.input_shape[-1]) // int(base.output.shape[-1])  # the head reads zones x 512 features
+        x = LungPooling(zones=zones)([base.output, field])
     for layer in head.layers[1:]:  # skip the head's Input: reuse its layers, not a nested model
         x = layer(x)
     return keras.Model(base.input, x, name="pneumo_vgg16")

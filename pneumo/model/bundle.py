@@ -19,6 +19,7 @@ import numpy as np
 from ..config import DEFAULT_MODEL, MODEL_ENV, PREPROCESSING_VERSION, model_source_env
 from . import build
 from .lungs import LUNGS_FILE, load_decoder
+from .pooling import ZONES
 
 FORMAT = "pneumo-bundle-1"
 CONFIG, HEAD_WEIGHTS = "config.json", "head.weights.h5"
@@ -119,7 +120,7 @@ def load_full_model(bundle: Bundle, backbone_weights: str | None = None, decoder
     head = build.build_head_model(config)
     head.load_weights(bundle.path / HEAD_WEIGHTS)
     lungs = None
-    if config.pooling == "lungs":
+    if config.pooling in ZONES:
         lungs = decoder if decoder is not None else load_lungs(bundle)
         if lungs is None:
             raise ValueError(f"'{bundle.path}' pools over the lung fields but has no {LUNGS_FILE}; the bundle is "

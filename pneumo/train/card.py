@@ -51,8 +51,9 @@ def _counts_table(counts: dict) -> str:
 
 
 def _head_text(head: dict) -> str:
-    lungs = head.get("pooling") == "lungs"
-    pooling = "average of block5 over the lung fields only, which the lung head finds" if lungs else "GlobalAveragePooling"
+    pooling = {"lungs": "average of block5 over the lung fields only, which the lung head finds",
+               "lung-zones": "averages of block5 over each lung's upper and lower half, which the lung head finds"
+               }.get(head.get("pooling"), "GlobalAveragePooling")
     if head.get("kind") == "linear":
         decay = f", L2 {head['weight_decay']}" if head.get("weight_decay") else ""
         return f"{pooling} -> log1p -> BatchNorm -> Dense(1, sigmoid{decay})"
@@ -146,7 +147,7 @@ def _lungs_line(config: dict) -> str:
     if not stats:
         return ""
     verdict = ("The pneumonia head reads only the lung fields it finds." if config["recipe"]["head"].get("pooling")
-               == "lungs" else "It does not change the verdict.")
+               in ("lungs", "lung-zones") else "It does not change the verdict.")
     return (f"- The lung-field head (`{stats['file']}`, a small decoder on the same VGG16 pass) was trained on "
             f"{stats['fit_pairs']} adult films with lung masks; Dice on {stats['heldout_pairs']} held-out films "
             f"{stats['heldout_dice_mean']:.2f} (min {stats['heldout_dice_min']:.2f}). Each result reports the share "

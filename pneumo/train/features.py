@@ -69,20 +69,20 @@ class FeatureCache:
 
 class FeatureExtractor:
     """Pooled backbone features (GAP of block5_pool), or the maps of `layer`, by the default backend; with a
-    lung `decoder`, global and lung-masked averages side by side (1024 values).
+    lung `decoder`, global and lung-masked averages side by side (1024 values; 512 more per extra zone).
 
     Any model holding VGG16's layers and a "gap" layer works: the training extractor or a full model.
     """
 
-    def __init__(self, full_model, backend: str | None = None, layer: str = POOLED, decoder=None):
+    def __init__(self, full_model, backend: str | None = None, layer: str = POOLED, decoder=None, zones: int = 1):
         self.size = int(full_model.input_shape[1])
         if layer == POOLED:  # the global average of block5_pool, whatever the model's own pooling
             self.shape = (int(full_model.get_layer("block5_pool").output.shape[-1]),)
         else:
             self.shape = tuple(int(d) for d in full_model.get_layer(layer).output.shape[1:])
         if decoder is not None:
-            self.shape = (2 * self.shape[0],)
-        self._run = make_feature_function(full_model, backend, layer, decoder)
+            self.shape = ((1 + zones) * self.shape[0],)
+        self._run = make_feature_function(full_model, backend, layer, decoder, zones)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self._run(np.asarray(batch, np.float32)), np.float32)

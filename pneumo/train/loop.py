@@ -28,7 +28,7 @@ from ..io import folders
 from ..model import build
 from ..model import bundle as bundles
 from ..model.lungs import LUNGS_FILE, decoder_fingerprint, save_decoder
-from ..model.pooling import LUNG_POOLED
+from ..model.pooling import LUNG_POOLED, ZONES
 from . import card, features, finetune, metrics, plots
 from .checks import fit_population
 from .lungs import fit_lung_head
@@ -73,8 +73,9 @@ class _Extractor:
         self.network = features.FeatureExtractor(trunk, layer=self.layer)
         self.lungs = None
         if decoder is not None:
-            self.lungs = (f"{LUNG_POOLED}-{decoder_fingerprint(decoder)}",
-                          features.FeatureExtractor(trunk, decoder=decoder))
+            zones = ZONES[config.pooling]  # each zone count its own cache: the rows differ in width
+            self.lungs = (f"{LUNG_POOLED}{'' if zones == 1 else zones}-{decoder_fingerprint(decoder)}",
+                          features.FeatureExtractor(trunk, decoder=decoder, zones=zones))
         self.fingerprint = build.backbone_fingerprint(config.backbone_weights)
         self.computed = 0  # backbone passes in this run
 
@@ -90,8 +91,8 @@ class _Extractor:
         y = np.array([label_of[p] for p in fs.paths], np.float32)
         if layer == self.layer:
             return Labelled(fs.features, y, fs.paths, fs.failed)
-        half = fs.features.shape[1] // 2  # [global average | lung-masked average]
-        return Labelled(fs.features[:, half:], y, fs.paths, fs.failed, fs.features[:, :half])
+        width = self.network.shape[0]  # [global average | lung-masked average(s)]
+        return Labelled(fs.features[:, width:], y, fs.paths, fs.failed, fs.features[:, :width])
 
 
 def _fit_and_validation(config: TrainConfig, splits: dict, log) -> tuple[list, list]:
@@ -116,7 +117,7 @@ def run(config: TrainConfig, log=print) -> Path:
     decoder = lung_stats = None
     if config.lung_masks:  # first: a head that pools over the lungs reads its maps (cached, seeded on its own)
         decoder, lung_stats = fit_lung_head(config, log)
-    extract = _Extractor(config, decoder if config.pooling == "lungs" else None)
+    extract = _Extractor(config, decoder if config.pooling in ZONES else None)
     train = extract(splits["train"], "train")
     to_augment = [s for s in fit_samples if CLASS_NAMES[s.label] in config.augment_classes]
     views = [extract(to_augment, f"train view {view}", view) for view in range(1, config.views + 1)]
@@ -130,11 +131,14 @@ def run(config: TrainConfig, log=print) -> Path:
 
     import keras
 
-    keras.utils.set_random_seed(config.seed)
-    head = build.build_head_model(config.head)
+    head = _fitted_heads(config, fit_x, fit_y, val_x, val_y, log) if config.heads > 1 else None
+    if head is None:
+        keras.utils.set_random_seed(config.seed)
+        head = build.build_head_model(config.head)
     full = build.build_full_model(config.backbone_weights, head, config.input_size) if config.fine_tune else None
     pooled = (lambda x: finetune.pooled_from_maps(full, x)) if full is not None else (lambda x: x)
-    fit_head(head, pooled(fit_x), fit_y, pooled(val_x), val_y, config)
+    if config.heads == 1:
+        fit_head(head, pooled(fit_x), fit_y, pooled(val_x), val_y, config)
     if full is not None:
         finetune.fine_tune(full, fit_x, fit_y, val_x, val_y, config.fine_tune, config.fine_tune_lr,
                            seed=config.seed, log=log)
@@ -184,6 +188,22 @@ def fill_bundle(folder: Path, config: dict, head, predictions: dict, gaussian, f
     plots.save_confusion(config["metrics"], folder / "confusion.png")
     (folder / bundles.CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     (folder / "README.md").write_text(card.model_card(config))
+
+
+def _fitted_heads(config: TrainConfig, fit_x, fit_y, val_x, val_y, log):
+    """--heads K: K linear heads, seeds seed .. seed + K - 1, folded into one with their mean logit."""
+    import keras
+
+    from .heads import fold_into
+
+    heads = []
+    for k in range(config.heads):
+        keras.utils.set_random_seed(config.seed + k)
+        heads.append(fit_head(build.build_head_model(config.head), fit_x, fit_y, val_x, val_y, config))
+    log(f"--heads {config.heads}: the head is the mean logit of {config.heads} heads (seeds {config.seed}-"
+        f"{config.seed + config.heads - 1}), folded into one")
+    fold_into(heads[0], heads)
+    return heads[0]
 
 
 def fit_head(head, fit_x, fit_y, val_x, val_y, config: TrainConfig):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..config import CLASS_NAMES, IMG_SIZE, feature_cache_dir
 from ..model.build import HEAD_KINDS, POOLINGS, HeadConfig, backbone_weights_setting
+from ..model.pooling import ZONES
 from ..preprocess import AugmentConfig
 from .metrics import THRESHOLD_RULES
 
@@ -66,6 +67,9 @@ class TrainConfig:
                                     check=lambda v: 0 <= v < 0.5, expect="must be in [0, 0.5)")
     mixup: float = option(0.0, help="feature mixup strength a of Beta(a, a); 0 = off", type=float,
                           check=lambda v: v >= 0, expect="must be >= 0")
+    heads: int = option(1, help="linear heads fitted (seeds seed, seed+1, ...); the bundle's head is their mean "
+                        "logit, folded into one BN -> Dense", type=int, check=lambda v: 1 <= v <= 16,
+                        expect="must be between 1 and 16")
     views: int = option(0, help="augmented feature views per training image, on top of the plain one", type=int,
                         check=lambda v: 0 <= v <= 16, expect="must be between 0 and 16")
     augment_classes: tuple[str, ...] = option(CLASS_NAMES, help="classes whose images get the augmented views",
@@ -93,8 +97,9 @@ class TrainConfig:
     head_kind: str = option("mlp", help="the head: 'mlp' (BN, Dense+ReLU, Dropout, BN, Dense) or 'linear' (log1p, BN, "
                             "Dense)", flag="--head", choices=HEAD_KINDS, check=lambda v: v in HEAD_KINDS,
                             expect=f"must be one of {HEAD_KINDS}")
-    pooling: str = option("gap", help="how block5 is pooled: 'gap' (global average) or 'lungs' (average over the "
-                          "lung fields only; needs --lung-masks)", choices=POOLINGS, check=lambda v: v in POOLINGS,
+    pooling: str = option("gap", help="how block5 is pooled: 'gap' (global average), 'lungs' (average over the "
+                          "lung fields only) or 'lung-zones' (each lung's upper and lower half averaged apart); "
+                          "the last two need --lung-masks", choices=POOLINGS, check=lambda v: v in POOLINGS,
                           expect=f"must be one of {POOLINGS}")
     report_dirs: dict[str, Path] = option(
         default_factory=dict, recipe=False, help="also measure on DIR (NORMAL/, PNEUMONIA/) as split NAME; never "
@@ -127,10 +132,14 @@ class TrainConfig:
         """Every argument checked before any work starts; one message lists every problem."""
         errors = [f"{_flag(f)} {f.metadata['expect']}, got {_shown(getattr(self, f.name))}"
                   for f in fields(self) if f.metadata["check"] and not f.metadata["check"](getattr(self, f.name))]
-        if self.pooling == "lungs" and not self.lung_masks:
-            errors.append("--pooling lungs needs --lung-masks DIR (the lung-field head), got none")
-        if self.pooling == "lungs" and self.fine_tune:
-            errors.append(f"--pooling lungs does not combine with --fine-tune, got --fine-tune {self.fine_tune}")
+        if self.heads > 1 and (self.head_kind != "linear" or self.fine_tune):
+            errors.append(f"--heads {self.heads} needs --head linear and no --fine-tune, got --head {self.head_kind}"
+                          f" and --fine-tune {self.fine_tune}")
+        if self.pooling in ZONES and not self.lung_masks:
+            errors.append(f"--pooling {self.pooling} needs --lung-masks DIR (the lung-field head), got none")
+        if self.pooling in ZONES and self.fine_tune:
+            errors.append(f"--pooling {self.pooling} does not combine with --fine-tune, got --fine-tune "
+                          f"{self.fine_tune}")
         if errors:
             raise ValueError("; ".join(errors) + ".")
         self.backbone_weights = backbone_weights_setting(self.backbone_weights)
