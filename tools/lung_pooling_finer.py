@@ -114,6 +114,24 @@ def features(pooling, conv3, lungs, chunk: int = 256):
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
+def report_head(name, seed, head, val_x, shift_raw, found, fields, heats_of) -> None:
+    """Print one fitted head's row: validation and shift_dev at the sensitivity95 threshold chosen on validation,
+    and the heat of the shift_dev pneumonia films it calls PNEUMONIA (`heats_of(head, chosen)` -> heatmaps)
+    inside the lung fields and the raw lung map."""
+    from pneumo.infer.lungs import heat_in_lungs
+    from pneumo.train.metrics import choose_threshold
+
+    y, shift_lungs = found.y, found.maps["shift"]["lungs"]
+    val_p = head.predict(val_x, verbose=0)[:, 0]
+    shift_p = head.predict(np.log1p(shift_raw), verbose=0)[:, 0]
+    threshold = choose_threshold(y["val"], val_p, "sensitivity95")
+    chosen = np.flatnonzero((y["shift"] == 1) & (shift_p >= threshold))
+    heats = heats_of(head, chosen)
+    in_fields = np.mean([heat_in_lungs(h, fields[k]) for h, k in zip(heats, chosen)])
+    in_raw = np.mean([heat_in_lungs(h, (shift_lungs[k] >= 128).astype(np.uint8)) for h, k in zip(heats, chosen)])
+    _row(name, seed, threshold, y, val_p, shift_p, in_fields, f" | {in_raw:.1%}")
+
+
 def main(argv=None) -> int:
     parser = tool_parser(__doc__, seeds=3)
     parser.add_argument("--views", action="store_true",
@@ -121,8 +139,7 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default=None, help="only the poolings whose name contains this text")
     args = parser.parse_args(argv)
     found = setup(args.model)
-    from pneumo.infer.lungs import heat_in_lungs, lung_fields
-    from pneumo.train.metrics import choose_threshold
+    from pneumo.infer.lungs import lung_fields
 
     rows, y, shift = found.rows, found.y, found.maps["shift"]
     lungs = {"train": found.maps["train"]["lungs"], "shift": shift["lungs"]}
@@ -146,15 +163,8 @@ def main(argv=None) -> int:
         shift_raw, positions = features(pooling, conv3["shift"], lungs["shift"])
         for seed in range(args.seeds):
             head = fit("linear", fit_x, fit_y, train_x[rows["val"]], y["val"], seed)
-            val_p = head.predict(train_x[rows["val"]], verbose=0)[:, 0]
-            shift_p = head.predict(np.log1p(shift_raw), verbose=0)[:, 0]
-            threshold = choose_threshold(y["val"], val_p, "sensitivity95")
-            chosen = np.flatnonzero((y["shift"] == 1) & (shift_p >= threshold))
-            heats = film_heats(head, shift_raw, shift["activations"], chosen, positions)
-            in_fields = np.mean([heat_in_lungs(h, fields[k]) for h, k in zip(heats, chosen)])
-            raw = [(lungs["shift"][k] >= 128).astype(np.uint8) for k in chosen]
-            in_raw = np.mean([heat_in_lungs(h, m) for h, m in zip(heats, raw)])
-            _row(name, seed, threshold, y, val_p, shift_p, in_fields, f" | {in_raw:.1%}")
+            report_head(name, seed, head, train_x[rows["val"]], shift_raw, found, fields,
+                        lambda h, chosen: film_heats(h, shift_raw, shift["activations"], chosen, positions))
     return 0
 
 

@@ -25,8 +25,8 @@ import sys
 
 import numpy as np
 
-from tools.lung_pooling import _row, fit, logit_gradient, setup, tool_parser
-from tools.lung_pooling_finer import cached_conv3, cached_view_maps
+from tools.lung_pooling import fit, logit_gradient, setup, tool_parser
+from tools.lung_pooling_finer import cached_conv3, cached_view_maps, report_head
 
 ZONINGS = {"both lungs, one average (shipped)": 1, "each lung": 2, "each lung, upper and lower half": 4,
            "each lung, upper, middle and lower third": 6}
@@ -81,8 +81,7 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default=None, help="only the zonings whose name contains this text")
     args = parser.parse_args(argv)
     found = setup(args.model)
-    from pneumo.infer.lungs import heat_in_lungs, lung_fields
-    from pneumo.train.metrics import choose_threshold
+    from pneumo.infer.lungs import lung_fields
 
     rows, y, shift = found.rows, found.y, found.maps["shift"]
     train_conv3 = cached_conv3([s.path for s in found.train], found.trunk, found.key)
@@ -104,15 +103,8 @@ def main(argv=None) -> int:
             heads = [fit("linear", fit_x, fit_y, train_x[rows["val"]], y["val"], seed * args.average + k)
                      for k in range(args.average)]
             head = heads[0] if args.average == 1 else Averaged(heads)
-            val_p = head.predict(train_x[rows["val"]], verbose=0)[:, 0]
-            shift_p = head.predict(np.log1p(shift_raw), verbose=0)[:, 0]
-            threshold = choose_threshold(y["val"], val_p, "sensitivity95")
-            chosen = np.flatnonzero((y["shift"] == 1) & (shift_p >= threshold))
-            heats = zone_heats(head, shift_raw, shift["activations"], chosen, positions)
-            in_fields = np.mean([heat_in_lungs(h, fields[k]) for h, k in zip(heats, chosen)])
-            in_raw = np.mean([heat_in_lungs(h, (shift["lungs"][k] >= 128).astype(np.uint8))
-                              for h, k in zip(heats, chosen)])
-            _row(name, seed, threshold, y, val_p, shift_p, in_fields, f" | {in_raw:.1%}")
+            report_head(name, seed, head, train_x[rows["val"]], shift_raw, found, fields,
+                        lambda h, chosen: zone_heats(h, shift_raw, shift["activations"], chosen, positions))
     return 0
 
 
