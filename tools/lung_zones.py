@@ -32,14 +32,21 @@ ZONINGS = {"both lungs, one average (shipped)": 1, "each lung": 2, "each lung, u
            "each lung, upper, middle and lower third": 6}
 
 
-def zone_features(conv3, lungs, zones: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """(features (n, 512 * zones), position weights (n, zones, 14, 14)): the product's own pooling, in chunks."""
-    from pneumo.model.backends import lung_pool_inputs
+def zone_features(conv3, lungs, zones: int, chunk: int = 256, grid: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    """(features (n, 512 * zones), position weights (n, zones, 14, 14)): the product's own pooling, in chunks.
 
-    parts = [lung_pool_inputs(np.asarray(conv3[i:i + chunk], np.float32), lungs[i:i + chunk] / 255.0, zones)
+    grid 14: the zones pool block5_conv3 itself (each 14x14 position weighted by its share of the zone), not
+    block5_pool: a position straddling the lung outline sees half as much beyond it as a 7x7 cell."""
+    from pneumo.model.backends import lung_pool_inputs
+    from pneumo.model.pooling import zone_pool
+
+    def pool(maps, masks):
+        return lung_pool_inputs(maps, masks, zones) if grid == 7 else zone_pool(maps, masks, zones)
+
+    parts = [pool(np.asarray(conv3[i:i + chunk], np.float32), lungs[i:i + chunk] / 255.0)
              for i in range(0, len(lungs), chunk)]
     positions = np.concatenate([p[1] for p in parts])
-    return np.concatenate([p[0] for p in parts]), positions[:, None] if zones == 1 else positions
+    return np.concatenate([p[0] for p in parts]), positions[:, None] if positions.ndim == 3 else positions
 
 
 class Averaged:
@@ -79,6 +86,10 @@ def main(argv=None) -> int:
     parser.add_argument("--average", type=int, default=1,
                         help="each row's head is the mean logit of this many heads (seeds s, s+1, ...)")
     parser.add_argument("--only", default=None, help="only the zonings whose name contains this text")
+    parser.add_argument("--fields", action="store_true",
+                        help="zone the lung fields (the hulls the app outlines) instead of the raw lung map")
+    parser.add_argument("--grid", type=int, choices=(7, 14), default=7,
+                        help="pool block5_pool (7, the product) or block5_conv3 (14) over each zone")
     args = parser.parse_args(argv)
     found = setup(args.model)
     from pneumo.infer.lungs import lung_fields
@@ -87,18 +98,22 @@ def main(argv=None) -> int:
     train_conv3 = cached_conv3([s.path for s in found.train], found.trunk, found.key)
     fields = [lung_fields(m / 255.0) for m in shift["lungs"]]
     fit_y = np.concatenate([y["fit"], y["fit"]]) if args.views else y["fit"]
+    maps = {"train": found.maps["train"]["lungs"], "shift": shift["lungs"]}
     if args.views:
-        view_maps = cached_view_maps([found.train[i].path for i in rows["fit"]], found.trunk, found.key)
+        view_conv3, maps["views"] = cached_view_maps([found.train[i].path for i in rows["fit"]], found.trunk,
+                                                     found.key)
+    if args.fields:  # as 0/255 maps, so zone_features reads them like the raw ones
+        maps = {k: np.stack([lung_fields(m / 255.0) for m in v]).astype(np.uint8) * 255 for k, v in maps.items()}
     print("| pooling | seed | validation acc / sens / spec / AUC | shift_dev acc / sens / spec / AUC | "
           "heat in lung fields | heat in raw lung map |\n|---|---|---|---|---|---|")
     for name, zones in ZONINGS.items():
         if args.only and args.only not in name:
             continue
-        train_x = np.log1p(zone_features(train_conv3, found.maps["train"]["lungs"], zones)[0])
+        train_x = np.log1p(zone_features(train_conv3, maps["train"], zones, grid=args.grid)[0])
         fit_x = train_x[rows["fit"]]
         if args.views:
-            fit_x = np.concatenate([fit_x, np.log1p(zone_features(*view_maps, zones)[0])])
-        shift_raw, positions = zone_features(shift["activations"], shift["lungs"], zones)
+            fit_x = np.concatenate([fit_x, np.log1p(zone_features(view_conv3, maps["views"], zones, grid=args.grid)[0])])
+        shift_raw, positions = zone_features(shift["activations"], maps["shift"], zones, grid=args.grid)
         for seed in range(args.seeds):
             heads = [fit("linear", fit_x, fit_y, train_x[rows["val"]], y["val"], seed * args.average + k)
                      for k in range(args.average)]
