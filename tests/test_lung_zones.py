@@ -1,6 +1,7 @@
-"""Lung zones (`--pooling lung-zones`): each lung's upper and lower half pooled apart. NumPy and Keras draw the same
-zones and pool alike, the heatmap is still each position's gradient x activation, a bundle trains, loads and runs
-alike on both backends, and `--heads K` folds K heads into one whose logit is their mean."""
+"""Lung zones (`--pooling lung-zones`): each lung's upper and lower half pooled apart, over block5_pool, or over
+block5_conv3's positions (`lung-zones-14`). NumPy and Keras draw the same zones and pool alike, the heatmap is still
+each position's gradient x activation, a bundle trains, loads and runs alike on both backends, and `--heads K` folds K
+heads into one whose logit is their mean."""
 
 from __future__ import annotations
 
@@ -57,19 +58,26 @@ def test_zone_pooling_reads_each_zone_and_keras_agrees():
     assert np.allclose(np.asarray(LungPooling()([maps, lungs[..., None]])), lung_pool(maps, lungs), atol=1e-6)
 
 
-@pytest.fixture(scope="module")
-def zone_model():
+@pytest.fixture(scope="module", params=["lung-zones", "lung-zones-14"])
+def zone_model(request):
     from pneumo.model.build import HeadConfig, build_full_model, build_head_model
     from pneumo.model.lungs import build_decoder
 
-    head = build_head_model(HeadConfig(kind="linear", pooling="lung-zones"))
-    return build_full_model("random", head, ZONED, lungs=build_decoder())
+    head = build_head_model(HeadConfig(kind="linear", pooling=request.param))
+    fine = request.param.endswith("14")
+    return build_full_model("random", head, ZONED, lungs=build_decoder(), fine=fine), fine
 
 
 def test_zone_model_reads_2048_features_and_survives_saving(zone_model, tmp_path):
     import keras
 
-    assert zone_model.get_layer("lung_pool").zones == 4
+    from pneumo.model.backends import lung_fine
+
+    zone_model, fine = zone_model
+    assert zone_model.get_layer("lung_pool").zones == 4 and lung_fine(zone_model) == fine
+    assert ("block5_pool" in [layer.name for layer in zone_model.layers]) != fine, "14x14 reads block5_conv3 itself"
+    maps = zone_model.get_layer("lung_pool").input[0]
+    assert tuple(maps.shape[1:3]) == ((8, 8) if fine else (4, 4))
     assert tuple(zone_model.get_layer("head_log1p").input.shape) == (None, 2048)
     x = np.random.default_rng(1).uniform(-120, 130, (2, ZONED, ZONED, 3)).astype(np.float32)
     zone_model.save(tmp_path / "model.keras")
@@ -85,6 +93,7 @@ def test_zone_heatmap_is_gradient_times_activation(zone_model):
     from pneumo.infer.gradcam import heatmap_from_weights
     from pneumo.model.backends import _lung_tail, lung_pool_inputs
 
+    zone_model, fine = zone_model
     bn = zone_model.get_layer("head_bn1")  # zones of different weight, so a wrong zone shows
     bn.set_weights([w + np.random.default_rng(2).random(w.shape).astype(np.float32) for w in bn.get_weights()])
     tail = _lung_tail(zone_model)
@@ -95,14 +104,14 @@ def test_zone_heatmap_is_gradient_times_activation(zone_model):
         tape.watch(activations)
         logits, pooled = tail([activations, tf.constant(lungs[..., None])])
     gradient, per_zone = (tape.gradient(logits, t).numpy() for t in (activations, pooled))
-    positions = lung_pool_inputs(values.astype(np.float32), lungs, 4)[1]
+    positions = lung_pool_inputs(values.astype(np.float32), lungs, 4, fine)[1]
     for k in range(2):
         for positive in (True, False):
             sign = 1.0 if positive else -1.0
             expected = np.maximum(sign * (gradient[k] * values[k]).sum(axis=-1), 0.0)
             expected /= expected.max() + 1e-7
             found = heatmap_from_weights(values[k].astype(np.float32), per_zone[k].reshape(4, 512), positive,
-                                         positions[k])
+                                         positions[k], routed=not fine)
             assert np.allclose(found, expected, atol=1e-4)
 
 
@@ -127,17 +136,17 @@ def test_folded_heads_give_the_mean_logit():
     assert np.allclose(logit(heads[0]), expected, atol=1e-4)
 
 
-@pytest.fixture(scope="module")
-def zones_bundle(tiny_config_factory, tmp_path_factory):
+@pytest.fixture(scope="module", params=["lung-zones", "lung-zones-14"])
+def zones_bundle(request, tiny_config_factory, tmp_path_factory):
     from pneumo.train.loop import run
 
     from test_lungs import lung_folder
 
     masks = lung_folder(tmp_path_factory.mktemp("lung_masks_zones"))
-    config = tiny_config_factory(tmp_path_factory.mktemp("bundles") / "zones", lung_masks=masks, lung_views=2,
-                                 lung_epochs=2, pooling="lung-zones", head_kind="linear", weight_decay=0.01,
+    config = tiny_config_factory(tmp_path_factory.mktemp("bundles") / request.param, lung_masks=masks, lung_views=2,
+                                 lung_epochs=2, pooling=request.param, head_kind="linear", weight_decay=0.01,
                                  heads=2, input_size=SIZE)
-    return run(config, log=lambda *_: None)
+    return run(config, log=lambda *_: None), request.param
 
 
 def test_zones_bundle_runs_alike_on_both_backends(zones_bundle):
@@ -148,8 +157,9 @@ def test_zones_bundle_runs_alike_on_both_backends(zones_bundle):
 
     from test_lungs import two_lungs
 
+    zones_bundle, pooling = zones_bundle
     config = json.loads((zones_bundle / "config.json").read_text())
-    assert config["recipe"]["head"]["pooling"] == "lung-zones" and "--heads 2" in config["command"]
+    assert config["recipe"]["head"]["pooling"] == pooling and "--heads 2" in config["command"]
     onnx, tf_backend = (Predictor.load(zones_bundle, backend=b) for b in ("onnx", "tf"))
     image = DecodedImage(two_lungs(96)[0], "PNG")
     a, b = onnx.analyze(image), tf_backend.analyze(image)

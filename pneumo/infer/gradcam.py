@@ -26,7 +26,7 @@ def heatmap(activations: np.ndarray, gradients: np.ndarray, positive: bool = Tru
 
 
 def heatmap_from_weights(activations: np.ndarray, weights: np.ndarray, positive: bool = True,
-                         positions: np.ndarray | None = None) -> np.ndarray:
+                         positions: np.ndarray | None = None, routed: bool = True) -> np.ndarray:
     """Grad-CAM map from per-channel weights (the mean gradients): ReLU(sum_c w_c A_c), scaled to [0, 1].
 
     `positions` (h, w): each position's weight in the pooling of a model that pools over the lung fields only.
@@ -36,16 +36,17 @@ def heatmap_from_weights(activations: np.ndarray, weights: np.ndarray, positive:
     window's maximum did not come from, do not enter the logit, so they get no heat: the map shows what the
     verdict read, not the channel-mean gradient spread over places it never read.
     With zones (`--pooling lung-zones`): `weights` (zones, c) and `positions` (zones, h, w), one per zone; a
-    position's gradient is the sum of its zones' shares."""
+    position's gradient is the sum of its zones' shares. `routed` False: the pooling read block5_conv3 itself
+    (`--pooling lung-zones-14`), so every position's activations reach the logit, each by its own weight."""
     sign = 1.0 if positive else -1.0
     if positions is None:
         cam = np.maximum(activations @ (sign * weights).astype(activations.dtype), 0.0)
     elif positions.ndim == 3:
-        read = activations * max_routes(activations)
+        read = activations * max_routes(activations) if routed else activations
         per_zone = read @ (sign * weights).astype(activations.dtype).T  # (h, w, zones)
         cam = np.maximum((per_zone * np.moveaxis(positions, 0, -1)).sum(axis=-1), 0.0)
     else:
-        read = activations * max_routes(activations)
+        read = activations * max_routes(activations) if routed else activations
         cam = np.maximum(read @ (sign * weights).astype(activations.dtype), 0.0) * positions
     return (cam / (cam.max() + EPS)).astype(np.float32)
 

@@ -145,7 +145,7 @@ class Predictor:
         out = []
         for k, image in enumerate(images):
             heat = gradcam.heatmap_from_weights(run.activations[k], run.weights[k], run.probs[k] >= self.threshold,
-                                                None if run.positions is None else run.positions[k]) \
+                                                None if run.positions is None else run.positions[k], run.routed) \
                 if with_cam else None
             out.append(self.prediction(image, float(run.probs[k]), run.pooled[k], heat,
                                        None if run.lungs is None else run.lungs[k]))

@@ -49,6 +49,8 @@ class Run(NamedTuple):
     lungs: np.ndarray | None  # (n, 4h, 4w) lung-field probability in the model's view, without a decoder None
     positions: np.ndarray | None = None  # (n, h, w) each position's weight in the pooling, (n, zones, h, w) by
     # zone (--pooling lung-zones); None: all equal (GAP)
+    routed: bool = True  # the pooling reads block5_pool, whose max-pool routes each window's gradient to one
+    # position; False: it reads block5_conv3 itself (--pooling lung-zones-14)
 
 
 def lung_pooled(full_model) -> bool:
@@ -61,12 +63,24 @@ def lung_zones(full_model) -> int:
     return next((layer.zones for layer in full_model.layers if layer.name == LUNG_POOLED), 0)
 
 
-def lung_pool_inputs(activations: np.ndarray, lungs: np.ndarray, zones: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def lung_fine(full_model) -> bool:
+    """Whether a lung-pooled model pools block5_conv3 itself (--pooling lung-zones-14), not block5_pool."""
+    if not lung_pooled(full_model):
+        return False
+    maps = full_model.get_layer(LUNG_POOLED).input[0]
+    return maps.shape[1] == full_model.get_layer(CAM_LAYER).output.shape[1]
+
+
+def lung_pool_inputs(activations: np.ndarray, lungs: np.ndarray, zones: int = 1,
+                     fine: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(head input, position weights) of a lung-pooled model, from block5_conv3 and the lung map.
 
     Each block5_pool cell is weighted by its share of lung (of each zone's lung, zone by zone: weights
     (n, zones, 2h, 2w), each zone's summing to 1); its 2x2 block5_conv3 positions share its weight, which is
-    what the gradient reaching them is proportional to."""
+    what the gradient reaching them is proportional to. `fine`: each block5_conv3 position is weighted by its
+    own share, zone by zone, and no max-pool comes first."""
+    if fine:
+        return zone_pool(activations, lungs, zones)
     maps = max_pool2(activations)
     if zones > 1:
         features, cells = zone_pool(maps, lungs, zones)
@@ -89,14 +103,14 @@ def make_runner(full_model, backend: str | None = None, decoder=None):
 
 
 def make_feature_function(full_model, backend: str | None = None, layer: str = POOLED, decoder=None,
-                          zones: int = 1):
+                          zones: int = 1, fine: bool = False):
     """A callable: preprocessed images -> pooled features (layer "gap") or the maps of `layer`, float32.
 
     With a lung `decoder`: (n, 512 * (1 + zones)) rows, global average then lung-masked average(s) of
     block5_pool, one pass."""
     backend = backend or default_backend()
     if decoder is not None:
-        return _both_poolings(full_model, backend, decoder, zones)
+        return _both_poolings(full_model, backend, decoder, zones, fine)
     if backend == "onnx":
         if layer == POOLED:
             trunk = OnnxTrunk(trunk_to_onnx(full_model))
@@ -104,13 +118,14 @@ def make_feature_function(full_model, backend: str | None = None, layer: str = P
         return OnnxTrunk(trunk_to_onnx(full_model, layer))
     import keras
 
-    if layer == POOLED:  # the global average of block5_pool, whatever pooling the model's head reads
-        maps = keras.Model(full_model.input, full_model.get_layer("block5_pool").output).predict_on_batch
-        return lambda batch: np.asarray(maps(batch)).mean(axis=(1, 2))
+    if layer == POOLED:  # the global average of block5_pool, whatever pooling the model's head reads (a model
+        # pooling block5_conv3 has no block5_pool layer: the same max-pool, in NumPy)
+        maps = keras.Model(full_model.input, full_model.get_layer(CAM_LAYER).output).predict_on_batch
+        return lambda batch: pool_activations(np.asarray(maps(batch)))
     return keras.Model(full_model.input, full_model.get_layer(layer).output).predict_on_batch
 
 
-def _both_poolings(full_model, backend: str, decoder, zones: int = 1):
+def _both_poolings(full_model, backend: str, decoder, zones: int = 1, fine: bool = False):
     if backend == "onnx":
         trunk = OnnxTrunk(trunk_to_onnx(full_model, decoder=decoder))
         run = lambda batch: trunk(batch, every=True)
@@ -122,8 +137,8 @@ def _both_poolings(full_model, backend: str, decoder, zones: int = 1):
 
     def features(batch):
         activations, lungs = (np.asarray(out, np.float32) for out in run(batch))
-        return np.concatenate([pool_activations(activations), lung_pool_inputs(activations, lungs[..., 0], zones)[0]],
-                              1)
+        head_input = lung_pool_inputs(activations, lungs[..., 0], zones, fine)[0]
+        return np.concatenate([pool_activations(activations), head_input], 1)
 
     return features
 
@@ -136,7 +151,7 @@ class OnnxRunner:
     name = "onnx"
 
     def __init__(self, full_model, decoder=None):
-        self.lung_pooled, self.zones = lung_pooled(full_model), lung_zones(full_model)
+        self.lung_pooled, self.zones, self.fine = lung_pooled(full_model), lung_zones(full_model), lung_fine(full_model)
         if self.lung_pooled and decoder is None:
             raise ValueError("this model pools over the lung fields: it needs its lung decoder.")
         self.trunk = OnnxTrunk(trunk_to_onnx(full_model, decoder=decoder))
@@ -146,22 +161,23 @@ class OnnxRunner:
         activations, *lungs = self.trunk(batch, every=True)
         lungs = lungs[0][..., 0] if lungs else None
         pooled = pool_activations(activations)
-        head_input, positions = lung_pool_inputs(activations, lungs, self.zones) if self.lung_pooled else (pooled, None)
+        head_input, positions = lung_pool_inputs(activations, lungs, self.zones, self.fine) if self.lung_pooled \
+            else (pooled, None)
         logits, grad_pooled = self.head(head_input)
-        # Each 2x2 max-pool window passes its gradient to exactly one activation, and the pooling weights sum
-        # to one, so the mean gradient per channel (Grad-CAM's weight) is d logit / d pooled / (h * w), for
-        # global and lung-masked pooling alike: no backward pass through the pooling.
+        # Each 2x2 max-pool window passes its gradient to exactly one activation (with --pooling lung-zones-14
+        # there is no max-pool), and the pooling weights sum to one, so the mean gradient per channel (Grad-CAM's
+        # weight) is d logit / d pooled / (h * w), for global and lung-masked pooling alike: no backward pass.
         weights = grad_pooled / (activations.shape[1] * activations.shape[2])
         if self.zones > 1:  # zone after zone, as the pooling concatenates them
             weights = weights.reshape(len(weights), self.zones, -1)
-        return Run(sigmoid(logits), pooled, activations, weights, lungs, positions)
+        return Run(sigmoid(logits), pooled, activations, weights, lungs, positions, not self.fine)
 
 
 class TfRunner:
     name = "tf"
 
     def __init__(self, full_model, decoder=None):
-        self.lung_pooled, self.zones = lung_pooled(full_model), lung_zones(full_model)
+        self.lung_pooled, self.zones, self.fine = lung_pooled(full_model), lung_zones(full_model), lung_fine(full_model)
         self.cam = make_cam_function(full_model, int(full_model.input_shape[1]), decoder)
         self.head = NumpyHead(full_model) if self.zones > 1 else None
 
@@ -170,11 +186,11 @@ class TfRunner:
         lungs = lungs[0][..., 0] if lungs else None
         positions, weights = None, gradients.mean(axis=(1, 2))
         if self.lung_pooled:  # the tail's pooled output is the head's input; the checks read the global average
-            _, positions = lung_pool_inputs(activations, lungs, self.zones)
+            _, positions = lung_pool_inputs(activations, lungs, self.zones, self.fine)
             if self.zones > 1:  # the mean gradient mixes the zones: each zone's own, from the head's input
                 weights = self.head(pooled)[1].reshape(len(pooled), self.zones, -1) / np.prod(activations.shape[1:3])
             pooled = pool_activations(activations)
-        return Run(sigmoid(logits), pooled, activations, weights, lungs, positions)
+        return Run(sigmoid(logits), pooled, activations, weights, lungs, positions, not self.fine)
 
 
 def make_cam_function(full_model, input_size: int = IMG_SIZE, decoder=None):
@@ -215,7 +231,8 @@ def _lung_tail(full_model):
     pool = full_model.get_layer(LUNG_POOLED)
     activations = keras.Input(full_model.get_layer(CAM_LAYER).output.shape[1:], name=f"{CAM_LAYER}_out")
     lungs = keras.Input(pool.input[1].shape[1:], name="lungs")
-    x = pooled = pool([full_model.get_layer("block5_pool")(activations), lungs])
+    maps = activations if lung_fine(full_model) else full_model.get_layer("block5_pool")(activations)
+    x = pooled = pool([maps, lungs])
     found = {}
     for layer in full_model.layers[names.index(LUNG_POOLED) + 1:]:  # the head, in order
         x = found[layer.name] = layer(x)

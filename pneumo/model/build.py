@@ -13,20 +13,21 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ..config import BACKBONE_ENV, FEATURE_DIM, IMG_SIZE, backbone_weights_env
+from ..config import BACKBONE_ENV, CAM_LAYER, FEATURE_DIM, IMG_SIZE, backbone_weights_env
 from .lungs import SKIP_LAYERS
 from .pooling import ZONES
 
 
 HEAD_KINDS = ("mlp", "linear")
-POOLINGS = ("gap", "lungs", "lung-zones")  # the last two read the lung head: pneumo.model.pooling.ZONES
+POOLINGS = ("gap", "lungs", "lung-zones", "lung-zones-14")  # all but gap read the lung head: pooling.ZONES
 
 
 @dataclass(frozen=True)
 class HeadConfig:
     """The head on VGG16's pooled block5: "mlp" (BN -> Dense+ReLU -> Dropout -> BN -> Dense(1)) or "linear"
     (log1p -> BN -> Dense(1)); pooled by global average ("gap"), over the lung fields only ("lungs") or over
-    each lung's upper and lower half apart ("lung-zones": four times the features)."""
+    each lung's upper and lower half apart ("lung-zones": four times the features), the same zones over
+    block5_conv3's 14x14 positions instead of block5_pool's 7x7 cells ("lung-zones-14")."""
     units: int = 256
     dropout: float = 0.5
     weight_decay: float = 0.0
@@ -103,11 +104,12 @@ def build_head_model(config: HeadConfig = HeadConfig(), feature_dim: int = FEATU
     return keras.Model(inputs, layers.Activation("sigmoid", name="probability")(x), name="pneumo_head")
 
 
-def build_full_model(backbone_weights: str, head, input_size: int = IMG_SIZE, lungs=None):
+def build_full_model(backbone_weights: str, head, input_size: int = IMG_SIZE, lungs=None, fine: bool = False):
     """One flat functional model: VGG16 -> pooling on base.output -> the head's own layers (shared weights).
 
     Pooling is global average, or with `lungs` (the lung-field decoder) an average over the lung fields only,
-    the decoder reading the same pass's block3/4/5_conv3 (pneumo.model.pooling)."""
+    the decoder reading the same pass's block3/4/5_conv3 (pneumo.model.pooling); `fine`: over block5_conv3,
+    the layer before base.output (block5_pool), so the model ends there."""
     import keras
     from keras import layers
 
@@ -119,7 +121,7 @@ def build_full_model(backbone_weights: str, head, input_size: int = IMG_SIZE, lu
 
         field = lungs([base.get_layer(name).output for name in SKIP_LAYERS])
         zones = int(head.input_shape[-1]) // int(base.output.shape[-1])  # the head reads zones x 512 features
-        x = LungPooling(zones=zones)([base.output, field])
+        x = LungPooling(zones=zones)([base.get_layer(CAM_LAYER).output if fine else base.output, field])
     for layer in head.layers[1:]:  # skip the head's Input: reuse its layers, not a nested model
         x = layer(x)
     return keras.Model(base.input, x, name="pneumo_vgg16")

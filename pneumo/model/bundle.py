@@ -19,7 +19,7 @@ import numpy as np
 from ..config import DEFAULT_MODEL, MODEL_ENV, PREPROCESSING_VERSION, model_source_env
 from . import build
 from .lungs import LUNGS_FILE, load_decoder
-from .pooling import ZONES
+from .pooling import FINE, ZONES
 
 FORMAT = "pneumo-bundle-1"
 CONFIG, HEAD_WEIGHTS = "config.json", "head.weights.h5"
@@ -125,7 +125,7 @@ def load_full_model(bundle: Bundle, backbone_weights: str | None = None, decoder
         if lungs is None:
             raise ValueError(f"'{bundle.path}' pools over the lung fields but has no {LUNGS_FILE}; the bundle is "
                              "incomplete.")
-    full = build.build_full_model(setting, head, bundle.config["input_size"], lungs)
+    full = build.build_full_model(setting, head, bundle.config["input_size"], lungs, config.pooling in FINE)
     if bundle.config.get("block5_weights"):
         load_block5(full, bundle.path / bundle.config["block5_weights"])
     return full

@@ -19,7 +19,10 @@ import numpy as np
 
 LUNG_POOLED = "lung_pool"  # the flat model's pooling layer when it pools over the lungs (else "gap")
 MIN_CELLS = 1.0  # less lung than one cell's worth (no lungs found): every cell counts, as for GAP
-ZONES = {"lungs": 1, "lung-zones": 4}  # --pooling -> zones of the lung map pooled apart
+ZONES = {"lungs": 1, "lung-zones": 4, "lung-zones-14": 4}  # --pooling -> zones of the lung map pooled apart
+# Poolings that read block5_conv3 (14x14) itself, not block5_pool (7x7): a position on the lung outline sees a
+# quarter of the area beyond it that a block5_pool cell does, so the verdict, and its heat, stay on the lungs.
+FINE = ("lung-zones-14",)
 
 
 def cell_weights(lungs: np.ndarray, grid: tuple[int, int]) -> np.ndarray:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..model.pooling import ZONES
+
 SPLIT_NOTES = {
     "validation": "patients of train/ held out by patient id (used to pick the epoch and the threshold)",
     "kaggle_val": "the official 16-image val/ folder, full-resolution originals",
@@ -52,7 +54,9 @@ def _counts_table(counts: dict) -> str:
 
 def _head_text(head: dict) -> str:
     pooling = {"lungs": "average of block5 over the lung fields only, which the lung head finds",
-               "lung-zones": "averages of block5 over each lung's upper and lower half, which the lung head finds"
+               "lung-zones": "averages of block5 over each lung's upper and lower half, which the lung head finds",
+               "lung-zones-14": "averages of block5_conv3 (14x14 positions) over each lung's upper and lower half, "
+                                "which the lung head finds",
                }.get(head.get("pooling"), "GlobalAveragePooling")
     if head.get("kind") == "linear":
         decay = f", L2 {head['weight_decay']}" if head.get("weight_decay") else ""
@@ -147,7 +151,7 @@ def _lungs_line(config: dict) -> str:
     if not stats:
         return ""
     verdict = ("The pneumonia head reads only the lung fields it finds." if config["recipe"]["head"].get("pooling")
-               in ("lungs", "lung-zones") else "It does not change the verdict.")
+               in ZONES else "It does not change the verdict.")
     return (f"- The lung-field head (`{stats['file']}`, a small decoder on the same VGG16 pass) was trained on "
             f"{stats['fit_pairs']} adult films with lung masks; Dice on {stats['heldout_pairs']} held-out films "
             f"{stats['heldout_dice_mean']:.2f} (min {stats['heldout_dice_min']:.2f}). Each result reports the share "

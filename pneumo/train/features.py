@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..config import IMG_SIZE, PREPROCESSING_VERSION
+from ..config import CAM_LAYER, IMG_SIZE, PREPROCESSING_VERSION
 from ..io import read_image
 from ..model.backends import POOLED, make_feature_function
 from ..model.pooling import LUNG_POOLED
@@ -74,15 +74,16 @@ class FeatureExtractor:
     Any model holding VGG16's layers and a "gap" layer works: the training extractor or a full model.
     """
 
-    def __init__(self, full_model, backend: str | None = None, layer: str = POOLED, decoder=None, zones: int = 1):
+    def __init__(self, full_model, backend: str | None = None, layer: str = POOLED, decoder=None, zones: int = 1,
+                 fine: bool = False):
         self.size = int(full_model.input_shape[1])
-        if layer == POOLED:  # the global average of block5_pool, whatever the model's own pooling
-            self.shape = (int(full_model.get_layer("block5_pool").output.shape[-1]),)
+        if layer == POOLED:  # the global average of block5_pool (block5_conv3's channels), whatever the model's pooling
+            self.shape = (int(full_model.get_layer(CAM_LAYER).output.shape[-1]),)
         else:
             self.shape = tuple(int(d) for d in full_model.get_layer(layer).output.shape[1:])
         if decoder is not None:
             self.shape = ((1 + zones) * self.shape[0],)
-        self._run = make_feature_function(full_model, backend, layer, decoder, zones)
+        self._run = make_feature_function(full_model, backend, layer, decoder, zones, fine)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self._run(np.asarray(batch, np.float32)), np.float32)

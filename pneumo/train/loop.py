@@ -28,7 +28,7 @@ from ..io import folders
 from ..model import build
 from ..model import bundle as bundles
 from ..model.lungs import LUNGS_FILE, decoder_fingerprint, save_decoder
-from ..model.pooling import LUNG_POOLED, ZONES
+from ..model.pooling import FINE, LUNG_POOLED, ZONES
 from . import card, features, finetune, metrics, plots
 from .checks import fit_population
 from .lungs import fit_lung_head
@@ -73,9 +73,11 @@ class _Extractor:
         self.network = features.FeatureExtractor(trunk, layer=self.layer)
         self.lungs = None
         if decoder is not None:
-            zones = ZONES[config.pooling]  # each zone count its own cache: the rows differ in width
-            self.lungs = (f"{LUNG_POOLED}{'' if zones == 1 else zones}-{decoder_fingerprint(decoder)}",
-                          features.FeatureExtractor(trunk, decoder=decoder, zones=zones))
+            # each pooling its own cache: the rows differ in width (zones) or in what they average (14x14)
+            zones, fine = ZONES[config.pooling], config.pooling in FINE
+            self.lungs = (f"{LUNG_POOLED}{'' if zones == 1 else zones}{'f14' if fine else ''}-"
+                          f"{decoder_fingerprint(decoder)}",
+                          features.FeatureExtractor(trunk, decoder=decoder, zones=zones, fine=fine))
         self.fingerprint = build.backbone_fingerprint(config.backbone_weights)
         self.computed = 0  # backbone passes in this run
 

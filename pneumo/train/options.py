@@ -98,8 +98,9 @@ class TrainConfig:
                             "Dense)", flag="--head", choices=HEAD_KINDS, check=lambda v: v in HEAD_KINDS,
                             expect=f"must be one of {HEAD_KINDS}")
     pooling: str = option("gap", help="how block5 is pooled: 'gap' (global average), 'lungs' (average over the "
-                          "lung fields only) or 'lung-zones' (each lung's upper and lower half averaged apart); "
-                          "the last two need --lung-masks", choices=POOLINGS, check=lambda v: v in POOLINGS,
+                          "lung fields only), 'lung-zones' (each lung's upper and lower half of block5_pool averaged "
+                          "apart) or 'lung-zones-14' (the same zones over block5_conv3's 14x14 positions); all but "
+                          "'gap' need --lung-masks", choices=POOLINGS, check=lambda v: v in POOLINGS,
                           expect=f"must be one of {POOLINGS}")
     report_dirs: dict[str, Path] = option(
         default_factory=dict, recipe=False, help="also measure on DIR (NORMAL/, PNEUMONIA/) as split NAME; never "
