@@ -263,7 +263,7 @@ def bench_rejected(predictor, paths: list[Path], table: Table) -> None:
     """Speed-ups we tried and did not keep, each with how much it changes the probability."""
     from PIL import Image
 
-    from pneumo.model.backends import NumpyHead, lung_pool_inputs, lung_pooled, pool_activations
+    from pneumo.model.backends import NumpyHead, lung_fine, lung_pool_inputs, lung_pooled, lung_zones, pool_activations
     from pneumo.model.onnx_graph import trunk_to_onnx
 
     paths = paths[:48]
@@ -293,7 +293,8 @@ def bench_rejected(predictor, paths: list[Path], table: Table) -> None:
     activations = np.concatenate([out[0] for out in outputs])
     head_input = pool_activations(activations)
     if lung_pooled(predictor.model):
-        head_input = lung_pool_inputs(activations, np.concatenate([out[1] for out in outputs])[..., 0])[0]
+        lungs = np.concatenate([out[1] for out in outputs])[..., 0]
+        head_input = lung_pool_inputs(activations, lungs, lung_zones(predictor.model), lung_fine(predictor.model))[0]
     logits, _ = NumpyHead(predictor.model)(head_input)
     shift = np.abs(1 / (1 + np.exp(-logits)) - exact).max()
     one = x[:1]

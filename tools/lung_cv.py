@@ -87,8 +87,10 @@ def heat_in_lungs(predictor, args) -> None:
 
     samples = scan_class_folder(SHARED / "shift_dev")
     from pneumo.infer import lungs
+    from pneumo.model.backends import lung_fine
 
     shares, areas, edges, tiles, hulls, raw, flagged = [], [], [], [], [], [], 0
+    fine = lung_fine(predictor.model)  # the pooling reads block5_conv3's positions, not block5_pool's cells
     for sample, (_, prediction, _) in zip(samples, predict_paths(predictor, [s.path for s in samples], "shift_dev",
                                                                   with_cam=True)):
         flagged += "no plausible pair" in " ".join(prediction.chest_reasons)
@@ -100,7 +102,7 @@ def heat_in_lungs(predictor, args) -> None:
             aerated = (prediction.lungs >= 0.5).astype(np.uint8)
             raw.append((lungs.heat_in_lungs(prediction.heatmap, aerated), float(aerated.mean())))
             if prediction.reads_lungs_only:
-                edges.append(_edge_cells(prediction))
+                edges.append(_edge_cells(prediction, 1 if fine else 2))
         if sum(label == sample.label for label, _ in tiles) < 8 and sample.path.name.endswith(("1.jpeg", "7.jpeg")):
             view = model_view(read_image(sample.path).gray)
             tiles.append((sample.label, _outlined(view, prediction.lung_fields)))
@@ -115,7 +117,8 @@ def heat_in_lungs(predictor, args) -> None:
           f"independent lung model): {heat:.1%}; its area {area:.1%}")
     if edges:
         heat, weight = np.mean(edges, axis=0)
-        print(f"  the block5_pool cells only partly inside the lung map hold {heat:.1%} of that heat and "
+        print(f"  the {'block5_conv3 positions' if fine else 'block5_pool cells'} only partly inside the lung map "
+              f"hold {heat:.1%} of that heat and "
               f"{weight:.1%} of the pooling weight")
     print(f"shift_dev films with no plausible pair of lungs found: {flagged} of {len(samples)}")
     if args.montage and tiles:  # top row normal children, bottom row pneumonia
@@ -152,14 +155,15 @@ def heat_in_drawn_masks(predictor) -> None:
     print(f"  inside one convex hull of both drawn masks {heat[3]:.1%} (area {heat[8]:.1%}); of both lung fields "
           f"{heat[4]:.1%} (area {heat[9]:.1%})")
 
-def _edge_cells(prediction) -> tuple[float, float]:
-    """(share of the heat, share of the pooling weight) in the block5_pool cells that straddle the lung map's edge."""
+def _edge_cells(prediction, cell: int = 2) -> tuple[float, float]:
+    """(share of the heat, share of the pooling weight) in the pooling's cells that straddle the lung map's edge:
+    block5_pool's (cell 2: 2x2 block5_conv3 positions each), or block5_conv3's own positions (cell 1)."""
     from pneumo.model.pooling import cell_weights
 
-    grid = (prediction.heatmap.shape[0] // 2, prediction.heatmap.shape[1] // 2)  # block5_conv3 -> block5_pool
+    grid = (prediction.heatmap.shape[0] // cell, prediction.heatmap.shape[1] // cell)
     cells = cell_weights(prediction.lungs[None], grid)[0]
-    edge = np.kron(((cells > 0) & (cells < 1)).astype(np.float32), np.ones((2, 2), np.float32))
-    weight = np.kron(cells, np.ones((2, 2), np.float32))
+    edge = np.kron(((cells > 0) & (cells < 1)).astype(np.float32), np.ones((cell, cell), np.float32))
+    weight = np.kron(cells, np.ones((cell, cell), np.float32))
     heat = prediction.heatmap
     return float((heat * edge).sum() / heat.sum()), float((weight * edge).sum() / weight.sum())
 
