@@ -83,6 +83,8 @@ def main(argv=None) -> int:
     parser = tool_parser(__doc__, seeds=3)
     parser.add_argument("--views", action="store_true",
                         help="also fit on view 1 of every fit film (train.py --views 1)")
+    parser.add_argument("--normal-views-only", action="store_true",
+                        help="with --views: only the normal fit films' views (train.py --augment-classes NORMAL)")
     parser.add_argument("--average", type=int, default=1,
                         help="each row's head is the mean logit of this many heads (seeds s, s+1, ...)")
     parser.add_argument("--only", default=None, help="only the zonings whose name contains this text")
@@ -97,7 +99,9 @@ def main(argv=None) -> int:
     rows, y, shift = found.rows, found.y, found.maps["shift"]
     train_conv3 = cached_conv3([s.path for s in found.train], found.trunk, found.key)
     fields = [lung_fields(m / 255.0) for m in shift["lungs"]]
-    fit_y = np.concatenate([y["fit"], y["fit"]]) if args.views else y["fit"]
+    # which fit films' views join the fit (views are cached for all of them; --normal-views-only keeps a third)
+    viewed = (y["fit"] == 0) if args.normal_views_only else np.ones(len(y["fit"]), bool)
+    fit_y = np.concatenate([y["fit"], y["fit"][viewed]]) if args.views else y["fit"]
     maps = {"train": found.maps["train"]["lungs"], "shift": shift["lungs"]}
     if args.views:
         view_conv3, maps["views"] = cached_view_maps([found.train[i].path for i in rows["fit"]], found.trunk,
@@ -112,7 +116,8 @@ def main(argv=None) -> int:
         train_x = np.log1p(zone_features(train_conv3, maps["train"], zones, grid=args.grid)[0])
         fit_x = train_x[rows["fit"]]
         if args.views:
-            fit_x = np.concatenate([fit_x, np.log1p(zone_features(view_conv3, maps["views"], zones, grid=args.grid)[0])])
+            view_x = np.log1p(zone_features(view_conv3, maps["views"], zones, grid=args.grid)[0])
+            fit_x = np.concatenate([fit_x, view_x[viewed]])
         shift_raw, positions = zone_features(shift["activations"], maps["shift"], zones, grid=args.grid)
         for seed in range(args.seeds):
             heads = [fit("linear", fit_x, fit_y, train_x[rows["val"]], y["val"], seed * args.average + k)
