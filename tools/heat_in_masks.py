@@ -8,7 +8,7 @@ uniform heatmap would score).
         [../shared/data/lung_masks] [--model weights] [--all]
 
 The folder holds images/ and masks/ with the same file names (masks: lung > 127), as ../shared/data/lung_masks.
-Nothing of the model is imported here: the numbers come from the files the CLI writes.
+The model runs only in the CLI: the numbers come from the files it writes.
 """
 
 from __future__ import annotations
@@ -24,20 +24,12 @@ import cv2
 import numpy as np
 
 from tools.appserver import ROOT
-
-
-def hull_of(mask: np.ndarray) -> np.ndarray:
-    """One convex hull around every lung pixel (both lungs and the mediastinum between them)."""
-    hull = np.zeros(mask.shape, np.uint8)
-    points = cv2.findNonZero(mask.astype(np.uint8))
-    if points is not None:
-        cv2.fillConvexPoly(hull, cv2.convexHull(points), 1)
-    return hull.astype(bool)
+from tools.lung_cv import hull_of_both
 
 
 def shares(heat: np.ndarray, mask: np.ndarray) -> tuple[float, float, float, float]:
     """(heat inside the mask, its area, heat inside the hull of the mask, the hull's area), as fractions."""
-    hull, total = hull_of(mask), heat.sum() + 1e-7
+    hull, total = hull_of_both(mask).astype(bool), heat.sum() + 1e-7
     return heat[mask].sum() / total, mask.mean(), heat[hull].sum() / total, hull.mean()
 
 

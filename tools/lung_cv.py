@@ -97,7 +97,7 @@ def heat_in_lungs(predictor, args) -> None:
         if sample.label == 1 and prediction.label == "PNEUMONIA":
             shares.append(prediction.heat_in_lungs)
             areas.append(float(prediction.lung_fields.mean()))
-            hull = _hull_of_both(prediction.lung_fields)
+            hull = hull_of_both(prediction.lung_fields)
             hulls.append((lungs.heat_in_lungs(prediction.heatmap, hull), float(hull.mean())))
             aerated = (prediction.lungs >= 0.5).astype(np.uint8)
             raw.append((lungs.heat_in_lungs(prediction.heatmap, aerated), float(aerated.mean())))
@@ -144,8 +144,8 @@ def heat_in_drawn_masks(predictor) -> None:
             continue
         drawn = cv2.resize(model_view_pair(gray, mask, None)[1].astype(np.float32), prediction.lungs.shape[::-1],
                            interpolation=cv2.INTER_AREA) >= 0.5
-        regions = (drawn, prediction.lung_fields, prediction.lungs >= 0.5, _hull_of_both(drawn),
-                   _hull_of_both(prediction.lung_fields))
+        regions = (drawn, prediction.lung_fields, prediction.lungs >= 0.5, hull_of_both(drawn),
+                   hull_of_both(prediction.lung_fields))
         found.append([share(prediction.heatmap, m.astype(np.uint8)) for m in regions]
                      + [float(m.mean()) for m in regions])
     heat = np.mean(found, axis=0)
@@ -168,7 +168,7 @@ def _edge_cells(prediction, cell: int = 2) -> tuple[float, float]:
     return float((heat * edge).sum() / heat.sum()), float((weight * edge).sum() / weight.sum())
 
 
-def _hull_of_both(fields: np.ndarray) -> np.ndarray:
+def hull_of_both(fields: np.ndarray) -> np.ndarray:
     """One convex hull around both lung fields (it takes in the mediastinum between them)."""
     hull = np.zeros(fields.shape, np.uint8)
     points = cv2.findNonZero(fields.astype(np.uint8))

@@ -25,6 +25,7 @@ import sys
 
 import numpy as np
 
+from pneumo.train.heads import fold_into
 from tools.lung_pooling import fit, logit_gradient, setup, tool_parser
 from tools.lung_pooling_finer import cached_conv3, cached_view_maps, report_head
 
@@ -38,39 +39,18 @@ def zone_features(conv3, lungs, zones: int, chunk: int = 256, grid: int = 7) -> 
     grid 14: the zones pool block5_conv3 itself (each 14x14 position weighted by its share of the zone), not
     block5_pool: a position straddling the lung outline sees half as much beyond it as a 7x7 cell."""
     from pneumo.model.backends import lung_pool_inputs
-    from pneumo.model.pooling import zone_pool
 
-    def pool(maps, masks):
-        return lung_pool_inputs(maps, masks, zones) if grid == 7 else zone_pool(maps, masks, zones)
-
-    parts = [pool(np.asarray(conv3[i:i + chunk], np.float32), lungs[i:i + chunk] / 255.0)
+    parts = [lung_pool_inputs(np.asarray(conv3[i:i + chunk], np.float32), lungs[i:i + chunk] / 255.0, zones,
+                              fine=grid == 14)
              for i in range(0, len(lungs), chunk)]
     positions = np.concatenate([p[1] for p in parts])
     return np.concatenate([p[0] for p in parts]), positions[:, None] if positions.ndim == 3 else positions
 
 
-class Averaged:
-    """Several heads as one: the mean of their logits (one affine map of the features, as each head is)."""
-
-    def __init__(self, heads):
-        import keras
-
-        self.logits = [keras.Model(h.input, h.get_layer("logit").output) for h in heads]
-        self.heads = heads
-
-    def predict(self, x, verbose=0) -> np.ndarray:
-        mean = np.mean([m.predict(x, verbose=verbose) for m in self.logits], axis=0)
-        return 1 / (1 + np.exp(-mean))
-
-    def gradient(self, x) -> np.ndarray:
-        return np.mean([logit_gradient(h, x) for h in self.heads], axis=0)
-
-
 def zone_heats(head, feats, activations, chosen, positions) -> list[np.ndarray]:
     """Each chosen film's heatmap: sum over zones of (activations . zone gradient) x the position's zone weight."""
     x = feats[chosen]
-    logit_of = head.gradient if isinstance(head, Averaged) else lambda v: logit_gradient(head, v)
-    gradient = logit_of(np.log1p(x)) / (1 + x)
+    gradient = logit_gradient(head, np.log1p(x)) / (1 + x)
     zones = positions.shape[1]
     heats = []
     for k, g in zip(chosen, gradient):
@@ -122,7 +102,8 @@ def main(argv=None) -> int:
         for seed in range(args.seeds):
             heads = [fit("linear", fit_x, fit_y, train_x[rows["val"]], y["val"], seed * args.average + k)
                      for k in range(args.average)]
-            head = heads[0] if args.average == 1 else Averaged(heads)
+            head = heads[0]
+            fold_into(head, heads)  # their mean logit, in one head (as train.py --heads K ships it)
             report_head(name, seed, head, train_x[rows["val"]], shift_raw, found, fields,
                         lambda h, chosen: zone_heats(h, shift_raw, shift["activations"], chosen, positions))
     return 0

@@ -133,13 +133,13 @@ def run(config: TrainConfig, log=print) -> Path:
 
     import keras
 
-    head = _fitted_heads(config, fit_x, fit_y, val_x, val_y, log) if config.heads > 1 else None
-    if head is None:
-        keras.utils.set_random_seed(config.seed)
-        head = build.build_head_model(config.head)
+    keras.utils.set_random_seed(config.seed)
+    head = build.build_head_model(config.head)
     full = build.build_full_model(config.backbone_weights, head, config.input_size) if config.fine_tune else None
     pooled = (lambda x: finetune.pooled_from_maps(full, x)) if full is not None else (lambda x: x)
-    if config.heads == 1:
+    if config.heads > 1:  # never with --fine-tune (TrainConfig.validate)
+        _fit_heads_into(head, config, fit_x, fit_y, val_x, val_y, log)
+    else:
         fit_head(head, pooled(fit_x), fit_y, pooled(val_x), val_y, config)
     if full is not None:
         finetune.fine_tune(full, fit_x, fit_y, val_x, val_y, config.fine_tune, config.fine_tune_lr,
@@ -192,8 +192,8 @@ def fill_bundle(folder: Path, config: dict, head, predictions: dict, gaussian, f
     (folder / "README.md").write_text(card.model_card(config))
 
 
-def _fitted_heads(config: TrainConfig, fit_x, fit_y, val_x, val_y, log):
-    """--heads K: K linear heads, seeds seed .. seed + K - 1, folded into one with their mean logit."""
+def _fit_heads_into(target, config: TrainConfig, fit_x, fit_y, val_x, val_y, log) -> None:
+    """--heads K: K linear heads, seeds seed .. seed + K - 1, their mean logit folded into `target`."""
     import keras
 
     from .heads import fold_into
@@ -204,8 +204,7 @@ def _fitted_heads(config: TrainConfig, fit_x, fit_y, val_x, val_y, log):
         heads.append(fit_head(build.build_head_model(config.head), fit_x, fit_y, val_x, val_y, config))
     log(f"--heads {config.heads}: the head is the mean logit of {config.heads} heads (seeds {config.seed}-"
         f"{config.seed + config.heads - 1}), folded into one")
-    fold_into(heads[0], heads)
-    return heads[0]
+    fold_into(target, heads)
 
 
 def fit_head(head, fit_x, fit_y, val_x, val_y, config: TrainConfig):
