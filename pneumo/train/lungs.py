@@ -79,20 +79,42 @@ def dice(predicted: np.ndarray, truth: np.ndarray) -> float:
 
 
 def views(pairs, features, n_views: int, seed: int, config: LungAugment = LungAugment(), size: int = IMG_SIZE):
-    """Backbone activations (three arrays) and masks at 1/4 resolution for the plain view and n_views augmented ones.
+    """Backbone activations (three float16 arrays) and masks at 1/4 resolution for the plain view and n_views
+    augmented ones.
 
-    `features`: images -> [block3, block4, block5] activations (pneumo.model.lungs.feature_function)."""
+    `features`: images -> [block3, block4, block5] activations (pneumo.model.lungs.feature_function). The arrays
+    are filled in place: 666 views hold ~1.7 GB of activations, and a list of batches joined at the end would
+    need twice that."""
     rng = np.random.default_rng(seed)
-    feats, targets = [[], [], []], []
+    feats, targets = None, []
     jobs = [(gray, mask, None if v == 0 else rng) for _, gray, mask in pairs for v in range(n_views + 1)]
     for start in tqdm(range(0, len(jobs), 16), desc="lung views", unit="batch"):
         batch = [model_view_pair(gray, mask, r, config, size) for gray, mask, r in jobs[start:start + 16]]
-        outputs = features(np.stack([normalize(image) for image, _ in batch]))
+        outputs = [np.asarray(out) for out in features(np.stack([normalize(image) for image, _ in batch]))]
+        if feats is None:
+            feats = [np.empty((len(jobs), *out.shape[1:]), np.float16) for out in outputs]
         for store, out in zip(feats, outputs):
-            store.append(np.asarray(out, np.float16))
+            store[start:start + len(batch)] = out
         quarter = size // 4
         targets += [cv2.resize(t, (quarter, quarter), interpolation=cv2.INTER_AREA) for _, t in batch]
-    return [np.concatenate(f) for f in feats], np.stack(targets).astype(np.float32)[..., None]
+    return feats, np.stack(targets).astype(np.float32)[..., None]
+
+
+def _batches(feats, targets, batch_size: int, seed: int):
+    """The views in a new order each epoch, cast to float32 one batch at a time. Handing Keras the float32 arrays
+    took training to 14 GB (a float32 copy of every view's ~1.7 GB of float16 activations, and Keras' own copies);
+    this keeps one float16 copy."""
+    import tensorflow as tf
+
+    # variables, not constants: a constant captured by the map function is copied into its graph
+    stored = [tf.Variable(f, trainable=False) for f in feats]
+    masks = tf.Variable(targets, trainable=False)
+
+    def gather(rows):
+        return tuple(tf.cast(tf.gather(f, rows), tf.float32) for f in stored), tf.gather(masks, rows)
+
+    order = tf.data.Dataset.range(len(targets)).shuffle(len(targets), seed=seed, reshuffle_each_iteration=True)
+    return order.batch(batch_size).map(gather).prefetch(1)
 
 
 def fit_decoder(decoder, feats, targets, epochs: int = 30, seed: int = 0, batch_size: int = 16):
@@ -119,8 +141,9 @@ def fit_decoder(decoder, feats, targets, epochs: int = 30, seed: int = 0, batch_
             self.bar.close()
 
     decoder.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
-    decoder.fit([f.astype(np.float32) for f in feats], targets, epochs=epochs, batch_size=batch_size, verbose=0,
-                shuffle=True, callbacks=[Progress()])
+    batches = _batches(feats, targets, batch_size, seed)
+    del feats  # the batches hold their own copy: with the caller not holding one either, ~1.7 GB less
+    decoder.fit(batches, epochs=epochs, verbose=0, callbacks=[Progress()])
     return decoder
 
 
@@ -132,6 +155,7 @@ def predict_masks(decoder, feats, size: int = IMG_SIZE, batch_size: int = 32) ->
     return np.stack([cv2.resize(m, (size, size), interpolation=cv2.INTER_LINEAR) for m in quarter])
 
 
+PROCEDURE = 2  # bump when how the decoder is trained changes, so cached decoders are retrained (2: float16)
 HOLDOUT_EVERY = 10  # every 10th pair (by name) is held out of the shipped decoder to measure it
 
 
@@ -150,9 +174,9 @@ def fit_lung_head(config, log=print):
         decoder = load_decoder(cached)
         log(f"lung head: reused {cached.name} (same masks, backbone and settings)")
     else:
-        feats, targets = views(fit, features, config.lung_views, config.seed, size=config.input_size)
-        decoder = fit_decoder(build_decoder(), feats, targets, epochs=config.lung_epochs, seed=config.seed)
-        del feats
+        decoder = fit_decoder(build_decoder(), *views(fit, features, config.lung_views, config.seed,
+                                                      size=config.input_size),
+                              epochs=config.lung_epochs, seed=config.seed)
         cached.parent.mkdir(parents=True, exist_ok=True)
         save_decoder(decoder, cached)
         decoder = load_decoder(cached)  # measure what ships: the float16 weights
@@ -172,7 +196,7 @@ def _cache_key(pairs, backbone: str, config, version: int) -> str:
     import hashlib
 
     digest = hashlib.sha256(repr((backbone, config.lung_views, config.lung_epochs, config.seed, config.input_size,
-                                  LungAugment(), version)).encode())
+                                  LungAugment(), version, PROCEDURE)).encode())
     for name, gray, mask in pairs:
         digest.update(name.encode() + gray.tobytes() + mask.tobytes())
     return digest.hexdigest()[:16]
