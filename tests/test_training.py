@@ -103,7 +103,9 @@ def test_unreadable_training_file_is_skipped_and_listed(tiny_config_factory, tin
     assert any("skipped 1 unreadable" in line for line in lines)
 
 
-def test_balance_leaves_extra_films_unread(tiny_config_factory, tiny_data, tmp_path):
+@pytest.fixture
+def unbalanced_data(tiny_data, tmp_path) -> Path:
+    """tiny_data with 3 more pneumonia patients: 18 pneumonia films against 12 normal ones."""
     import shutil
 
     import synth
@@ -111,10 +113,14 @@ def test_balance_leaves_extra_films_unread(tiny_config_factory, tiny_data, tmp_p
 
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
-    for k in range(6):  # 3 more pneumonia patients: 18 pneumonia films against 12 normal ones
+    for k in range(6):
         Image.fromarray(synth.xray(500 + k, pneumonia=True)).save(
             data / "train" / "PNEUMONIA" / f"person{900 + k // 2}_bacteria_{k}.jpeg", quality=95)
-    config = tiny_config_factory(tmp_path / "b", data_dir=data, cache_dir=tmp_path / "cache", balance=True)
+    return data
+
+
+def test_balance_leaves_extra_films_unread(tiny_config_factory, unbalanced_data, tmp_path):
+    config = tiny_config_factory(tmp_path / "b", data_dir=unbalanced_data, cache_dir=tmp_path / "cache", balance=True)
     lines = []
     bundle_config = json.loads((run(config, log=lines.append) / "config.json").read_text())
     fit, validation = bundle_config["data_counts"]["fit"], bundle_config["data_counts"]["validation"]
@@ -125,9 +131,21 @@ def test_balance_leaves_extra_films_unread(tiny_config_factory, tiny_data, tmp_p
     assert any(f"--balance: 16 of the {16 + left_out} fit images kept" in line for line in lines)
 
 
+def test_balance_views_gives_views_to_as_many_films_of_each_class(tiny_config_factory, unbalanced_data, tmp_path):
+    config = tiny_config_factory(tmp_path / "v", data_dir=unbalanced_data, cache_dir=tmp_path / "cache", views=1,
+                                 balance_views=True)
+    lines = []
+    bundle_config = json.loads((run(config, log=lines.append) / "config.json").read_text())
+    assert bundle_config["data_counts"]["fit"] == {"NORMAL": 8, "PNEUMONIA": 12}  # every fit film, plain
+    assert bundle_config["backbone_passes_this_run"] == 30 + 4 + 8 + 2 * 8  # views of 8 films of each class
+    assert any(line.startswith("fit: 36 rows from 20 images") for line in lines)
+    assert "--balance-views" in bundle_config["command"].split()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--data-dir", "/nonexistent"], "--data-dir must be an existing folder"),
     (["--val-fraction", "0.9"], "--val-fraction must be in (0, 0.5), got 0.9"),
+    (["--balance-views"], "--balance-views needs --views N and views of every class, got --views 0"),
     (["--epochs", "0"], "--epochs must be >= 1, got 0"),
     (["--push-to-hub", "not a repo"], "expected a Hub repository as USER/REPO"),
     (["--report", "shift_dev"], "--report expects NAME=DIR"),

@@ -75,6 +75,9 @@ class TrainConfig:
     augment_classes: tuple[str, ...] = option(CLASS_NAMES, help="classes whose images get the augmented views",
                                               check=lambda v: bool(v) and set(v) <= set(CLASS_NAMES),
                                               expect=f"must be among {CLASS_NAMES}", nargs="+", metavar="CLASS")
+    balance_views: bool = option(False, help="give views to every fit film of the smaller class and as many, "
+                                 "drawn at random (seeded), of the larger: on Kaggle's data about half the view passes",
+                                 action="store_true")
     threshold_rule: str = option("sensitivity95", help="how the decision threshold is chosen on validation "
                                  "(see docs/experiments.md)", choices=THRESHOLD_RULES,
                                  check=lambda v: v in THRESHOLD_RULES, expect=f"must be one of {THRESHOLD_RULES}")
@@ -141,6 +144,9 @@ class TrainConfig:
         if self.pooling in ZONES and self.fine_tune:
             errors.append(f"--pooling {self.pooling} does not combine with --fine-tune, got --fine-tune "
                           f"{self.fine_tune}")
+        if self.balance_views and (not self.views or len(self.augment_classes) < len(CLASS_NAMES)):
+            errors.append(f"--balance-views needs --views N and views of every class, got --views {self.views} and "
+                          f"--augment-classes {' '.join(self.augment_classes)}")
         if errors:
             raise ValueError("; ".join(errors) + ".")
         self.backbone_weights = backbone_weights_setting(self.backbone_weights)
