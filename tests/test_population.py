@@ -107,7 +107,7 @@ def adult_bundle(tiny_config_factory, tmp_path_factory):
         for k in range(2):
             Image.fromarray(synth.adult_xray(patient * 10 + k)).save(adults / f"{10000000 + patient:08d}_{k:03d}.png")
     config = tiny_config_factory(tmp_path_factory.mktemp("bundles") / "with-population", adult_dirs=(adults,),
-                                 population_views=1)
+                                 population_views=1, cache_dir=tmp_path_factory.mktemp("cache"))  # passes counted
     return run(config, log=lambda *_: None), adults
 
 
@@ -118,6 +118,13 @@ def test_training_writes_the_check_and_its_measurements(adult_bundle):
     assert stats["adult_fit_images"] + stats["adult_holdout_images"] == 16 and stats["adult_holdout_images"] > 0
     assert 0 <= stats["validation_children_flagged"] <= 0.2 and 0 <= stats["holdout_adults_flagged"] <= 1
     assert "--adult-dir ADULTS" in json.loads((bundle / "config.json").read_text())["command"]
+    # from an empty cache: every pediatric film, each adult film and its one form view, one form view of every
+    # 8th fit child: all counted
+    config = json.loads((bundle / "config.json").read_text())
+    children = sum(n for split in config["data_counts"].values() for n in split.values())
+    form_children = -(-sum(config["data_counts"]["fit"].values()) // 8)
+    assert config["backbone_passes_this_run"] == (children + 2 * stats["adult_fit_images"]
+                                                  + stats["adult_holdout_images"] + form_children)
 
 
 def test_predict_json_carries_in_population(adult_bundle, tmp_path):

@@ -108,7 +108,7 @@ Reproduce: `{config.get('command', '')}` (DATA = the Kaggle folder). Recipe: `{_
 whole image to {config['input_size']}x{config['input_size']} without keeping aspect, outer 10% of each side cut off and
 the rest resized back, VGG16 caffe normalisation);
 this run took {config['training_seconds']:.0f} s with {config.get('backbone_passes_this_run', '?')} images through the backbone
-(the other features came from the on-disk cache), package version {config['package_version']}.
+(the lung head's views not counted; the other features came from the on-disk cache), package version {config['package_version']}.
 
 ## Limitations
 - One hospital, one age group: expect worse results on other hospitals, devices and ages. On adult films its

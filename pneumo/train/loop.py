@@ -159,7 +159,6 @@ def run(config: TrainConfig, log=print) -> Path:
     cfg = bundle_config(config, threshold, scores, counts, time.time() - started)
     cfg["borderline"] = metrics.borderline_band(*predictions["validation"], threshold)
     cfg["borderline_validation"] = metrics.band_stats(*predictions["validation"], threshold, cfg["borderline"])
-    cfg["backbone_passes_this_run"] = extract.computed
     cfg["skipped_files"] = [{"file": str(p), "error": e} for p, e in failed]
     cfg["ood"] = {"cutoff": gaussian.cutoff, "percentile": gaussian.percentile, "file": chest_check.OOD_FILE}
     check = None
@@ -170,6 +169,8 @@ def run(config: TrainConfig, log=print) -> Path:
         log(f"population check: {cfg['population']['summary']}")
     if lung_stats:
         cfg["lungs"] = lung_stats
+    # counted once the population check's films are through too (the lung head's views are not in it)
+    cfg["backbone_passes_this_run"], cfg["training_seconds"] = extract.computed, round(time.time() - started, 1)
     out = bundles.write(config.output, lambda folder: fill_bundle(folder, cfg, head, predictions, gaussian, full, check,
                                                                   decoder))
     report(scores, threshold, config.threshold_rule, failed, log)
