@@ -75,8 +75,9 @@ class TrainConfig:
     augment_classes: tuple[str, ...] = option(CLASS_NAMES, help="classes whose images get the augmented views",
                                               check=lambda v: bool(v) and set(v) <= set(CLASS_NAMES),
                                               expect=f"must be among {CLASS_NAMES}", nargs="+", metavar="CLASS")
-    balance_views: bool = option(False, help="give views to every fit film of the smaller class and as many, "
-                                 "drawn at random (seeded), of the larger: on Kaggle's data about half the view passes",
+    balance_views: bool = option(False, help="give views to every fit film of the smaller class and as many, drawn "
+                                 "at random (seeded), of the larger: on Kaggle's data about half the view passes, "
+                                 "a little lower specificity on new patients (docs/experiments.md)",
                                  action="store_true")
     threshold_rule: str = option("sensitivity95", help="how the decision threshold is chosen on validation "
                                  "(see docs/experiments.md)", choices=THRESHOLD_RULES,
