@@ -2,7 +2,8 @@
 
 The head is trained alone on cached pooled features (seconds), then its layers
 are reused on `base.output` (for --pooling lung-zones-14 on `block5_conv3`, the layer
-under it) to form one flat image model whose `block5_conv3` stays reachable for Grad-CAM. Only the head's weights are stored in a bundle.
+under it) to form one flat image model whose `block5_conv3` stays reachable for Grad-CAM.
+Only the head's weights are stored in a bundle.
 `split_after` cuts that flat model after a layer (Grad-CAM's tail, fine-tuning's block5).
 """
 
