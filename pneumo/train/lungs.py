@@ -103,7 +103,7 @@ def views(pairs, features, n_views: int, seed: int, config: LungAugment = LungAu
 def _batches(feats, targets, batch_size: int, seed: int):
     """The views in a new order each epoch, cast to float32 one batch at a time. Handing Keras the float32 arrays
     took training to 13.5 GiB (a float32 copy of every view's ~1.7 GB of float16 activations, and Keras' own
-    copies); this keeps float16 copies only: 5.6 GiB."""
+    copies); this keeps float16 copies only: under 6 GiB."""
     import tensorflow as tf
 
     # variables, not constants: a constant captured by the map function is copied into its graph
