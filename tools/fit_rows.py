@@ -1,0 +1,132 @@
+"""Which rows should the shipped head be fitted on? Cheaper sets of rows (fewer VGG16 passes in a cold run), and
+adult films as extra rows, against the shipped plain + one view of every fit film, on several lung heads.
+
+    PNEUMO_BACKBONE_WEIGHTS=../shared/weights/vgg16_imagenet_notop.weights.h5 python -m tools.fit_rows \
+        [--run CACHE_DIR:LUNGS_NPZ ...]
+
+Each `--run` is the feature cache of one cold `train.py` run of the shipped command and the lung head it trained
+(CACHE_DIR/lungs-*.npz); the lung head is not bit-reproducible, so the same rows are fitted on each run's features
+to see what is the recipe and what is the run. Default: train.py's default cache and the lung head in it. Every row
+is fitted as train.py fits the head (`--heads 5`, linear, L2 0.01, the same patient split), its threshold by the
+sensitivity95 rule on the validation patients; shift_dev is only scored. Cold passes: what a cold run of the
+shipped command would make, the checks fitted on the plain fit films the recipe computes. ~4 minutes per run with
+its cache filled (the adult films' lung-pooled features, 240 passes, are computed on first use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from tools.population_report import SHARED
+
+SHIPPED = ("--data-dir ../shared/data/chest_xray --output unused --head linear --pooling lung-zones-14 --heads 5 "
+           "--views 1 --weight-decay 0.01 --lung-masks ../shared/data/lung_masks --adult-dir ../shared/data/adult_dev")
+COLD_PASSES = 12085  # the shipped command from an empty cache (docs/experiments.md, "Cold training")
+
+
+def load_run(cache: str, lungs: str):
+    """train.py's config and extractor for the shipped command on `cache`, with the lung head in `lungs`, and the
+    lung head's fingerprint (what names it in the cache)."""
+    import train
+    from pneumo.model.lungs import decoder_fingerprint, load_decoder
+    from pneumo.train.loop import _Extractor
+    from pneumo.train.options import from_arguments
+
+    config = from_arguments(train.parse_args(SHIPPED.split() + ["--cache-dir", cache]))
+    config.validate()
+    decoder = load_decoder(lungs)
+    return config, _Extractor(config, decoder), decoder_fingerprint(decoder)
+
+
+def rows(config, extract) -> dict:
+    """{name: (fit x, fit y, cold passes)} plus the validation and shift_dev features, from the run's cache."""
+    from pneumo.io import folders
+
+    splits = folders.kaggle_splits(config.data_dir)
+    fit_s, val_s = folders.split_by_patient(splits["train"], config.val_fraction, config.seed)
+    train = extract(splits["train"], "train")
+    fit, val, view = train.subset(fit_s), train.subset(val_s), extract(fit_s, "train view 1", 1)
+    labels = {s.path: s.label for s in folders.scan_class_folder(SHARED / "adult_dev")}
+    adults = folders.split_by_patient(folders.scan_images(SHARED / "adult_dev"), config.adult_holdout, config.seed)[0]
+    adults = [folders.Sample(s.path, labels[s.path], s.patient) for s in adults]  # the check's adult fit patients
+    a0, a1 = extract(adults, "adult fit films", 0), extract(adults, "adult fit films, view 1", 1)
+    n, rng = len(fit.y), np.random.default_rng(config.seed)
+    half = rng.permutation(n) < n // 2
+    chosen = {s.path for s in folders.balance_classes(fit_s, config.seed)}  # as train.py --balance-views draws them
+    balanced = np.array([p in chosen for p in view.paths])
+    ax, ay = np.concatenate([a0.x, a1.x]), np.concatenate([a0.y, a1.y])
+    base = [fit.x, view.x], [fit.y, view.y]
+    with_adults = lambda keep, copies: ([*base[0], *[ax[keep]] * copies], [*base[1], *[ay[keep]] * copies])  # noqa: E731
+    out = {
+        "plain + view 1 of every fit film (shipped)": (*base, COLD_PASSES),
+        "view 1 of every fit film, no plain fit rows": ([view.x], [view.y], COLD_PASSES - n + n // 8),
+        "each fit film once: plain for a random half, view 1 for the other half":
+            ([fit.x[half], view.x[~half]], [fit.y[half], view.y[~half]], COLD_PASSES - n),
+        "plain of every fit film + view 1 of every normal one and as many pneumonia ones (--balance-views)":
+            ([fit.x, view.x[balanced]], [fit.y, view.y[balanced]], COLD_PASSES - n + int(balanced.sum())),
+        "shipped + the check's adult fit films (both labels, plain + view 1)":
+            (*with_adults(ay >= 0, 1), COLD_PASSES + len(ay)),
+        "shipped + the same adult films x10": (*with_adults(ay >= 0, 10), COLD_PASSES + len(ay)),
+        "shipped + the adult NORMAL films x10": (*with_adults(ay == 0, 10), COLD_PASSES + len(ay)),
+    }
+    shift = extract(folders.scan_class_folder(SHARED / "shift_dev"), "shift_dev")
+    return {name: (np.concatenate(x), np.concatenate(y), passes) for name, (x, y, passes) in out.items()}, val, shift
+
+
+def scored(config, fit_x, fit_y, val, shift) -> tuple[float, dict, dict]:
+    """(threshold, validation metrics, shift_dev metrics) of the head train.py fits on these rows."""
+    import keras
+
+    from pneumo.model import build
+    from pneumo.train import loop, metrics
+
+    keras.utils.set_random_seed(config.seed)
+    head = build.build_head_model(config.head)
+    loop._fit_heads_into(head, config, fit_x, fit_y, val.x, val.y, log=lambda *_: None)
+    val_p = loop.predict_head(head, val.x)
+    threshold = metrics.choose_threshold(val.y, val_p, config.threshold_rule)
+    return (threshold, metrics.binary_metrics(val.y, val_p, threshold),
+            metrics.binary_metrics(shift.y, loop.predict_head(head, shift.x), threshold))
+
+
+def _run_spec(text: str) -> tuple[str, str]:
+    cache, _, lungs = text.partition(":")
+    if not Path(cache).is_dir() or not Path(lungs).is_file():
+        raise argparse.ArgumentTypeError(f"expected CACHE_DIR:LUNGS_NPZ, both existing; got '{text}'")
+    return cache, lungs
+
+
+def default_run() -> tuple[str, str]:
+    from pneumo.config import feature_cache_dir
+
+    cache = feature_cache_dir()
+    found = sorted(Path(cache).glob("lungs-*.npz"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise SystemExit(f"no lung head in {cache}: run the shipped train.py command first, or pass --run.")
+    return str(cache), str(found[-1])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=_run_spec, action="append", metavar="CACHE_DIR:LUNGS_NPZ",
+                        help="a cold run's feature cache and lung head (repeatable)")
+    runs = parser.parse_args(argv).run or [default_run()]
+    f = lambda m: " / ".join(f"{m[k]:.3f}" for k in ("accuracy", "sensitivity", "specificity", "auc"))  # noqa: E731
+    print("| lung head | fit rows | cold passes | threshold | validation acc / sens / spec / AUC | "
+          "shift_dev acc / sens / spec / AUC | shift_dev confusion |\n|---|---|---|---|---|---|---|")
+    for cache, lungs in runs:
+        config, extract, fingerprint = load_run(cache, lungs)
+        found, val, shift = rows(config, extract)
+        for name, (x, y, passes) in found.items():
+            threshold, v, s = scored(config, x, y, val, shift)
+            print(f"| {fingerprint} | {name} | {passes:,} | {threshold:.3f} | {f(v)} | {f(s)} | "
+                  f"{s['confusion']} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
