@@ -82,16 +82,20 @@ class AugmentConfig:
     shift: float = 0.08  # fraction of the side
     contrast: float = 0.25
     brightness: float = 0.15  # fraction of the 0..255 range
+    # One axis, drawn at random, stretched by 1 to this factor (1: off, and no draw, so views made before it
+    # existed stay as they were): older children's chests have other proportions than the training children's.
+    stretch_max: float = 1.0
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def cache_key(self) -> str:
         """Identifies the views in the feature cache: the config's repr as it was while an (always zero)
-        `noise_std` field existed and before `border_max` did (left out while 0, which draws nothing), so
-        caches filled before those changes stay valid."""
+        `noise_std` field existed and before `border_max` and `stretch_max` did (left out while 0 and 1, which
+        draw nothing), so caches filled before those changes stay valid."""
         values = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
-                  if not (f.name == "border_max" and getattr(self, f.name) == 0)]
+                  if not (f.name == "border_max" and getattr(self, f.name) == 0)
+                  and not (f.name == "stretch_max" and getattr(self, f.name) == 1)]
         values.insert(6, "noise_std=0.0")
         return f"{type(self).__name__}({', '.join(values)})"
 
@@ -102,21 +106,32 @@ def view_rng(content_hash: str, view: int) -> np.random.Generator:
 
 
 def augment(gray: np.ndarray, rng: np.random.Generator, config: AugmentConfig = AugmentConfig()) -> np.ndarray:
-    """Random rotation/zoom/shift, then contrast/brightness, of an (H, W) uint8 image."""
+    """Random rotation/zoom/shift (and stretch), then contrast/brightness, of an (H, W) uint8 image."""
     height, width = gray.shape
     angle = rng.uniform(-config.rotation_deg, config.rotation_deg)
     scale = rng.uniform(config.zoom_min, config.zoom_max)
     dx, dy = rng.uniform(-config.shift, config.shift, size=2) * (width, height)
+    contrast = rng.uniform(1 - config.contrast, 1 + config.contrast)
+    brightness = rng.uniform(-1, 1) * config.brightness * 255
     matrix = cv2.getRotationMatrix2D((width / 2, height / 2), angle, scale)
     matrix[:, 2] += (dx, dy)
+    if config.stretch_max > 1:  # drawn after the others, so a view's stretch is all that tells it from before
+        matrix = stretched(matrix, rng.uniform(1, config.stretch_max), int(rng.integers(2)), (width, height))
     # Black borders where rotation/shift uncover them: radiograph surroundings are dark.
     moved = cv2.warpAffine(gray, matrix, (width, height), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     out = moved.astype(np.float32)
-    contrast = rng.uniform(1 - config.contrast, 1 + config.contrast)
-    out = (out - out.mean()) * contrast + out.mean() + rng.uniform(-1, 1) * config.brightness * 255
+    out = (out - out.mean()) * contrast + out.mean() + brightness
     out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
     return change_form(out, rng, config) if isinstance(config, FormConfig) else out
+
+
+def stretched(matrix: np.ndarray, factor: float, axis: int, size: tuple[int, int]) -> np.ndarray:
+    """The 2x3 affine `matrix`, then `axis` (0: x, 1: y) of the result stretched by `factor` about the centre."""
+    centre = np.array(size, np.float64) / 2
+    stretch = np.eye(2)
+    stretch[axis, axis] = factor
+    return np.hstack([stretch @ matrix[:, :2], (stretch @ (matrix[:, 2] - centre) + centre)[:, None]])
 
 
 @dataclass(frozen=True)

@@ -142,10 +142,23 @@ def test_balance_views_gives_views_to_as_many_films_of_each_class(tiny_config_fa
     assert "--balance-views" in bundle_config["command"].split()
 
 
+def test_view_stretch_draws_its_own_views_and_is_in_the_recipe(tiny_config_factory, tmp_path):
+    cache = tmp_path / "cache"
+    plain = json.loads((run(tiny_config_factory(tmp_path / "a", cache_dir=cache, views=1)) / "config.json").read_text())
+    stretched = json.loads((run(tiny_config_factory(tmp_path / "b", cache_dir=cache, views=1, view_stretch=1.3))
+                            / "config.json").read_text())
+    fit = sum(plain["data_counts"]["fit"].values())
+    assert stretched["backbone_passes_this_run"] == fit, "new views, everything else from the cache"
+    assert stretched["recipe"]["augment"]["stretch_max"] == 1.3 and plain["recipe"]["augment"]["stretch_max"] == 1.0
+    assert "--view-stretch 1.3" in stretched["command"] and "--view-stretch" not in plain["command"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--data-dir", "/nonexistent"], "--data-dir must be an existing folder"),
     (["--val-fraction", "0.9"], "--val-fraction must be in (0, 0.5), got 0.9"),
     (["--balance-views"], "--balance-views needs --views N and views of every class, got --views 0"),
+    (["--view-stretch", "1.2"], "--view-stretch 1.2 stretches the views and needs --views N, got --views 0"),
+    (["--views", "1", "--view-stretch", "3"], "--view-stretch must be between 1 and 2, got 3.0"),
     (["--epochs", "0"], "--epochs must be >= 1, got 0"),
     (["--push-to-hub", "not a repo"], "expected a Hub repository as USER/REPO"),
     (["--report", "shift_dev"], "--report expects NAME=DIR"),

@@ -124,7 +124,8 @@ def run(config: TrainConfig, log=print) -> Path:
     to_augment = [s for s in fit_samples if CLASS_NAMES[s.label] in config.augment_classes]
     if config.balance_views:  # every normal fit film's views, as many pneumonia ones
         to_augment = folders.balance_classes(to_augment, config.seed)
-    views = [extract(to_augment, f"train view {view}", view) for view in range(1, config.views + 1)]
+    views = [extract(to_augment, f"train view {view}", view, config.view_augment)
+             for view in range(1, config.views + 1)]
     others = {name: extract(samples, name) for name, samples in splits.items() if name != "train"}
     failed = train.failed + [f for split in others.values() for f in split.failed]
     fit, val = train.subset(fit_samples), train.subset(val_samples)

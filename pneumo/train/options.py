@@ -7,7 +7,7 @@ train.py's argparse flags, `TrainConfig.validate()`'s messages, the reproducing 
 from __future__ import annotations
 
 import argparse
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 
 from ..config import CLASS_NAMES, IMG_SIZE, feature_cache_dir
@@ -117,6 +117,9 @@ class TrainConfig:
         "population' check stored in the bundle (e.g. ../shared/data/adult_dev)", flag="--adult-dir",
         action="append", type=Path, metavar="DIR", check=lambda v: all(Path(d).is_dir() for d in v),
         expect="must be existing folders")
+    view_stretch: float = option(1.0, help="the views' random stretch of one axis, up to this factor (1 = off): older "
+                                 "children's chests have other proportions (docs/experiments.md)", type=float,
+                                 check=lambda v: 1 <= v <= 2, expect="must be between 1 and 2")
     lung_masks: Path | None = option(
         None, recipe=False, help="folder with images/ and masks/ (same names): trains the lung-field head stored in "
         "the bundle (e.g. ../shared/data/lung_masks); cached, so changing only the pneumonia head reuses it",
@@ -128,6 +131,11 @@ class TrainConfig:
     input_size: int = option(IMG_SIZE, help="model input size (smaller only in tests)", cli=False,
                              check=lambda v: 32 <= v <= 512, expect="must be in [32, 512]")
     augment: AugmentConfig = option(default_factory=AugmentConfig, help="augmentation of the views", cli=False)
+
+    @property
+    def view_augment(self) -> AugmentConfig:
+        """How the classifier's views are drawn (the population check's form views keep `augment` as it is)."""
+        return replace(self.augment, stretch_max=self.view_stretch)
 
     @property
     def head(self) -> HeadConfig:
@@ -148,6 +156,8 @@ class TrainConfig:
         if self.balance_views and (not self.views or len(self.augment_classes) < len(CLASS_NAMES)):
             errors.append(f"--balance-views needs --views N and views of every class, got --views {self.views} and "
                           f"--augment-classes {' '.join(self.augment_classes)}")
+        if self.view_stretch > 1 and not self.views:
+            errors.append(f"--view-stretch {self.view_stretch} stretches the views and needs --views N, got --views 0")
         if errors:
             raise ValueError("; ".join(errors) + ".")
         self.backbone_weights = backbone_weights_setting(self.backbone_weights)
@@ -176,7 +186,7 @@ class TrainConfig:
         out = {f.name: getattr(self, f.name) for f in fields(self)
                if f.metadata["recipe"] and f.metadata["cli"] and f.name not in HEAD_KEYS}
         out["augment_classes"] = list(self.augment_classes)
-        out.update(head=self.head.to_dict(), augment=self.augment.to_dict() if self.views else None)
+        out.update(head=self.head.to_dict(), augment=self.view_augment.to_dict() if self.views else None)
         return out
 
 
