@@ -109,6 +109,19 @@ def test_an_adult_film_headlines_the_population_warning(page):
     shoot(page, "not-assessed-adult")
 
 
+def test_a_film_dropped_while_another_is_analysed_gets_its_own_answer(page, tmp_path):
+    from test_population import held_out_adults
+
+    first = tmp_path / "large-child.png"  # large, so its analysis is still pending when the next film arrives
+    Image.fromarray(synth.xray(5, size=(2500, 3000))).save(first)
+    adult = held_out_adults(1)[0]
+    drop_file(page, "#upload", first, "image/png")
+    page.locator(".progress-text, .eta-bar").first.wait_for(timeout=10_000)
+    drop_file(page, "#upload", adult, "image/png")
+    verdict_for(page, adult.name)
+    assert "Adult film?" in page.locator("#result-label").inner_text()
+
+
 def test_a_bad_file_keeps_its_reason_on_the_page(page, tmp_path):
     bad = tmp_path / "notes.jpg"
     bad.write_text("these are my notes, not an image")

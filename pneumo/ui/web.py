@@ -252,9 +252,12 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
         service = Service(predictor, overlay.GRADIO_CACHE, examples)
         outputs = [state, preview, label, summary, overlay]
         controls = [opacity, show, show_lungs]
+        # always_last: Gradio's default ("once") drops a file dropped while the previous one is still being
+        # analysed, leaving the new film on screen under the old film's verdict; this analyses it next instead.
         upload.upload(service.on_upload, [upload, *controls], outputs, api_visibility="private",
-                      concurrency_id="model")
-        gallery.select(service.on_example, controls, outputs, api_visibility="private", concurrency_id="model")
+                      concurrency_id="model", trigger_mode="always_last")
+        gallery.select(service.on_example, controls, outputs, api_visibility="private", concurrency_id="model",
+                       trigger_mode="always_last")
         upload.clear(service.on_clear, None, outputs, api_visibility="private")
         for control in controls:
             control.change(service.shown, [state, *controls], overlay, api_visibility="private",
