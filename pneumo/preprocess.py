@@ -71,6 +71,10 @@ def model_input_for_view(image: DecodedImage, content_hash: str, view: int, conf
     return normalize(augment(model_view(gray, size), rng, config))
 
 
+# Fields added after caches existed, with the value that draws nothing: left out of the cache key at that value.
+ADDED_LATER_OFF = {"border_max": 0.0, "stretch_max": 1.0}
+
+
 @dataclass(frozen=True)
 class AugmentConfig:
     rotation_deg: float = 10.0
@@ -94,8 +98,7 @@ class AugmentConfig:
         `noise_std` field existed and before `border_max` and `stretch_max` did (left out while 0 and 1, which
         draw nothing), so caches filled before those changes stay valid."""
         values = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
-                  if not (f.name == "border_max" and getattr(self, f.name) == 0)
-                  and not (f.name == "stretch_max" and getattr(self, f.name) == 1)]
+                  if getattr(self, f.name) != ADDED_LATER_OFF.get(f.name)]
         values.insert(6, "noise_std=0.0")
         return f"{type(self).__name__}({', '.join(values)})"
 

@@ -31,10 +31,10 @@ VARIANTS = {"2 form views of each child and adult (shipped)": ((1, 2), (1, 2)),
 
 
 def fitted_features(cache_dir: str | None) -> dict:
-    """The global averages the check is fitted on, by train.py's own extractor and cache."""
+    """The global averages the check is fitted on, by train.py's own extractor, cache and check code."""
     import train
     from pneumo.io import folders
-    from pneumo.preprocess import FormConfig
+    from pneumo.train.checks import form_features
     from pneumo.train.loop import _Extractor
     from pneumo.train.lungs import fit_lung_head
     from pneumo.train.options import from_arguments
@@ -44,14 +44,9 @@ def fitted_features(cache_dir: str | None) -> dict:
     extract = _Extractor(config, fit_lung_head(config, log=lambda *_: None)[0])
     fit_s, val_s = folders.split_by_patient(folders.kaggle_splits(config.data_dir)["train"], config.val_fraction,
                                             config.seed)
-    adults, held = folders.split_by_patient(folders.scan_images(SHARED / "adult_dev"), config.adult_holdout,
-                                            config.seed)
-    form, sample = FormConfig(**config.augment.to_dict()), fit_s[::8]
-    views = lambda films, name: [extract(films, f"{name} {v}", v, form if v else None,  # noqa: E731
-                                         checks_only=v > 0 or name == "adult").checks for v in range(3)]
+    _, held, adult, child = form_features(config, extract, fit_s, views=(1, 2))
     return {"fit": extract(fit_s, "fit").checks, "val": extract(val_s, "validation").checks,
-            "child": views(sample, "child"), "adult": views(adults, "adult"), "network": extract.network,
-            "held": [s.path for s in held]}
+            "child": child, "adult": adult, "network": extract.network, "held": [s.path for s in held]}
 
 
 def test_sets(found: dict) -> dict:
