@@ -1,8 +1,9 @@
-"""Which rows should the shipped head be fitted on? Cheaper sets of rows (fewer VGG16 passes in a cold run), adult
-films as extra rows, and stretched views, against plain + one view of every fit film, on several lung heads.
+"""Which rows should the shipped head be fitted on? Cheaper sets of rows (fewer VGG16 passes in a cold run), views
+of only some fit films, adult films as extra rows, and stretched views, against plain + one view of every fit film,
+on several lung heads; and (`--transform`) the pooled features normalised per film before the head.
 
     PNEUMO_BACKBONE_WEIGHTS=../shared/weights/vgg16_imagenet_notop.weights.h5 python -m tools.fit_rows \
-        [--run CACHE_DIR:LUNGS_NPZ ...] [--rows cheaper adults stretch]
+        [--run CACHE_DIR:LUNGS_NPZ ...] [--rows cheaper fraction adults stretch] [--transform zone-l2 film-mean]
 
 Each `--run` is the feature cache of one cold `train.py` run of the shipped command and the lung head it trained
 (CACHE_DIR/lungs-*.npz); the lung head is not bit-reproducible, so the same rows are fitted on each run's features
@@ -17,6 +18,7 @@ stretched view of every fit film (4,432 passes, ~7 minutes, "stretch": `train.py
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -45,7 +47,8 @@ def load_run(cache: str, lungs: str):
     return config, _Extractor(config, decoder), decoder_fingerprint(decoder)
 
 
-GROUPS = ("cheaper", "adults", "stretch")
+GROUPS = ("cheaper", "fraction", "adults", "stretch")
+FRACTIONS = (0.75, 0.5)  # of the fit films given a view ("fraction")
 
 
 def rows(config, extract, groups=GROUPS) -> tuple[dict, object, object]:
@@ -61,6 +64,8 @@ def rows(config, extract, groups=GROUPS) -> tuple[dict, object, object]:
     out = {"plain + view 1 of every fit film (shipped)": (*base, COLD_PASSES)}
     if "cheaper" in groups:
         out.update(_cheaper(config, fit_s, fit, view))
+    if "fraction" in groups:
+        out.update(_fractions(config, fit, view))
     if "adults" in groups:
         out.update(_with_adults(config, extract, base))
     if "stretch" in groups:
@@ -87,6 +92,16 @@ def _cheaper(config, fit_s, fit, view) -> dict:
         "plain of every fit film + view 1 of every normal one and as many pneumonia ones (--balance-views)":
             ([fit.x, view.x[balanced]], [fit.y, view.y[balanced]], COLD_PASSES - n + int(balanced.sum())),
     }
+
+
+def _fractions(config, fit, view) -> dict:
+    """Plain rows of every fit film, view 1 of a random (seeded) fraction of them: each view is a pass saved."""
+    n, out = len(fit.y), {}
+    for fraction in FRACTIONS:
+        keep = np.random.default_rng(config.seed).permutation(n) < int(round(fraction * n))
+        out[f"plain of every fit film + view 1 of a random {fraction:.0%}"] = (
+            [fit.x, view.x[keep]], [fit.y, view.y[keep]], COLD_PASSES - n + int(keep.sum()))
+    return out
 
 
 def _with_adults(config, extract, base) -> dict:
@@ -121,6 +136,25 @@ def scored(config, fit_x, fit_y, val, shift) -> tuple[float, dict, dict]:
             metrics.binary_metrics(shift.y, loop.predict_head(head, shift.x), threshold))
 
 
+TRANSFORMS = ("none", "zone-l2", "film-mean")
+
+
+def normaliser(name: str, fit_x: np.ndarray):
+    """A per-film normalisation of pooled features, scaled back to the fit rows' typical size (so log1p -> BN ->
+    Dense sees values of the usual magnitude): each lung zone's 512 features to the same L2 norm ("zone-l2"), or
+    all of them by their mean ("film-mean"). Tried because washed-out or dense films change every feature's
+    scale at once."""
+    if name == "none":
+        return lambda x: x
+    zones = lambda x: x.reshape(len(x), 4, -1)  # noqa: E731 (lung-zones-14: four zones of 512)
+    if name == "zone-l2":
+        size = float(np.linalg.norm(zones(fit_x), axis=2).mean())
+        return lambda x: (zones(x) / (np.linalg.norm(zones(x), axis=2, keepdims=True) + 1e-6) * size
+                          ).reshape(len(x), -1).astype(np.float32)
+    size = float(fit_x.mean())
+    return lambda x: (x / (x.mean(axis=1, keepdims=True) + 1e-6) * size).astype(np.float32)
+
+
 def _run_spec(text: str) -> tuple[str, str]:
     cache, _, lungs = text.partition(":")
     if not Path(cache).is_dir() or not Path(lungs).is_file():
@@ -144,6 +178,8 @@ def main(argv=None) -> int:
                         help="a cold run's feature cache and lung head (repeatable)")
     parser.add_argument("--rows", nargs="+", choices=GROUPS, default=list(GROUPS),
                         help="groups of rows beside the shipped ones (default: all)")
+    parser.add_argument("--transform", nargs="+", choices=TRANSFORMS, default=["none"],
+                        help="per-film normalisations of the pooled features to fit each row with (default: none)")
     args = parser.parse_args(argv)
     runs = args.run or [default_run()]
     f = lambda m: " / ".join(f"{m[k]:.3f}" for k in ("accuracy", "sensitivity", "specificity", "auc"))  # noqa: E731
@@ -152,8 +188,10 @@ def main(argv=None) -> int:
     for cache, lungs in runs:
         config, extract, fingerprint = load_run(cache, lungs)
         found, val, shift = rows(config, extract, args.rows)
-        for name, (x, y, passes) in found.items():
-            threshold, v, s = scored(config, x, y, val, shift)
+        for (name, (x, y, passes)), transform in itertools.product(found.items(), args.transform):
+            norm = normaliser(transform, x)
+            threshold, v, s = scored(config, norm(x), y, replace(val, x=norm(val.x)), replace(shift, x=norm(shift.x)))
+            name += "" if transform == "none" else f", features normalised ({transform})"
             print(f"| {fingerprint} | {name} | {passes:,} | {threshold:.3f} | {f(v)} | {f(s)} | "
                   f"{s['confusion']} |", flush=True)
     return 0
