@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pneumo.model.pooling import ZONES
 from tools.population_report import SHARED
 
 SHIPPED = ("--data-dir ../shared/data/chest_xray --output unused --head linear --pooling lung-zones-14 --heads 5 "
@@ -139,17 +140,17 @@ def scored(config, fit_x, fit_y, val, shift) -> tuple[float, dict, dict]:
 TRANSFORMS = ("none", "zone-l2", "film-mean")
 
 
-def normaliser(name: str, fit_x: np.ndarray):
+def normaliser(name: str, fit_x: np.ndarray, zones: int):
     """A per-film normalisation of pooled features, scaled back to the fit rows' typical size (so log1p -> BN ->
     Dense sees values of the usual magnitude): each lung zone's 512 features to the same L2 norm ("zone-l2"), or
     all of them by their mean ("film-mean"). Tried because washed-out or dense films change every feature's
     scale at once."""
     if name == "none":
         return lambda x: x
-    zones = lambda x: x.reshape(len(x), 4, -1)  # noqa: E731 (lung-zones-14: four zones of 512)
+    by_zone = lambda x: x.reshape(len(x), zones, -1)  # noqa: E731 (the zones' features come zone after zone)
     if name == "zone-l2":
-        size = float(np.linalg.norm(zones(fit_x), axis=2).mean())
-        return lambda x: (zones(x) / (np.linalg.norm(zones(x), axis=2, keepdims=True) + 1e-6) * size
+        size = float(np.linalg.norm(by_zone(fit_x), axis=2).mean())
+        return lambda x: (by_zone(x) / (np.linalg.norm(by_zone(x), axis=2, keepdims=True) + 1e-6) * size
                           ).reshape(len(x), -1).astype(np.float32)
     size = float(fit_x.mean())
     return lambda x: (x / (x.mean(axis=1, keepdims=True) + 1e-6) * size).astype(np.float32)
@@ -189,7 +190,7 @@ def main(argv=None) -> int:
         config, extract, fingerprint = load_run(cache, lungs)
         found, val, shift = rows(config, extract, args.rows)
         for (name, (x, y, passes)), transform in itertools.product(found.items(), args.transform):
-            norm = normaliser(transform, x)
+            norm = normaliser(transform, x, ZONES[config.pooling])
             threshold, v, s = scored(config, norm(x), y, replace(val, x=norm(val.x)), replace(shift, x=norm(shift.x)))
             name += "" if transform == "none" else f", features normalised ({transform})"
             print(f"| {fingerprint} | {name} | {passes:,} | {threshold:.3f} | {f(v)} | {f(s)} | "
