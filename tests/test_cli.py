@@ -68,6 +68,10 @@ def test_evaluate_prints_metrics_for_a_kaggle_root(tiny_bundle, tiny_data):
         assert 0.0 <= report[key] <= 1.0
     assert report["not_assessed"] >= report["outside_population"] == 0  # the tiny bundle has no population check
     assert report["borderline"]["n"] == 8 and 0 <= report["borderline"]["inside"] <= 8
+    bound = report["bound_at_sensitivity95"]  # the threshold fitted on these labels: never below the real one's
+    assert bound["sensitivity"] >= 0.95
+    if report["sensitivity"] >= 0.95:
+        assert bound["specificity"] >= report["specificity"]
     stored = json.loads((tiny_bundle / "config.json").read_text())["metrics"]["test"]
     assert report["auc"] == pytest.approx(stored["auc"], abs=1e-6) and report["confusion"] == stored["confusion"]
 

@@ -105,3 +105,19 @@ def test_borderline_band_holds_the_threshold_and_the_mixed_scores():
     stats = band_stats(y, p, 0.5, (low, high))
     assert 0 < stats["inside"] < 1000 and stats["accuracy_inside"] < stats["accuracy_outside"]
     assert borderline_band(y, p, 0.99)[1] == 0.99  # the threshold always lies inside
+
+
+def test_ranking_bound_is_the_best_specificity_any_threshold_reaches_at_sensitivity95():
+    from pneumo.train.metrics import ranking_bound
+
+    # 20 pneumonia films: the lowest one may be missed (19/20 = 0.95); 10 normals, 3 of them above the 2nd-lowest
+    # pneumonia score, so no threshold keeping sensitivity >= 0.95 can do better than specificity 0.7
+    pneu = np.linspace(0.5, 1.0, 20)
+    normal = np.r_[np.linspace(0.0, 0.3, 7), [0.6, 0.8, 0.99]]
+    y, p = np.r_[np.ones(20), np.zeros(10)], np.r_[pneu, normal]
+    bound = ranking_bound(y, p)
+    assert bound["sensitivity"] == pytest.approx(0.95) and bound["specificity"] == pytest.approx(0.7)
+    best = max(binary_metrics(y, p, t)["specificity"] for t in np.linspace(0, 1, 1001)
+               if binary_metrics(y, p, t)["sensitivity"] >= 0.95)
+    assert bound["specificity"] == pytest.approx(best)
+    assert ranking_bound(np.ones(5), np.linspace(0, 1, 5)) is None  # one class: nothing to bound

@@ -82,6 +82,22 @@ def choose_threshold(y_true, probs, rule: str = "youden") -> float:
     return float(candidates[sens >= 0.95].max())
 
 
+def ranking_bound(y_true, probs) -> dict | None:
+    """The best this folder's ranking allows at the clinical target: a bound, not a result.
+
+    The threshold is fitted on these very labels (the sensitivity95 rule: the highest threshold that keeps
+    sensitivity >= 0.95, so the highest specificity that any threshold reaches there). It says whether a
+    better threshold rule could ever reach a specificity target on this data, or only a better ranking can.
+    None when the folder lacks either class.
+    """
+    y = np.asarray(y_true).astype(bool)
+    if y.all() or not y.any():
+        return None
+    threshold = choose_threshold(y, probs, "sensitivity95")
+    found = binary_metrics(y, probs, threshold)
+    return {key: found[key] for key in ("threshold", "sensitivity", "specificity", "accuracy")}
+
+
 def borderline_band(y_true, probs, threshold: float, level: float = 0.99) -> tuple[float, float]:
     """Scores around `threshold` where the validation patients say "could be either".
 

@@ -93,7 +93,7 @@ def run_evaluate(predictor, folder: Path) -> int:
 
     from ..infer.predictor import predict_paths
     from ..io.folders import resolve_eval_folder, scan_class_folder
-    from ..train.metrics import band_stats, binary_metrics
+    from ..train.metrics import band_stats, binary_metrics, ranking_bound
 
     samples = scan_class_folder(resolve_eval_folder(folder))
     label_of = {s.path: s.label for s in samples}
@@ -115,6 +115,8 @@ def run_evaluate(predictor, folder: Path) -> int:
     metrics = binary_metrics(labels, probs, predictor.threshold)
     if predictor.borderline is not None:
         metrics["borderline"] = band_stats(labels, probs, predictor.threshold, predictor.borderline)
+    # Fitted on this folder's labels, so never a result: how far a threshold rule alone could go here.
+    metrics["bound_at_sensitivity95"] = ranking_bound(labels, probs)
     counts = {"outside_population": sum(not inside for _, inside in checks),
               "not_chest_xray": sum(not chest for chest, _ in checks),
               "not_assessed": sum(not (chest and inside) for chest, inside in checks),
