@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     try:
         config = from_arguments(args)
         if args.push_to_hub:
-            from pneumo.model.hub import check_repo_id
+            from pneumo.hub import check_repo_id
 
             check_repo_id(args.push_to_hub)  # fail before ten minutes of work, not after
         config.validate()
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
         out = run(config)
         print(f"bundle written to {out}")
         if args.push_to_hub:
-            from pneumo.model.hub import push
+            from pneumo.hub import push
 
             print(f"pushed to {push(out, args.push_to_hub, private=args.private)}")
     except ValueError as err:

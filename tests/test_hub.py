@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pneumo.model import bundle as bundles
-from pneumo.model import hub
+from pneumo import hub
 
 
 class RecordingApi:

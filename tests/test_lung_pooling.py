@@ -46,7 +46,7 @@ def test_keras_layer_matches_numpy():
 @pytest.fixture(scope="module")
 def lung_model():
     from pneumo.model.build import HeadConfig, build_full_model, build_head_model
-    from pneumo.model.lungs import build_decoder
+    from pneumo.model.lung_decoder import build_decoder
 
     head = build_head_model(HeadConfig(kind="linear", pooling="lungs"))
     return build_full_model("random", head, SIZE, lungs=build_decoder())

@@ -61,7 +61,7 @@ def test_zone_pooling_reads_each_zone_and_keras_agrees():
 @pytest.fixture(scope="module", params=["lung-zones", "lung-zones-14"])
 def zone_model(request):
     from pneumo.model.build import HeadConfig, build_full_model, build_head_model
-    from pneumo.model.lungs import build_decoder
+    from pneumo.model.lung_decoder import build_decoder
 
     head = build_head_model(HeadConfig(kind="linear", pooling=request.param))
     fine = request.param.endswith("14")

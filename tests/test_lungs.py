@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pneumo.train.lungs import dice, model_view_pair
+from pneumo.train.fit_lungs import dice, model_view_pair
 
 
 def two_lungs(size: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -41,8 +41,8 @@ def test_augmented_image_and_mask_move_together():
 def test_decoder_learns_synthetic_lungs():
     """A random-weight backbone at 64 px and a few views: the decoder beats an all-lungs guess on a new film."""
     from pneumo.model.build import build_backbone
-    from pneumo.model.lungs import build_decoder, build_feature_model, feature_function
-    from pneumo.train.lungs import fit_decoder, predict_masks, views
+    from pneumo.model.lung_decoder import build_decoder, build_feature_model, feature_function
+    from pneumo.train.fit_lungs import fit_decoder, predict_masks, views
 
     backbone = build_backbone("random", 64)
     features = feature_function(backbone)
@@ -107,7 +107,7 @@ def test_training_stores_a_versioned_lung_head_and_reuses_it(lung_bundle):
 
 
 def test_older_lung_head_versions_are_refused(tmp_path):
-    from pneumo.model.lungs import build_decoder, load_decoder, save_decoder
+    from pneumo.model.lung_decoder import build_decoder, load_decoder, save_decoder
 
     save_decoder(build_decoder(), tmp_path / "lungs.npz")
     arrays = dict(np.load(tmp_path / "lungs.npz"))
@@ -130,28 +130,28 @@ def test_backends_agree_on_lungs_and_heat_in_lungs_is_reported(lung_bundle):
 
 
 def test_heat_in_lungs_lung_check_and_outline():
-    from pneumo.infer import lungs
+    from pneumo.infer import lung_fields
 
     truth = model_view_pair(*two_lungs(), None, size=56)[1].astype(np.float32)
-    fields = lungs.lung_fields(truth)
+    fields = lung_fields.lung_fields(truth)
     inside = np.zeros((14, 14), np.float32)
     inside[6:8, 3:5] = 1.0  # on the left lung
-    assert lungs.heat_in_lungs(inside, fields) > 0.9
+    assert lung_fields.heat_in_lungs(inside, fields) > 0.9
     outside = np.zeros((14, 14), np.float32)
     outside[0, 6:8] = 1.0  # above the lungs, between them
-    assert lungs.heat_in_lungs(outside, fields) < 0.1
-    uniform = lungs.heat_in_lungs(np.ones((14, 14), np.float32), fields)
+    assert lung_fields.heat_in_lungs(outside, fields) < 0.1
+    uniform = lung_fields.heat_in_lungs(np.ones((14, 14), np.float32), fields)
     assert uniform == pytest.approx(fields.mean(), abs=0.01), "a uniform map scores the lung area"
-    assert lungs.heat_in_lungs(np.zeros((14, 14), np.float32), fields) == 0.0
+    assert lung_fields.heat_in_lungs(np.zeros((14, 14), np.float32), fields) == 0.0
 
-    assert lungs.lung_reasons(truth) == []
+    assert lung_fields.lung_reasons(truth) == []
     one_lung = truth.copy()
     one_lung[:, 28:] = 0
-    assert lungs.lung_reasons(one_lung) == [lungs.NO_LUNGS]
-    assert lungs.lung_reasons(np.zeros_like(truth)) == [lungs.NO_LUNGS]
+    assert lung_fields.lung_reasons(one_lung) == [lung_fields.NO_LUNGS]
+    assert lung_fields.lung_reasons(np.zeros_like(truth)) == [lung_fields.NO_LUNGS]
 
     film = np.zeros((300, 200, 3), np.uint8)
-    drawn = lungs.outline(film, fields)
+    drawn = lung_fields.outline(film, fields)
     assert drawn.shape == film.shape and not film.any(), "drawn on a copy"
     changed = drawn.any(axis=2)
     assert changed.any() and not changed[:30].any() and not changed[-30:].any(), "inside the model's view only"
@@ -176,7 +176,7 @@ def test_predict_and_evaluate_report_heat_in_lungs(lung_bundle, tiny_data, tmp_p
 
 
 def test_lung_fields_fill_consolidation_and_ignore_specks():
-    from pneumo.infer.lungs import heat_in_lungs, lung_fields
+    from pneumo.infer.lung_fields import heat_in_lungs, lung_fields
 
     lungs = np.zeros((56, 56), np.float32)
     lungs[10:50, 5:25] = lungs[10:50, 32:50] = 1.0

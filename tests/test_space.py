@@ -19,7 +19,7 @@ from conftest import ROOT
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 from huggingface_hub.errors import HfHubHTTPError
 
-from pneumo.ui import space
+from pneumo import hub as space
 
 REAL_API = huggingface_hub.HfApi
 SECRET = "hf_secret_value_123"
@@ -82,11 +82,12 @@ def test_deploy_creates_a_gradio_space_and_uploads_only_what_it_needs(api, capsy
     examples = {f"examples/{p.name}" for p in (ROOT / "examples").iterdir()
                 if p.suffix.lower() in (".jpeg", ".jpg", ".png", ".dcm") or p.name == "README.md"}
     assert {"weights/head.weights.h5", "weights/ood.npz", "weights/config.json"} <= bundle
-    assert len(examples) >= 2 and {"pneumo/ui/space.py", "pneumo/io/decode.py"} <= package
-    assert paths == {"app.py", "requirements.txt", "README.md", ".gitattributes"} | package | bundle | examples
-    for name in paths - {".gitattributes"}:
+    docs = {p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md")}
+    assert len(examples) >= 2 and {"pneumo/hub.py", "pneumo/io/decode.py"} <= package and docs
+    assert paths == {"app.py", "requirements.txt", "README.md", ".gitattributes"} | package | bundle | examples | docs
+    for name in paths - {".gitattributes", "README.md"}:
         assert added(api)[name] == str(ROOT / name)  # the local file itself, not a copy elsewhere
-    for banned in ("tests/", "tools/", "docs/", ".venv/", ".git/", "train.py", "__pycache__", "shared"):
+    for banned in ("tests/", "tools/", "docs/screenshots", ".venv/", ".git/", "train.py", "__pycache__", "shared"):
         assert not any(banned in p for p in paths), banned
     assert SECRET not in capsys.readouterr().out
 
@@ -132,12 +133,17 @@ def test_non_bundle_folder_fails_before_any_api_call(api, folder):
     assert api.calls == []
 
 
-def test_readme_without_space_front_matter_is_refused(api, tmp_path):
-    for name in ("app.py", "requirements.txt"):
-        shutil.copy(ROOT / name, tmp_path / name)
-    (tmp_path / "README.md").write_text("# no front matter\n")
-    with pytest.raises(ValueError, match="YAML front matter"):
-        space.space_files(tmp_path, ROOT / "weights")
+def test_the_space_gets_a_short_card_of_its_own(api):
+    import gradio
+
+    space.deploy("alice/pneumo-demo", ROOT / "weights")
+    card = added(api)["README.md"].decode()
+    header, body = card.split("\n---\n", 1)
+    assert header.startswith("---\n") and "sdk: gradio" in header and "app_file: app.py" in header
+    assert f"sdk_version: {gradio.__version__}" in header, "the Space runs the gradio the app was tested with"
+    assert "not a medical device" in body and len(card.splitlines()) < 40, "a card, not the repository README"
+    for link in ("weights/README.md", "docs/safety.md", "docs/usage.md", "docs/training.md"):
+        assert f"({link})" in body and link in added(api), f"{link}: linked and shipped"
 
 
 @pytest.mark.parametrize("status", [401, 403])

@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from pneumo.config import BACKBONE_ENV, CLASS_NAMES
-from pneumo.infer import gradcam, lungs
+from pneumo.infer import gradcam, lung_fields
 from pneumo.infer.predictor import Predictor, predict_paths
 from pneumo.io import read_image
 from pneumo.model.build import HeadConfig, build_head_model
 from pneumo.model.bundle import CONFIG, HEAD_WEIGHTS
-from pneumo.model.lungs import LUNGS_FILE
+from pneumo.model.lung_decoder import LUNGS_FILE
 from pneumo.preprocess import to_model_input
 from tools.appserver import ROOT, running_app
 
@@ -142,7 +142,7 @@ def analyze_and_draw(predictor, path: Path, with_cam: bool) -> None:
     if with_cam:
         drawn = gradcam.overlay(image.gray, prediction.heatmap)
         if prediction.lung_fields is not None:
-            lungs.outline(drawn, prediction.lung_fields)
+            lung_fields.outline(drawn, prediction.lung_fields)
 
 
 def bench_lung_head(predictor, path: Path, repeats: int, table: Table) -> float | None:

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from tools.appserver import ROOT
-from tools.lung_cv import hull_of_both
+from tools.lung_report import hull_of_both
 
 
 def shares(heat: np.ndarray, mask: np.ndarray) -> tuple[float, float, float, float]:

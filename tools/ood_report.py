@@ -121,7 +121,7 @@ def main() -> None:
     only_others = "--others-only" in sys.argv
     from pneumo.io.folders import scan_class_folder, scan_images, split_by_patient
     from pneumo.io import read_image
-    from pneumo.infer.lungs import NO_LUNGS
+    from pneumo.infer.lung_fields import NO_LUNGS
     from pneumo.infer.predictor import Predictor
 
     predictor = Predictor.load()

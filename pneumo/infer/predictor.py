@@ -19,7 +19,7 @@ from ..io import DecodedImage, read_image
 from ..model import backends
 from ..model import bundle as bundles
 from ..preprocess import to_model_input
-from . import chest_check, gradcam, lungs, population
+from . import chest_check, gradcam, lung_fields, population
 
 BATCH = 16
 
@@ -39,14 +39,14 @@ class Prediction:
     @cached_property
     def lung_fields(self) -> np.ndarray | None:
         """The lung fields (0/1 over the model's view) the heat share, the outline and the area are taken on."""
-        return None if self.lungs is None else lungs.lung_fields(self.lungs)
+        return None if self.lungs is None else lung_fields.lung_fields(self.lungs)
 
     @cached_property
     def heat_in_lungs(self) -> float | None:
         """Share of the heatmap inside the lung fields (None without a heatmap or a lung head)."""
         if self.heatmap is None or self.lung_fields is None:
             return None
-        return lungs.heat_in_lungs(self.heatmap, self.lung_fields)
+        return lung_fields.heat_in_lungs(self.heatmap, self.lung_fields)
 
     @property
     def looks_like_chest_xray(self) -> bool:
@@ -125,7 +125,7 @@ class Predictor:
         """A Prediction with both checks run: is it a chest X-ray (with lungs in it), is it from the pediatric
         population."""
         chest = chest_check.check(image, pooled, self.gaussian)
-        chest += lungs.lung_reasons(lung_map) if lung_map is not None else []
+        chest += lung_fields.lung_reasons(lung_map) if lung_map is not None else []
         return Prediction(probability, self.threshold, heat, pooled, chest,
                           population.reasons(image, pooled[None], self.population), image.size, lung_map,
                           self.reads_lungs_only)

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..config import BACKEND_ENV, CAM_LAYER, IMG_SIZE, backend_env
 from .build import split_after
-from .lungs import SKIP_LAYERS
+from .lung_decoder import SKIP_LAYERS
 from .onnx_graph import OnnxTrunk, trunk_to_onnx
 from .pooling import LUNG_POOLED, cell_weights, weighted_average, zone_pool
 

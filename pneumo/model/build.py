@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..config import BACKBONE_ENV, CAM_LAYER, FEATURE_DIM, IMG_SIZE, backbone_weights_env
-from .lungs import SKIP_LAYERS
+from .lung_decoder import SKIP_LAYERS
 from .pooling import ZONES
 
 

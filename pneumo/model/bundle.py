@@ -18,7 +18,7 @@ import numpy as np
 
 from ..config import DEFAULT_MODEL, MODEL_ENV, PREPROCESSING_VERSION, model_source_env
 from . import build
-from .lungs import LUNGS_FILE, load_decoder
+from .lung_decoder import LUNGS_FILE, load_decoder
 from .pooling import FINE, ZONES
 
 FORMAT = "pneumo-bundle-1"
@@ -78,7 +78,7 @@ def resolve_source(source: str | os.PathLike | None = None) -> Path:
     """Local folder for `source`: a bundle folder, or hf://USER/REPO[@REVISION] (downloaded once)."""
     source = str(source or model_source_env() or DEFAULT_MODEL)
     if source.startswith("hf://"):
-        from .hub import download
+        from ..hub import download
 
         return download(source[len("hf://"):])
     path = Path(source)

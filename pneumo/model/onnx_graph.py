@@ -1,7 +1,7 @@
 """ONNX graphs written directly from Keras layers' weights (no converter package).
 
 - The VGG16 trunk: 13 3x3 convolutions with ReLU and 4 max-pools, up to `block5_conv3`.
-- Optionally the lung-field decoder (pneumo.model.lungs) on the same pass: its 1x1/3x3 convolutions,
+- Optionally the lung-field decoder (pneumo.model.lung_decoder) on the same pass: its 1x1/3x3 convolutions,
   bilinear 2x upsampling and concatenations read block3/4/5_conv3, so one session gives both the
   Grad-CAM activations and the lung map.
 Inside the graph tensors are NCHW (ONNX's convention); inputs and outputs are NHWC like Keras.

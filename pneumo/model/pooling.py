@@ -2,7 +2,7 @@
 
 Global average pooling lets every position of VGG16's last block vote, so a GAP head can (and does) learn
 how a film is framed: shoulders, markers, collimation. Here the block's positions are averaged with weights
-from the lung-field head (pneumo.model.lungs): each cell counts by the share of it that lies inside the lungs,
+from the lung-field head (pneumo.model.lung_decoder): each cell counts by the share of it that lies inside the lungs,
 so positions outside the lungs add nothing to the logit, and nothing to its gradient either (the heatmap
 shows that; pneumo.infer.gradcam).
 

@@ -27,11 +27,11 @@ from ..infer.population import POPULATION_FILE
 from ..io import folders
 from ..model import build
 from ..model import bundle as bundles
-from ..model.lungs import LUNGS_FILE, decoder_fingerprint, save_decoder
+from ..model.lung_decoder import LUNGS_FILE, decoder_fingerprint, save_decoder
 from ..model.pooling import FINE, LUNG_POOLED, ZONES
 from . import card, features, finetune, metrics, plots
 from .checks import fit_population
-from .lungs import fit_lung_head
+from .fit_lungs import fit_lung_head
 from .options import TrainConfig
 
 REPORT_NAMES = {"val": "kaggle_val"}  # Kaggle's val/ is 16 images, not our validation split

@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "deploy-space":
-            from .space import run_deploy
+            from ..hub import run_deploy
 
             return run_deploy(args)
         from .. import import_tensorflow_quietly

@@ -20,7 +20,7 @@ import gradio as gr
 import numpy as np
 
 from ..config import CLASS_NAMES, ROOT, delete_after_seconds
-from ..infer import gradcam, lungs, population
+from ..infer import gradcam, lung_fields, population
 from ..infer.predictor import Prediction, Predictor
 from ..io import DecodedImage, read_image
 from .cache import Sweeper, cache_image, files_written_since
@@ -131,7 +131,7 @@ class Service:
             rgb = np.repeat(analysis.image.gray[..., None], 3, axis=-1)
         else:
             rgb = gradcam.overlay(analysis.image.gray, p.heatmap, float(opacity))
-        return lungs.outline(rgb, p.lung_fields) if show_lungs and p.lung_fields is not None else rgb
+        return lung_fields.outline(rgb, p.lung_fields) if show_lungs and p.lung_fields is not None else rgb
 
     @staticmethod
     def describe(analysis: Analysis) -> str:

@@ -1,7 +1,7 @@
 """What the lung-field map says about one film, as small pure functions: the lung fields, the share of the
 Grad-CAM heat that falls inside them, whether a plausible pair of lungs is there at all, and their outline.
 
-The lung map (pneumo.model.lungs) and the heatmap both cover the model's view: the film resized to the
+The lung map (pneumo.model.lung_decoder) and the heatmap both cover the model's view: the film resized to the
 input size with the outer margin cut. Both are upsampled to a common grid before they are compared.
 """
 

@@ -1,26 +1,106 @@
-"""Deploy the demo to a Hugging Face Space over HTTP (`python -m pneumo deploy-space USER/NAME`).
+"""Everything that talks to the Hugging Face Hub: push a bundle, download one, deploy the demo as a Space.
 
-Why not `git push`: this repository's history holds the bundle's .h5/.npz as plain git blobs, and the
-Hub's pre-receive hook refuses binaries not stored with Xet/LFS. Uploading through the HTTP API lets
-the Hub store the binaries itself, and only the files the Space needs are sent, in one commit.
-The token comes from HF_TOKEN or `hf auth login` (huggingface_hub resolves it); it is never printed.
+The token comes from `token`, else HF_TOKEN, else the saved `hf auth login` (huggingface_hub resolves it); this
+module never reads, prints or logs it.
+
+Why the Space is deployed over HTTP, not `git push`: this repository's history holds the bundle's .h5/.npz as
+plain git blobs, and the Hub's pre-receive hook refuses binaries not stored with Xet/LFS. Uploading through the
+HTTP API lets the Hub store the binaries itself, and only the files the Space needs are sent, in one commit.
+The Space gets a short card of its own (`space_card`), not this repository's README.
 """
 
 from __future__ import annotations
 
+import re
+from importlib.metadata import version
 from pathlib import Path
 
-from ..config import ROOT
-from ..model.hub import check_repo_id
+from .config import ROOT
 
-TOP_LEVEL = ("app.py", "requirements.txt", "README.md")
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def check_repo_id(repo_id: str) -> str:
+    if not REPO_ID.match(repo_id or ""):
+        raise ValueError(f"expected a Hub repository as USER/REPO (e.g. alice/pneumo-vgg16), got '{repo_id}'.")
+    return repo_id
+
+
+def push(bundle_dir: Path, repo_id: str, private: bool = False, token: str | None = None) -> str:
+    """Upload the bundle folder to a model repo (created if needed); returns the repo URL."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    check_repo_id(repo_id)
+    api = HfApi(token=token)
+    try:
+        url = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(bundle_dir), repo_id=repo_id, repo_type="model",
+                          commit_message="Upload pneumo bundle")
+    except HfHubHTTPError as err:
+        status = getattr(err.response, "status_code", "?")
+        raise ValueError(f"pushing to '{repo_id}' failed (HTTP {status}); check that HF_TOKEN or "
+                         "`hf auth login` gives write access to that namespace.") from None
+    return str(url)
+
+
+def download(spec: str) -> Path:
+    """Local snapshot of USER/REPO[@REVISION] (cached by huggingface_hub)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    repo_id, _, revision = spec.partition("@")
+    check_repo_id(repo_id)
+    try:
+        return Path(snapshot_download(repo_id, revision=revision or None, repo_type="model"))
+    except (HfHubHTTPError, LocalEntryNotFoundError) as err:
+        raise ValueError(f"could not download model 'hf://{spec}' ({type(err).__name__}); check the name, "
+                         "your network, and HF_TOKEN for private repos.") from None
+
+
+def space_card(repo_id: str) -> str:
+    """The Space's README.md: the YAML front matter the Space is configured by, and a few lines with links."""
+    return f"""---
+title: Pneumonia Chest X-ray Demo
+emoji: 🫁
+colorFrom: blue
+colorTo: red
+sdk: gradio
+sdk_version: {version("gradio")}
+python_version: "3.11"
+app_file: app.py
+pinned: false
+license: cc-by-4.0
+short_description: Pediatric pneumonia on chest X-rays, with Grad-CAM
+---
+
+# Pneumonia on pediatric chest X-rays
+
+Drop a frontal chest X-ray of a child (JPEG, PNG or DICOM) and get NORMAL / PNEUMONIA, the score against the
+operating threshold, and a Grad-CAM heatmap of what drove it. Adult films and images that are not frontal
+chest X-rays get **Not assessed** instead of a verdict.
+
+**Research demo, not a medical device.** Trained on children aged 1-5 from one hospital (Kermany et al.
+2018); it does not diagnose and must not guide care.
+
+- Model: a frozen ImageNet VGG16 with a small head that reads the lung fields only (`weights/`).
+- What it scores and how it was trained: [the model card](weights/README.md), [training](docs/training.md).
+- What it refuses and why, measured: [safety and limits](docs/safety.md).
+- The `/predict` API and its JSON fields: [usage](docs/usage.md).
+- Deployed as `{repo_id}` with `python -m pneumo deploy-space`.
+"""
+
+
+from pathlib import Path
+
+TOP_LEVEL = ("app.py", "requirements.txt")  # plus the Space's own README.md: space_card()
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".dcm")  # what pneumo/ui/web.py offers as examples
 # Stored with LFS in the Space, so a later `git clone` + push of the Space is accepted by the Hub.
 LFS_PATTERNS = ("*.h5", "*.keras", "*.npz", "*.npy", "*.onnx", "*.pkl", "*.bin", "*.safetensors",
                 "*.png", "*.jpg", "*.jpeg", "*.webp", "*.dcm", "*.zip", "*.gz")
 # Remote files under these folders that we no longer ship are deleted; files elsewhere in the Space
 # (say, added in its web editor) are left alone. Top-level files we ship are always overwritten.
-MANAGED_DIRS = ("pneumo/", "weights/", "examples/")
+MANAGED_DIRS = ("pneumo/", "weights/", "examples/", "docs/")
 FIRST_START_NOTE = ("On its first start, before it answers, the Space installs requirements.txt and downloads "
                     "Keras' ImageNet VGG16 weights (~59 MB; the bundle holds only the head).")
 
@@ -36,9 +116,9 @@ def space_files(root: Path, bundle_dir: Path) -> dict[str, Path]:
         if not (root / name).is_file():
             raise ValueError(f"expected {name} in '{root}' (the project checkout), found none.")
         files[name] = root / name
-    _check_front_matter(root / "README.md")
     files.update(_tree(root / "pneumo", "pneumo", lambda p: p.suffix == ".py"))
     files.update(_tree(bundle_dir, "weights", lambda p: True))
+    files.update(_tree(root / "docs", "docs", lambda p: p.suffix == ".md"))  # the card links to them
     examples = root / "examples"
     files.update({f"examples/{p.name}": p for p in sorted(examples.glob("*"))
                   if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or p.name == "README.md")})
@@ -53,15 +133,6 @@ def _tree(folder: Path, prefix: str, keep) -> dict[str, Path]:
         if path.is_file() and keep(path) and not any(p.startswith(".") or p == "__pycache__" for p in relative.parts):
             found[f"{prefix}/{relative.as_posix()}"] = path
     return found
-
-
-def _check_front_matter(readme: Path) -> None:
-    """The Space reads its SDK and app file from README.md's YAML header; without it the Space breaks."""
-    text = readme.read_text(encoding="utf-8")
-    header = text.split("\n---", 1)[0] if text.startswith("---\n") else ""
-    if "sdk: gradio" not in header:
-        raise ValueError(f"expected '{readme}' to start with the Space's YAML front matter "
-                         "(---, sdk: gradio, ..., ---); found none.")
 
 
 def _check_bundle(bundle_dir: str | Path) -> Path:
@@ -92,6 +163,7 @@ def deploy(repo_id: str, bundle_dir: str | Path, private: bool = False, token: s
         operations = [CommitOperationDelete(path_in_repo=name) for name in stale]
         operations += [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files.items()]
         operations.append(CommitOperationAdd(path_in_repo=".gitattributes", path_or_fileobj=gitattributes().encode()))
+        operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=space_card(repo_id).encode()))
         # create_commit, not upload_folder: with hf_xet installed upload_folder may split into several commits,
         # and a Space restarting between them would run a half-updated app.
         api.create_commit(repo_id, operations, commit_message="Deploy pneumo demo", repo_type="space")

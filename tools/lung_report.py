@@ -3,7 +3,7 @@ then, with the bundle's own lung head, a montage of its masks on shift_dev films
 Grad-CAM heat falls relative to those lungs; and, on the lung_masks films themselves (adults), the heat inside
 their drawn masks beside the heat inside the head's lung fields, to see how far the fields flatter the figure.
 
-    PNEUMO_BACKBONE_WEIGHTS=../shared/weights/vgg16_imagenet_notop.weights.h5 python -m tools.lung_cv \
+    PNEUMO_BACKBONE_WEIGHTS=../shared/weights/vgg16_imagenet_notop.weights.h5 python -m tools.lung_report \
         [--folds 5] [--views 8] [--epochs 25] [--montage docs/lung_masks_shift_dev.jpg]
 
 About 40 minutes here (5 decoder fits); --folds 0 skips the cross-validation (2 minutes).
@@ -26,8 +26,8 @@ SHARED = ROOT.parent / "shared" / "data"
 
 
 def cross_validate(pairs, feats, targets, args) -> list[float]:
-    from pneumo.model.lungs import build_decoder
-    from pneumo.train.lungs import dice, fit_decoder, model_view_pair, predict_masks
+    from pneumo.model.lung_decoder import build_decoder
+    from pneumo.train.fit_lungs import dice, fit_decoder, model_view_pair, predict_masks
 
     per_image = args.views + 1
     order = np.random.default_rng(0).permutation(len(pairs))
@@ -58,8 +58,8 @@ def main(argv=None) -> int:
 
     import_tensorflow_quietly()
     from pneumo.infer.predictor import Predictor
-    from pneumo.model.lungs import feature_function
-    from pneumo.train.lungs import load_pairs, views
+    from pneumo.model.lung_decoder import feature_function
+    from pneumo.train.fit_lungs import load_pairs, views
 
     predictor = Predictor.load(args.model)
     if predictor.decoder is None:
@@ -86,7 +86,7 @@ def heat_in_lungs(predictor, args) -> None:
     from pneumo.preprocess import model_view
 
     samples = scan_class_folder(SHARED / "shift_dev")
-    from pneumo.infer import lungs
+    from pneumo.infer import lung_fields
     from pneumo.model.backends import lung_fine
 
     shares, areas, edges, tiles, hulls, raw, flagged = [], [], [], [], [], [], 0
@@ -98,9 +98,9 @@ def heat_in_lungs(predictor, args) -> None:
             shares.append(prediction.heat_in_lungs)
             areas.append(float(prediction.lung_fields.mean()))
             hull = hull_of_both(prediction.lung_fields)
-            hulls.append((lungs.heat_in_lungs(prediction.heatmap, hull), float(hull.mean())))
+            hulls.append((lung_fields.heat_in_lungs(prediction.heatmap, hull), float(hull.mean())))
             aerated = (prediction.lungs >= 0.5).astype(np.uint8)
-            raw.append((lungs.heat_in_lungs(prediction.heatmap, aerated), float(aerated.mean())))
+            raw.append((lung_fields.heat_in_lungs(prediction.heatmap, aerated), float(aerated.mean())))
             if prediction.reads_lungs_only:
                 edges.append(_edge_cells(prediction, 1 if fine else 2))
         if sum(label == sample.label for label, _ in tiles) < 8 and sample.path.name.endswith(("1.jpeg", "7.jpeg")):
@@ -133,9 +133,9 @@ def heat_in_drawn_masks(predictor) -> None:
     """On the lung_masks films called PNEUMONIA: the heat inside the drawn masks against inside the head's fields
     and raw map. Adults, and the shipped head saw 74 of the 83 films, so the fields fit them better than a
     child's: the gap is a lower bound on how much the fields flatter the shift_dev figure."""
-    from pneumo.infer.lungs import heat_in_lungs as share
+    from pneumo.infer.lung_fields import heat_in_lungs as share
     from pneumo.io import DecodedImage
-    from pneumo.train.lungs import load_pairs, model_view_pair
+    from pneumo.train.fit_lungs import load_pairs, model_view_pair
 
     found = []
     for _, gray, mask in load_pairs(SHARED / "lung_masks"):

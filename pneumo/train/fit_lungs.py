@@ -1,4 +1,4 @@
-"""Training the lung-field head (pneumo.model.lungs) on X-rays with lung masks, and measuring it (Dice).
+"""Training the lung-field head (pneumo.model.lung_decoder) on X-rays with lung masks, and measuring it (Dice).
 
 Only 83 adult films have masks, and children's chests have other proportions, so each pair is seen in many
 augmented views (independent x/y scale, rotation, shift, contrast, brightness and gamma; the same geometry for
@@ -82,7 +82,7 @@ def views(pairs, features, n_views: int, seed: int, config: LungAugment = LungAu
     """Backbone activations (three float16 arrays) and masks at 1/4 resolution for the plain view and n_views
     augmented ones.
 
-    `features`: images -> [block3, block4, block5] activations (pneumo.model.lungs.feature_function). The arrays
+    `features`: images -> [block3, block4, block5] activations (pneumo.model.lung_decoder.feature_function). The arrays
     are filled in place: 666 views hold ~1.7 GB of activations, and a list of batches joined at the end would
     need twice that."""
     rng = np.random.default_rng(seed)
@@ -160,7 +160,7 @@ HOLDOUT_EVERY = 10  # every 10th pair (by name) is held out of the shipped decod
 def fit_lung_head(config, log=print):
     """The bundle's lung-field decoder and its stats, from `config.lung_masks`; cached by everything it depends on."""
     from ..model.build import backbone_fingerprint, build_backbone
-    from ..model.lungs import LUNGS_FILE, LUNGS_VERSION, build_decoder, feature_function, load_decoder, save_decoder
+    from ..model.lung_decoder import LUNGS_FILE, LUNGS_VERSION, build_decoder, feature_function, load_decoder, save_decoder
 
     pairs = load_pairs(config.lung_masks)
     key = _cache_key(pairs, backbone_fingerprint(config.backbone_weights), config, LUNGS_VERSION)
