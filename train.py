@@ -1,9 +1,12 @@
-"""Train the pneumonia head on a Kaggle-layout folder and write (or push) a model bundle.
+"""Train the pneumonia model on a Kaggle-layout folder and write (or push) a model bundle.
 
-    python train.py --data-dir ../shared/data/chest_xray --output weights
-    python train.py --data-dir DATA --push-to-hub alice/pneumo-vgg16
+The shipped model (weights/), its lung-field head and its adult-film check:
+    python train.py --data-dir DATA --adult-dir ADULTS --lung-masks MASKS --output bundle
+The design's plain form (frozen VGG16, global average pooling, BatchNorm head), a baseline:
+    python train.py --data-dir DATA --pooling gap --output baseline
+Publish:  python train.py ... --output bundle --push-to-hub alice/pneumo-vgg16
 
-Every training option is declared once, in pneumo/train/options.py; see README.md for the recipe.
+Every training option is declared once, in pneumo/train/options.py; the recipe: docs/training.md.
 """
 
 from __future__ import annotations

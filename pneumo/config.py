@@ -13,7 +13,7 @@ CLASS_NAMES = ("NORMAL", "PNEUMONIA")  # index 1 is the positive class.
 PREPROCESSING_VERSION = "gray-bicubic224-crop10-caffe-v2"
 
 # The outer 10% of every side is cut off after the 224x224 resize: side markers ("R"), text, tubes and
-# film edges live there, and the frozen features latch onto them (docs/experiments.md).
+# film edges live there, and the frozen features latch onto them (docs/decisions.md).
 CROP_MARGIN = 0.10
 
 # Keras' VGG16 was trained with "caffe" preprocessing: BGR order, ImageNet mean

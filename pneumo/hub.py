@@ -91,8 +91,6 @@ chest X-rays get **Not assessed** instead of a verdict.
 """
 
 
-from pathlib import Path
-
 TOP_LEVEL = ("app.py", "requirements.txt")  # plus the Space's own README.md: space_card()
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".dcm")  # what pneumo/ui/web.py offers as examples
 # Stored with LFS in the Space, so a later `git clone` + push of the Space is accepted by the Hub.
@@ -118,7 +116,7 @@ def space_files(root: Path, bundle_dir: Path) -> dict[str, Path]:
         files[name] = root / name
     files.update(_tree(root / "pneumo", "pneumo", lambda p: p.suffix == ".py"))
     files.update(_tree(bundle_dir, "weights", lambda p: True))
-    files.update(_tree(root / "docs", "docs", lambda p: p.suffix == ".md"))  # the card links to them
+    files.update(_tree(root / "docs", "docs", lambda p: p.suffix in (".md", ".png", ".jpg")))  # the card's links
     examples = root / "examples"
     files.update({f"examples/{p.name}": p for p in sorted(examples.glob("*"))
                   if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or p.name == "README.md")})
@@ -137,7 +135,7 @@ def _tree(folder: Path, prefix: str, keep) -> dict[str, Path]:
 
 def _check_bundle(bundle_dir: str | Path) -> Path:
     """A local bundle folder; hf:// is refused here because it would mean a download before deploying."""
-    from ..model.bundle import CONFIG, HEAD_WEIGHTS, load_bundle
+    from .model.bundle import CONFIG, HEAD_WEIGHTS, load_bundle
 
     if str(bundle_dir).startswith("hf://"):
         raise ValueError(f"expected a local bundle folder for deploy-space, got '{bundle_dir}'; to serve a Hub "

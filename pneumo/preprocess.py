@@ -10,7 +10,7 @@ Augmented views (training only) start from the same `model_view` and are a deter
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
@@ -66,13 +66,7 @@ def model_input_for_view(image: DecodedImage, content_hash: str, view: int, conf
     """View 0 is the plain preprocessing contract; views >= 1 are seeded augmentations of it."""
     if view == 0:
         return to_model_input(image, size)
-    rng = view_rng(content_hash, view)
-    gray = add_border(image.gray, rng, config.border_max) if isinstance(config, FormConfig) else image.gray
-    return normalize(augment(model_view(gray, size), rng, config))
-
-
-# Fields added after caches existed, with the value that draws nothing: left out of the cache key at that value.
-ADDED_LATER_OFF = {"border_max": 0.0, "stretch_max": 1.0}
+    return normalize(augment(model_view(image.gray, size), view_rng(content_hash, view), config))
 
 
 @dataclass(frozen=True)
@@ -80,27 +74,19 @@ class AugmentConfig:
     rotation_deg: float = 10.0
     # Magnification only (crop, no black borders). Train NORMAL images show neck and shoulders while
     # PNEUMONIA ones are framed tightly on the chest, so framing is a shortcut; tight crops of normal
-    # chests take it away (see docs/experiments.md).
+    # chests take it away (see docs/decisions.md).
     zoom_min: float = 1.0
     zoom_max: float = 1.45
     shift: float = 0.08  # fraction of the side
     contrast: float = 0.25
     brightness: float = 0.15  # fraction of the 0..255 range
-    # One axis, drawn at random, stretched by 1 to this factor (1: off, and no draw, so views made before it
-    # existed stay as they were): older children's chests have other proportions than the training children's.
-    stretch_max: float = 1.0
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def cache_key(self) -> str:
-        """Identifies the views in the feature cache: the config's repr as it was while an (always zero)
-        `noise_std` field existed and before `border_max` and `stretch_max` did (left out while 0 and 1, which
-        draw nothing), so caches filled before those changes stay valid."""
-        values = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
-                  if getattr(self, f.name) != ADDED_LATER_OFF.get(f.name)]
-        values.insert(6, "noise_std=0.0")
-        return f"{type(self).__name__}({', '.join(values)})"
+        """Identifies the views in the feature cache: the class and every parameter."""
+        return repr(self)
 
 
 def view_rng(content_hash: str, view: int) -> np.random.Generator:
@@ -109,7 +95,7 @@ def view_rng(content_hash: str, view: int) -> np.random.Generator:
 
 
 def augment(gray: np.ndarray, rng: np.random.Generator, config: AugmentConfig = AugmentConfig()) -> np.ndarray:
-    """Random rotation/zoom/shift (and stretch), then contrast/brightness, of an (H, W) uint8 image."""
+    """Random rotation/zoom/shift, then contrast/brightness, of an (H, W) uint8 image."""
     height, width = gray.shape
     angle = rng.uniform(-config.rotation_deg, config.rotation_deg)
     scale = rng.uniform(config.zoom_min, config.zoom_max)
@@ -118,8 +104,6 @@ def augment(gray: np.ndarray, rng: np.random.Generator, config: AugmentConfig = 
     brightness = rng.uniform(-1, 1) * config.brightness * 255
     matrix = cv2.getRotationMatrix2D((width / 2, height / 2), angle, scale)
     matrix[:, 2] += (dx, dy)
-    if config.stretch_max > 1:  # drawn after the others, so a view's stretch is all that tells it from before
-        matrix = stretched(matrix, rng.uniform(1, config.stretch_max), int(rng.integers(2)), (width, height))
     # Black borders where rotation/shift uncover them: radiograph surroundings are dark.
     moved = cv2.warpAffine(gray, matrix, (width, height), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
@@ -129,14 +113,6 @@ def augment(gray: np.ndarray, rng: np.random.Generator, config: AugmentConfig = 
     return change_form(out, rng, config) if isinstance(config, FormConfig) else out
 
 
-def stretched(matrix: np.ndarray, factor: float, axis: int, size: tuple[int, int]) -> np.ndarray:
-    """The 2x3 affine `matrix`, then `axis` (0: x, 1: y) of the result stretched by `factor` about the centre."""
-    centre = np.array(size, np.float64) / 2
-    stretch = np.eye(2)
-    stretch[axis, axis] = factor
-    return np.hstack([stretch @ matrix[:, :2], (stretch @ (matrix[:, 2] - centre) + centre)[:, None]])
-
-
 @dataclass(frozen=True)
 class FormConfig(AugmentConfig):
     """Views for the population check: AugmentConfig plus a random "form" of the film.
@@ -144,25 +120,12 @@ class FormConfig(AugmentConfig):
     The pediatric training films are 224 px JPEGs (quality 75: sharp, blocky), adult films arrive large and
     smooth; a check trained on them as they are learns that texture instead of anatomy, and flags full-size
     pediatric originals (measured: up to half of val/). Randomising sharpness and compression on both sides
-    leaves anatomy as the only difference. (A subclass, so the cache keys of AugmentConfig views stay as they are.)
+    leaves anatomy as the only difference.
     """
 
     blur_max: float = 1.2  # Gaussian sigma, px of the model view: a full-size film downscaled is this smooth
     sharpen_max: float = 1.0  # unsharp-mask amount: a sharp resize or an edge-enhanced export
     jpeg_min: int = 60  # lowest JPEG quality tried
-    # Black border of up to this fraction of each side around the whole film (half the views), before the
-    # preprocessing contract: a scanned film, a screenshot of a viewer. Off: measured, it made the check flag
-    # more bordered children, not fewer (python -m tools.population_framing; docs/experiments.md).
-    border_max: float = 0.0
-
-
-def add_border(gray: np.ndarray, rng: np.random.Generator, border_max: float) -> np.ndarray:
-    """Half the time, a black border of a random width (up to `border_max` of each side) around the film."""
-    if border_max <= 0 or rng.random() < 0.5:
-        return gray
-    top, bottom = (int(round(f * gray.shape[0])) for f in rng.uniform(0, border_max, 2))
-    left, right = (int(round(f * gray.shape[1])) for f in rng.uniform(0, border_max, 2))
-    return cv2.copyMakeBorder(gray, top, bottom, left, right, cv2.BORDER_CONSTANT, value=0)
 
 
 def change_form(gray: np.ndarray, rng: np.random.Generator, config: FormConfig) -> np.ndarray:

@@ -42,6 +42,16 @@ def adult_xray(seed: int = 0, size: tuple[int, int] = (128, 128)) -> np.ndarray:
     return np.uint8(np.clip(img, 0, 1) * 255)
 
 
+def adult_folder(root: Path, patients: int = 8) -> Path:
+    """A folder of synthetic adult films, two per patient, named like NIH's (patient id, film number)."""
+    from PIL import Image
+
+    for patient in range(patients):
+        for k in range(2):
+            Image.fromarray(adult_xray(patient * 10 + k)).save(root / f"{10000000 + patient:08d}_{k:03d}.png")
+    return root
+
+
 def knee(seed: int = 0, size: tuple[int, int] = (800, 600)) -> np.ndarray:
     """(H, W) uint8 standing in for a knee radiograph: femur above, tibia and fibula below, a joint space."""
     rng, yy, xx = _canvas(seed, size)

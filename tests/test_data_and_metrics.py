@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pneumo.io.folders import (Sample, balance_classes, patient_id, resolve_eval_folder, scan_class_folder,
+from pneumo.io.folders import (Sample, patient_id, resolve_eval_folder, scan_class_folder,
                                split_by_patient)
 from pneumo.train.metrics import binary_metrics, choose_threshold, roc_auc
 
@@ -36,18 +36,6 @@ def test_split_keeps_patients_whole_is_stratified_and_seeded():
     assert {s.patient for s in val if s.label == 0}.__len__() == 8 and len({s.patient for s in val if s.label == 1}) == 20
     assert split_by_patient(samples, 0.2, seed=7) == (fit, val)
     assert split_by_patient(samples, 0.2, seed=8)[1] != val
-
-
-def test_balance_keeps_the_smaller_class_whole_and_draws_the_larger_seeded():
-    samples = _samples(10, 2, 0) + _samples(25, 3, 1)
-    kept = balance_classes(samples, seed=3)
-    assert [s for s in kept if s.label == 0] == [s for s in samples if s.label == 0]
-    pneumonia = [s for s in kept if s.label == 1]
-    assert len(pneumonia) == 20 and len(set(pneumonia)) == 20 and set(pneumonia) <= set(samples)
-    assert kept == sorted(kept, key=samples.index), "input order is kept"
-    assert balance_classes(samples, seed=3) == kept and balance_classes(samples, seed=4) != kept
-    with pytest.raises(ValueError, match=r"one has no images; got \[20, 0\]"):
-        balance_classes(_samples(10, 2, 0), seed=0)
 
 
 def test_scan_reports_missing_class_folder(tmp_path):

@@ -16,10 +16,8 @@ SIZE = 64
 @pytest.fixture(scope="module")
 def cam():
     """A model whose logit grows with every pooled feature, so image evidence is positive evidence."""
-    head = build_head_model(HeadConfig(units=8, dropout=0.0))
-    dense, logit = head.get_layer("head_dense"), head.get_layer("logit")
-    dense.set_weights([np.full((512, 8), 1 / 512, np.float32), np.zeros(8, np.float32)])
-    logit.set_weights([np.ones((8, 1), np.float32), np.zeros(1, np.float32)])
+    head = build_head_model(HeadConfig(pooling="gap"))  # log1p -> BN (identity as built) -> Dense
+    head.get_layer("logit").set_weights([np.ones((512, 1), np.float32), np.zeros(1, np.float32)])
     return make_cam_function(build_full_model("random", head, SIZE), SIZE)
 
 

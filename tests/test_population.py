@@ -102,10 +102,7 @@ def adult_bundle(tiny_config_factory, tmp_path_factory):
     """A tiny bundle whose population check was trained on synthetic 'adult' films."""
     from pneumo.train.loop import run
 
-    adults = tmp_path_factory.mktemp("adults")
-    for patient in range(8):
-        for k in range(2):
-            Image.fromarray(synth.adult_xray(patient * 10 + k)).save(adults / f"{10000000 + patient:08d}_{k:03d}.png")
+    adults = synth.adult_folder(tmp_path_factory.mktemp("adults"))
     config = tiny_config_factory(tmp_path_factory.mktemp("bundles") / "with-population", adult_dirs=(adults,),
                                  population_views=1, cache_dir=tmp_path_factory.mktemp("cache"))  # passes counted
     return run(config, log=lambda *_: None), adults
@@ -218,26 +215,3 @@ def test_form_views_change_texture_not_content_and_have_their_own_cache(tmp_path
     assert max(np.abs(v.astype(float).mean() - gray.mean()) for v in views) < 6, "the content stays"
     assert FeatureCache(tmp_path, "fp", 1, plain).folder != FeatureCache(tmp_path, "fp", 1, form).folder
 
-
-def test_border_views_frame_the_film_in_black_and_old_caches_stay_valid(tmp_path):
-    from pneumo.io.image import DecodedImage
-    from pneumo.preprocess import FormConfig, add_border, model_input_for_view
-    from pneumo.train.features import FeatureCache
-
-    gray = np.full((100, 80), 200, np.uint8)
-    framed = [add_border(gray, np.random.default_rng(seed), 0.15) for seed in range(40)]
-    bordered = [f for f in framed if f.shape != gray.shape]
-    assert 5 < len(bordered) < 35, "about half the views get a border"
-    for f in bordered:
-        assert f.shape[0] <= 100 + 2 * 15 and f.shape[1] <= 80 + 2 * 12, f"border wider than 15%: {f.shape}"
-        assert (f == 0).sum() == f.size - gray.size and (f == 200).sum() == gray.size, "black around, film kept"
-    assert all(add_border(gray, np.random.default_rng(s), 0.0) is gray for s in range(5)), "0 draws nothing"
-    # border_max 0 is the form views as they were: same views, same cache folder as before the field existed.
-    image = DecodedImage(synth.xray(2, size=(64, 64)), "PNG")
-    without = FormConfig(rotation_deg=0, zoom_max=1.0, shift=0, contrast=0, brightness=0)
-    assert "border_max" not in without.cache_key()
-    assert FeatureCache(tmp_path, "fp", 1, without).folder != FeatureCache(
-        tmp_path, "fp", 1, FormConfig(border_max=0.15)).folder
-    still = FormConfig(**{**without.to_dict(), "border_max": 0.3})
-    views = [model_input_for_view(image, "ab" * 20, v, still, 64) for v in range(1, 9)]
-    assert any((v[:3] < -100).all() for v in views), "some views show the black border inside the model's view"

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import train
+from conftest import ROOT
 from pneumo.model import bundle as bundles
 from pneumo.train import features
 from pneumo.train.loop import run
@@ -103,62 +104,37 @@ def test_unreadable_training_file_is_skipped_and_listed(tiny_config_factory, tin
     assert any("skipped 1 unreadable" in line for line in lines)
 
 
-@pytest.fixture
-def unbalanced_data(tiny_data, tmp_path) -> Path:
-    """tiny_data with 3 more pneumonia patients: 18 pneumonia films against 12 normal ones."""
-    import shutil
+def test_the_shipped_recipe_is_the_default_and_its_command_names_only_data_folders(tmp_path):
+    from pneumo.train.options import TrainConfig
 
-    import synth
-    from PIL import Image
-
-    data = tmp_path / "data"
-    shutil.copytree(tiny_data, data)
-    for k in range(6):
-        Image.fromarray(synth.xray(500 + k, pneumonia=True)).save(
-            data / "train" / "PNEUMONIA" / f"person{900 + k // 2}_bacteria_{k}.jpeg", quality=95)
-    return data
+    config = TrainConfig(data_dir=tmp_path, output=tmp_path / "out", adult_dirs=(tmp_path,), lung_masks=tmp_path,
+                         report_dirs={"shift_dev": tmp_path})
+    assert config.command() == ("python train.py --data-dir DATA --adult-dir ADULTS --lung-masks MASKS "
+                                "--report shift_dev=DIR --output OUT")
+    shipped = json.loads((ROOT / "weights" / "config.json").read_text())
+    assert json.loads(json.dumps(config.recipe())) == shipped["recipe"], "the defaults are what made weights/"
+    assert shipped["command"] == config.command()
+    assert config.recipe()["head"] == {"pooling": "lung-zones", "weight_decay": 0.01}
+    assert (config.heads, config.views) == (5, 1)
 
 
-def test_balance_leaves_extra_films_unread(tiny_config_factory, unbalanced_data, tmp_path):
-    config = tiny_config_factory(tmp_path / "b", data_dir=unbalanced_data, cache_dir=tmp_path / "cache", balance=True)
+def test_views_cost_one_pass_per_fit_film_and_are_cached(tiny_config_factory, tmp_path):
     lines = []
-    bundle_config = json.loads((run(config, log=lines.append) / "config.json").read_text())
-    fit, validation = bundle_config["data_counts"]["fit"], bundle_config["data_counts"]["validation"]
-    assert fit["NORMAL"] == fit["PNEUMONIA"] == 8 and validation == {"NORMAL": 4, "PNEUMONIA": 6}
-    left_out = 18 - 8 - 6
-    assert bundle_config["backbone_passes_this_run"] == 30 - left_out + 4 + 8  # + val/ and test/
-    assert bundle_config["recipe"]["balance"] is True and "--balance" in bundle_config["command"].split()
-    assert any(f"--balance: 16 of the {16 + left_out} fit images kept" in line for line in lines)
-
-
-def test_balance_views_gives_views_to_as_many_films_of_each_class(tiny_config_factory, unbalanced_data, tmp_path):
-    config = tiny_config_factory(tmp_path / "v", data_dir=unbalanced_data, cache_dir=tmp_path / "cache", views=1,
-                                 balance_views=True)
-    lines = []
-    bundle_config = json.loads((run(config, log=lines.append) / "config.json").read_text())
-    assert bundle_config["data_counts"]["fit"] == {"NORMAL": 8, "PNEUMONIA": 12}  # every fit film, plain
-    assert bundle_config["backbone_passes_this_run"] == 30 + 4 + 8 + 2 * 8  # views of 8 films of each class
-    assert any(line.startswith("fit: 36 rows from 20 images") for line in lines)
-    assert "--balance-views" in bundle_config["command"].split()
-
-
-def test_view_stretch_draws_its_own_views_and_is_in_the_recipe(tiny_config_factory, tmp_path):
-    cache = tmp_path / "cache"
-    plain = json.loads((run(tiny_config_factory(tmp_path / "a", cache_dir=cache, views=1)) / "config.json").read_text())
-    stretched = json.loads((run(tiny_config_factory(tmp_path / "b", cache_dir=cache, views=1, view_stretch=1.3))
-                            / "config.json").read_text())
-    fit = sum(plain["data_counts"]["fit"].values())
-    assert stretched["backbone_passes_this_run"] == fit, "new views, everything else from the cache"
-    assert stretched["recipe"]["augment"]["stretch_max"] == 1.3 and plain["recipe"]["augment"]["stretch_max"] == 1.0
-    assert "--view-stretch 1.3" in stretched["command"] and "--view-stretch" not in plain["command"]
+    first = run(tiny_config_factory(tmp_path / "a", cache_dir=tmp_path / "cache", views=1), log=lines.append)
+    config = json.loads((first / "config.json").read_text())
+    fit = sum(config["data_counts"]["fit"].values())
+    assert config["backbone_passes_this_run"] == 24 + 4 + 8 + fit  # train/, val/, test/, then one view per fit film
+    assert any(line.startswith(f"fit: {2 * fit} rows from {fit} images") for line in lines)
+    again = run(tiny_config_factory(tmp_path / "b", cache_dir=tmp_path / "cache", views=1), log=lambda *_: None)
+    assert backbone_passes(again) == 0
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--data-dir", "/nonexistent"], "--data-dir must be an existing folder"),
     (["--val-fraction", "0.9"], "--val-fraction must be in (0, 0.5), got 0.9"),
-    (["--balance-views"], "--balance-views needs --views N and views of every class, got --views 0"),
-    (["--view-stretch", "1.2"], "--view-stretch 1.2 stretches the views and needs --views N, got --views 0"),
-    (["--views", "1", "--view-stretch", "3"], "--view-stretch must be between 1 and 2, got 3.0"),
+    (["--pooling", "gap"], "--output must name the bundle folder to write (e.g. --output bundle), got none"),
+    (["--output", "out"], "the shipped recipe needs --lung-masks DIR and --adult-dir DIR"),
+    (["--output", "out", "--lung-masks", "."], "the shipped recipe needs --adult-dir DIR (the lung-field head"),
     (["--epochs", "0"], "--epochs must be >= 1, got 0"),
     (["--push-to-hub", "not a repo"], "expected a Hub repository as USER/REPO"),
     (["--report", "shift_dev"], "--report expects NAME=DIR"),
@@ -185,7 +161,8 @@ def test_help_lists_every_option(capsys):
 def test_empty_class_folder_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "train" / "NORMAL").mkdir(parents=True)
     (tmp_path / "train" / "PNEUMONIA").mkdir(parents=True)
-    assert train.main(["--data-dir", str(tmp_path), "--backbone-weights", "random"]) == 2
+    argv = ["--data-dir", str(tmp_path), "--backbone-weights", "random", "--pooling", "gap", "--output", str(tmp_path / "b")]
+    assert train.main(argv) == 2
     assert "holds no images" in capsys.readouterr().err
 
 
@@ -224,26 +201,3 @@ def test_ctrl_c_during_extraction_keeps_the_cache_usable(tiny_config_factory, ti
     out = run(cfg, log=lambda *_: None)
     images = sum(1 for p in tiny_data.rglob("*") if p.is_file())
     assert backbone_passes(out) == images - saves[0], "the chunk saved before Ctrl-C was reused"
-
-
-def test_fine_tuned_bundle_ships_block5_and_reproduces_its_metrics(tiny_config_factory, tiny_data, tmp_path):
-    from pneumo.io.folders import scan_class_folder
-    from pneumo.train.metrics import binary_metrics
-    from pneumo.io import read_image
-    from pneumo.preprocess import to_model_input
-    from pneumo.model.build import build_backbone
-    from pneumo.infer.predictor import Predictor
-
-    out = run(tiny_config_factory(tmp_path / "ft", fine_tune=2, fine_tune_lr=1e-3), log=lambda *_: None)
-    config = json.loads((out / "config.json").read_text())
-    assert config["block5_weights"] == "block5.npz" and config["recipe"]["fine_tune"] == 2
-    assert "--fine-tune 2" in config["command"]
-    predictor = Predictor.load(out)
-    random_conv = build_backbone("random", 32).get_layer("block5_conv3").get_weights()[0]
-    assert not np.allclose(predictor.model.get_layer("block5_conv3").get_weights()[0], random_conv)
-    samples = scan_class_folder(tiny_data / "test")
-    inputs = np.stack([to_model_input(read_image(s.path), 32) for s in samples])
-    probs, _ = predictor.predict_inputs(inputs)
-    measured = binary_metrics([s.label for s in samples], probs, predictor.threshold)
-    assert measured["confusion"] == config["metrics"]["test"]["confusion"], "the shipped block5 is what was measured"
-    assert measured["auc"] == pytest.approx(config["metrics"]["test"]["auc"], abs=1e-6)

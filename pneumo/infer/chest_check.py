@@ -71,9 +71,9 @@ def image_reasons(image: DecodedImage) -> list[str]:
     return reasons
 
 
-def check(image: DecodedImage, pooled: np.ndarray, gaussian: FeatureGaussian | None) -> list[str]:
+def check(image: DecodedImage, features: np.ndarray, gaussian: FeatureGaussian | None) -> list[str]:
     """Reasons the image does not look like the training chest X-rays (empty list: looks fine)."""
     reasons = image_reasons(image)
-    if gaussian is not None and float(gaussian.distance(pooled)[0]) > gaussian.cutoff:
+    if gaussian is not None and float(gaussian.distance(features)[0]) > gaussian.cutoff:
         reasons.append("its content is far from the pediatric chest X-rays the model was trained on")
     return reasons

@@ -26,43 +26,21 @@ def heatmap(activations: np.ndarray, gradients: np.ndarray, positive: bool = Tru
 
 
 def heatmap_from_weights(activations: np.ndarray, weights: np.ndarray, positive: bool = True,
-                         positions: np.ndarray | None = None, routed: bool = True) -> np.ndarray:
+                         positions: np.ndarray | None = None) -> np.ndarray:
     """Grad-CAM map from per-channel weights (the mean gradients): ReLU(sum_c w_c A_c), scaled to [0, 1].
 
-    `positions` (h, w): each position's weight in the pooling of a model that pools over the lung fields only.
-    Then the map is each position's own contribution to the logit, gradient x activation (HiResCAM, Draelos
-    and Carin 2020): the gradient reaching a position is its weight times, channel by channel, whether VGG16's
-    2x2 max-pool took that window's maximum from it (`max_routes`). Positions outside the lungs, and the ones a
-    window's maximum did not come from, do not enter the logit, so they get no heat: the map shows what the
-    verdict read, not the channel-mean gradient spread over places it never read.
-    With zones (`--pooling lung-zones`): `weights` (zones, c) and `positions` (zones, h, w), one per zone; a
-    position's gradient is the sum of its zones' shares. `routed` False: the pooling read block5_conv3 itself
-    (`--pooling lung-zones-14`), so every position's activations reach the logit, each by its own weight."""
+    `positions` (zones, h, w) with `weights` (zones, c): a model that pools block5_conv3 over the lung zones,
+    each position weighted by its share of each zone. Then the map is each position's own contribution to the
+    logit, gradient x activation (HiResCAM, Draelos and Carin 2020), the sum of its zones' shares: positions
+    outside the lungs do not enter the logit, so they get no heat. The map shows what the verdict read, not the
+    channel-mean gradient spread over places it never read."""
     sign = 1.0 if positive else -1.0
     if positions is None:
         cam = np.maximum(activations @ (sign * weights).astype(activations.dtype), 0.0)
-    elif positions.ndim == 3:
-        read = activations * max_routes(activations) if routed else activations
-        per_zone = read @ (sign * weights).astype(activations.dtype).T  # (h, w, zones)
-        cam = np.maximum((per_zone * np.moveaxis(positions, 0, -1)).sum(axis=-1), 0.0)
     else:
-        read = activations * max_routes(activations) if routed else activations
-        cam = np.maximum(read @ (sign * weights).astype(activations.dtype), 0.0) * positions
+        per_zone = activations @ (sign * weights).astype(activations.dtype).T  # (h, w, zones)
+        cam = np.maximum((per_zone * np.moveaxis(positions, 0, -1)).sum(axis=-1), 0.0)
     return (cam / (cam.max() + EPS)).astype(np.float32)
-
-
-def max_routes(activations: np.ndarray) -> np.ndarray:
-    """(h, w, c) block5_conv3 -> (h, w, c) in [0, 1]: each position's share of its 2x2 window's max-pool output.
-
-    1 where a channel's window maximum is (shared equally between tied positions), 0 elsewhere: the positions
-    a max-pool's gradient reaches. Odd trailing rows and columns are dropped by the pool, so they get 0."""
-    h, w, c = activations.shape
-    even_h, even_w = h // 2 * 2, w // 2 * 2
-    routes = np.zeros_like(activations)
-    windows = activations[:even_h, :even_w].reshape(h // 2, 2, w // 2, 2, c)
-    hits = (windows == windows.max(axis=(1, 3), keepdims=True)).astype(activations.dtype)
-    routes[:even_h, :even_w] = (hits / hits.sum(axis=(1, 3), keepdims=True)).reshape(even_h, even_w, c)
-    return routes
 
 
 MARGIN = crop_box(IMG_SIZE)[0] / IMG_SIZE  # the fraction of each side the model does not see

@@ -1,7 +1,7 @@
 """"Is this film from the population the model knows?" — children aged 1-5, frontal views.
 
 Separate from "is this a chest X-ray?" (chest_check.py): an adult chest film is a chest X-ray, yet the model's
-answer on adults is no better than a coin (README, Safety and limits). Two kinds of evidence:
+answer on adults is no better than a coin (docs/safety.md). Two kinds of evidence:
 - the pixels: a logistic regression on the pooled VGG16 features the classifier computes anyway
   (log-compressed, standardised), trained on pediatric training films against adult films; its
   cut-off is a high percentile of the pediatric *validation* patients' scores, so few children are flagged.
@@ -24,10 +24,10 @@ from ..io.image import DecodedImage
 
 POPULATION_FILE = "population.npz"
 VERSION = "logreg-log1p-gap-forms-proj20-v1"  # bump when the features or the score change: old files are refused
-FORM_DIMS = 20  # enough to stop full-size pediatric originals looking "adult"; README, Safety and limits
+FORM_DIMS = 20  # enough to stop full-size pediatric originals looking "adult"; docs/safety.md
 # A stronger L2 (0.1-1) flags children framed otherwise (a crop, a border) less often, but misses more adults of
 # other hospitals as 224 px JPEGs; a refused child is safer than an answered adult, so 0.01 stays
-# (python -m tools.population_framing; docs/experiments.md, "The population check").
+# (docs/decisions.md, "The population check").
 L2 = 0.01
 HEADLINE = "Adult film? This model was trained on children aged 1-5; its answer does not apply"
 PIXEL_REASON = "the image looks like an adult chest X-ray"
@@ -135,10 +135,10 @@ def fit_with_forms(children: np.ndarray, child_views: list[np.ndarray], adult_vi
                                form_directions(pairs, dims) if pairs else None, l2=l2)
 
 
-def reasons(image: DecodedImage, pooled: np.ndarray, check: PopulationCheck | None) -> list[str]:
+def reasons(image: DecodedImage, features: np.ndarray, check: PopulationCheck | None) -> list[str]:
     """Why `image` is outside the pediatric population (empty list: inside, as far as we can tell)."""
     found = list(image.info.get("population_reasons", []))  # from the DICOM header, values never kept
-    if check is not None and bool(check.flags(pooled)[0]):
+    if check is not None and bool(check.flags(features)[0]):
         found.append(PIXEL_REASON)
     return found
 

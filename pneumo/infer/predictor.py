@@ -29,12 +29,12 @@ class Prediction:
     probability: float  # of pneumonia
     threshold: float
     heatmap: np.ndarray | None  # (h, w) in [0, 1] for the predicted class, or None
-    pooled: np.ndarray  # backbone features (for the "is this a chest X-ray?" and population checks)
+    check_features: np.ndarray  # global average of block5_pool, what the "chest X-ray?" and population checks read
     chest_reasons: list[str] = field(default_factory=list)  # why it may not be a chest X-ray
     population_reasons: list[str] = field(default_factory=list)  # why it may not be a child's film
     image_size: tuple[int, int] = (0, 0)  # (width, height) of the decoded image the heatmap belongs to
     lungs: np.ndarray | None = None  # lung-field probability over the model's view, if the bundle has the head
-    reads_lungs_only: bool = False  # the model pools block5 over the lung fields only (--pooling lungs)
+    reads_lungs_only: bool = False  # the model pools block5_conv3 over the lung zones (not --pooling gap)
 
     @cached_property
     def lung_fields(self) -> np.ndarray | None:
@@ -101,7 +101,7 @@ class Predictor:
         population_file = bundle.optional_file(population.POPULATION_FILE)
         self.population = population.PopulationCheck.load(population_file) if population_file else None
         self.decoder = decoder if decoder is not None else bundles.load_lungs(bundle)
-        self.reads_lungs_only = backends.lung_pooled(full_model)
+        self.reads_lungs_only = backends.reads_lung_zones(full_model)
         self._run = backends.make_runner(full_model, backend, self.decoder)
         self.backend = self._run.name
 
@@ -120,24 +120,24 @@ class Predictor:
         """Probability of pneumonia and (optionally) the Grad-CAM heatmap of the predicted class."""
         return self.predictions([image], to_model_input(image, self.input_size)[None], with_cam)[0]
 
-    def prediction(self, image: DecodedImage, probability: float, pooled: np.ndarray,
+    def prediction(self, image: DecodedImage, probability: float, check_features: np.ndarray,
                    heat: np.ndarray | None = None, lung_map: np.ndarray | None = None) -> Prediction:
         """A Prediction with both checks run: is it a chest X-ray (with lungs in it), is it from the pediatric
         population."""
-        chest = chest_check.check(image, pooled, self.gaussian)
+        chest = chest_check.check(image, check_features, self.gaussian)
         chest += lung_fields.lung_reasons(lung_map) if lung_map is not None else []
-        return Prediction(probability, self.threshold, heat, pooled, chest,
-                          population.reasons(image, pooled[None], self.population), image.size, lung_map,
+        return Prediction(probability, self.threshold, heat, check_features, chest,
+                          population.reasons(image, check_features[None], self.population), image.size, lung_map,
                           self.reads_lungs_only)
 
     def predict_inputs(self, inputs: np.ndarray, batch_size: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
-        """(probabilities, pooled features) for preprocessed inputs (n, size, size, 3)."""
-        probs, pooled = [], []
+        """(probabilities, the checks' features) for preprocessed inputs (n, size, size, 3)."""
+        probs, features = [], []
         for start in range(0, len(inputs), batch_size):
             run = self._run(np.asarray(inputs[start:start + batch_size], np.float32))
             probs.append(run.probs)
-            pooled.append(run.pooled)
-        return np.concatenate(probs), np.concatenate(pooled)
+            features.append(run.check_features)
+        return np.concatenate(probs), np.concatenate(features)
 
     def predictions(self, images: list[DecodedImage], inputs: np.ndarray, with_cam: bool = False) -> list[Prediction]:
         """Predictions (with both checks, and heatmaps if asked) for a batch of decoded images and their inputs."""
@@ -145,9 +145,9 @@ class Predictor:
         out = []
         for k, image in enumerate(images):
             heat = gradcam.heatmap_from_weights(run.activations[k], run.weights[k], run.probs[k] >= self.threshold,
-                                                None if run.positions is None else run.positions[k], run.routed) \
+                                                None if run.positions is None else run.positions[k]) \
                 if with_cam else None
-            out.append(self.prediction(image, float(run.probs[k]), run.pooled[k], heat,
+            out.append(self.prediction(image, float(run.probs[k]), run.check_features[k], heat,
                                        None if run.lungs is None else run.lungs[k]))
         return out
 

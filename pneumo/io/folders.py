@@ -105,22 +105,6 @@ def split_by_patient(samples: list[Sample], val_fraction: float, seed: int) -> t
     return train, val
 
 
-def balance_classes(samples: list[Sample], seed: int) -> list[Sample]:
-    """Every sample of the smaller class and as many of each larger one, drawn at random (seeded), in input order.
-
-    Kaggle's train/ holds ~3 pneumonia films per normal one; the head already weights the classes equally, so
-    the extra pneumonia films cost backbone passes and add nothing measurable (docs/experiments.md).
-    """
-    by_class = [[i for i, s in enumerate(samples) if s.label == label] for label in range(len(CLASS_NAMES))]
-    smallest = min(len(rows) for rows in by_class)
-    if smallest == 0:
-        raise ValueError(f"cannot balance classes when one has no images; got {[len(r) for r in by_class]} "
-                         f"images of {list(CLASS_NAMES)}.")
-    rng = random.Random(seed)
-    kept = sorted(i for rows in by_class for i in (rows if len(rows) == smallest else rng.sample(rows, smallest)))
-    return [samples[i] for i in kept]
-
-
 def _looks_like_image(path: Path) -> bool:
     # Extension-less files may be DICOM straight from PACS; hidden files never are images.
     return not path.name.startswith(".") and (path.suffix.lower() in IMAGE_SUFFIXES or path.suffix == "")

@@ -1,10 +1,9 @@
-"""The network: frozen ImageNet VGG16 + GAP/BN/Dense head, as one flat functional model.
+"""The network: frozen ImageNet VGG16 + pooling + log1p/BN/Dense head, as one flat functional model.
 
-The head is trained alone on cached pooled features (seconds), then its layers
-are reused on `base.output` (for --pooling lung-zones-14 on `block5_conv3`, the layer
-under it) to form one flat image model whose `block5_conv3` stays reachable for Grad-CAM.
-Only the head's weights are stored in a bundle.
-`split_after` cuts that flat model after a layer (Grad-CAM's tail, fine-tuning's block5).
+The head is trained alone on cached pooled features (seconds), then its layers are reused on the backbone's
+own layers to form one flat image model whose `block5_conv3` stays reachable for Grad-CAM. Pooling is over the
+lung zones (`block5_conv3`, the shipped recipe) or global average (`block5_pool`, the design's plain form).
+Only the head's weights are stored in a bundle. `split_after` cuts the flat model after a layer (Grad-CAM's tail).
 """
 
 from __future__ import annotations
@@ -16,27 +15,22 @@ from pathlib import Path
 
 from ..config import BACKBONE_ENV, CAM_LAYER, FEATURE_DIM, IMG_SIZE, backbone_weights_env
 from .lung_decoder import SKIP_LAYERS
-from .pooling import ZONES
-
-
-HEAD_KINDS = ("mlp", "linear")
-POOLINGS = ("gap", "lungs", "lung-zones", "lung-zones-14")  # all but gap read the lung head: pooling.ZONES
+from .pooling import GAP, LUNG_ZONES, POOLINGS, ZONES
 
 
 @dataclass(frozen=True)
 class HeadConfig:
-    """The head on VGG16's pooled block5: "mlp" (BN -> Dense+ReLU -> Dropout -> BN -> Dense(1)) or "linear"
-    (log1p -> BN -> Dense(1)); pooled by global average ("gap"), over the lung fields only ("lungs") or over
-    each lung's upper and lower half apart ("lung-zones": four times the features), the same zones over
-    block5_conv3's 14x14 positions instead of block5_pool's 7x7 cells ("lung-zones-14")."""
-    units: int = 256
-    dropout: float = 0.5
-    weight_decay: float = 0.0
-    kind: str = "mlp"
-    pooling: str = "gap"
+    """The head on VGG16's pooled block5: log1p -> BatchNorm -> Dense(1) with L2 `weight_decay`, reading
+    `pooling` ("lung-zones": 4 x 512 features, "gap": 512)."""
+    pooling: str = LUNG_ZONES
+    weight_decay: float = 0.01
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def features(self) -> int:
+        return FEATURE_DIM * (ZONES if self.pooling == LUNG_ZONES else 1)
 
 
 RANDOM = "random"  # seeded random init: only for fast offline tests, never for a real model
@@ -81,48 +75,43 @@ def build_backbone(weights: str, input_size: int = IMG_SIZE):
     return base
 
 
-def build_head_model(config: HeadConfig = HeadConfig(), feature_dim: int = FEATURE_DIM):
-    """Pooled features -> the head of `config.kind` -> Dense(1) logit -> sigmoid."""
+def build_head_model(config: HeadConfig = HeadConfig()):
+    """Pooled features -> log1p -> BatchNorm -> Dense(1) logit -> sigmoid."""
     import keras
     from keras import layers
 
-    if config.kind not in HEAD_KINDS or config.pooling not in POOLINGS:
-        raise ValueError(f"head kind must be one of {HEAD_KINDS} and pooling one of {POOLINGS}, "
-                         f"got '{config.kind}' and '{config.pooling}'.")
-    reg = keras.regularizers.l2(config.weight_decay) if config.weight_decay else None
-    x = inputs = keras.Input((feature_dim * ZONES.get(config.pooling, 1),), name="pooled_features")
-    if config.kind == "linear":
-        from .layers import Log1p
+    from .layers import Log1p
 
-        x = Log1p(name="head_log1p")(x)
-    x = layers.BatchNormalization(name="head_bn1")(x)
-    if config.kind == "mlp":
-        x = layers.Dense(config.units, activation="relu", kernel_regularizer=reg, name="head_dense")(x)
-        x = layers.Dropout(config.dropout, name="head_dropout")(x)
-        x = layers.BatchNormalization(name="head_bn2")(x)
+    if config.pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got '{config.pooling}'.")
+    reg = keras.regularizers.l2(config.weight_decay) if config.weight_decay else None
+    inputs = keras.Input((config.features,), name="pooled_features")
+    x = layers.BatchNormalization(name="head_bn1")(Log1p(name="head_log1p")(inputs))
     # The logit is its own layer so Grad-CAM differentiates it, not the saturating sigmoid.
     x = layers.Dense(1, kernel_regularizer=reg, name="logit")(x)
     return keras.Model(inputs, layers.Activation("sigmoid", name="probability")(x), name="pneumo_head")
 
 
-def build_full_model(backbone_weights: str, head, input_size: int = IMG_SIZE, lungs=None, fine: bool = False):
-    """One flat functional model: VGG16 -> pooling on base.output -> the head's own layers (shared weights).
+def build_full_model(backbone_weights: str, head, input_size: int = IMG_SIZE, lungs=None):
+    """One flat functional model: VGG16 -> pooling -> the head's own layers (shared weights).
 
-    Pooling is global average, or with `lungs` (the lung-field decoder) an average over the lung fields only,
-    the decoder reading the same pass's block3/4/5_conv3 (pneumo.model.pooling); `fine`: over block5_conv3,
-    the layer before base.output (block5_pool), so the model ends there."""
+    With `lungs` (the lung-field decoder, reading the same pass's block3/4/5_conv3) the head's input is the lung
+    zones of block5_conv3 (pneumo.model.pooling), and the model ends there; without, the global average of
+    block5_pool. The head's input width must match."""
     import keras
     from keras import layers
 
     base = build_backbone(backbone_weights, input_size)
     if lungs is None:
-        x = layers.GlobalAveragePooling2D(name="gap")(base.output)
+        x = layers.GlobalAveragePooling2D(name=GAP)(base.output)
     else:
-        from .layers import LungPooling
+        from .layers import LungZonePooling
 
         field = lungs([base.get_layer(name).output for name in SKIP_LAYERS])
-        zones = int(head.input_shape[-1]) // int(base.output.shape[-1])  # the head reads zones x 512 features
-        x = LungPooling(zones=zones)([base.get_layer(CAM_LAYER).output if fine else base.output, field])
+        x = LungZonePooling()([base.get_layer(CAM_LAYER).output, field])
+    if int(x.shape[-1]) != int(head.input_shape[-1]):
+        raise ValueError(f"the head reads {head.input_shape[-1]} features but this pooling gives {x.shape[-1]}; "
+                         "a lung-zone head needs its lung decoder, a gap head none.")
     for layer in head.layers[1:]:  # skip the head's Input: reuse its layers, not a nested model
         x = layer(x)
     return keras.Model(base.input, x, name="pneumo_vgg16")
@@ -134,7 +123,7 @@ def build_feature_extractor(backbone_weights: str, input_size: int = IMG_SIZE):
     from keras import layers
 
     base = build_backbone(backbone_weights, input_size)
-    return keras.Model(base.input, layers.GlobalAveragePooling2D(name="gap")(base.output))
+    return keras.Model(base.input, layers.GlobalAveragePooling2D(name=GAP)(base.output))
 
 
 def split_after(full_model, layer_name: str, outputs: tuple[str, ...] = ()):

@@ -14,16 +14,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from ..config import DEFAULT_MODEL, MODEL_ENV, PREPROCESSING_VERSION, model_source_env
 from . import build
 from .lung_decoder import LUNGS_FILE, load_decoder
-from .pooling import FINE, ZONES
+from .pooling import LUNG_ZONES
 
-FORMAT = "pneumo-bundle-1"
+# 2: the head is always log1p -> BN -> Dense and the recipe's "head" is {pooling, weight_decay}.
+FORMAT = "pneumo-bundle-2"
 CONFIG, HEAD_WEIGHTS = "config.json", "head.weights.h5"
-BLOCK5 = ("block5_conv1", "block5_conv2", "block5_conv3")  # what a fine-tuned bundle ships of the backbone
 
 
 @dataclass
@@ -110,8 +108,8 @@ def load_lungs(bundle: Bundle):
 
 
 def load_full_model(bundle: Bundle, backbone_weights: str | None = None, decoder=None):
-    """The flat image model (VGG16 + the bundle's head, and its own block5 if fine-tuned). A head that pools
-    over the lung fields is built on `decoder` (default: the bundle's own)."""
+    """The flat image model: VGG16 + the bundle's head. A head that pools over the lung zones is built on
+    `decoder` (default: the bundle's own)."""
     if bundle.config.get("backbone_weights") == build.RANDOM:  # test bundles pair only with the test backbone
         setting = build.RANDOM
     else:
@@ -120,26 +118,9 @@ def load_full_model(bundle: Bundle, backbone_weights: str | None = None, decoder
     head = build.build_head_model(config)
     head.load_weights(bundle.path / HEAD_WEIGHTS)
     lungs = None
-    if config.pooling in ZONES:
+    if config.pooling == LUNG_ZONES:
         lungs = decoder if decoder is not None else load_lungs(bundle)
         if lungs is None:
-            raise ValueError(f"'{bundle.path}' pools over the lung fields but has no {LUNGS_FILE}; the bundle is "
+            raise ValueError(f"'{bundle.path}' pools over the lung zones but has no {LUNGS_FILE}; the bundle is "
                              "incomplete.")
-    full = build.build_full_model(setting, head, bundle.config["input_size"], lungs, config.pooling in FINE)
-    if bundle.config.get("block5_weights"):
-        load_block5(full, bundle.path / bundle.config["block5_weights"])
-    return full
-
-
-def save_block5(full_model, path) -> None:
-    """block5's kernels and biases in float16 (~14 MB): the only backbone weights a fine-tuned bundle ships."""
-    arrays = {f"{name}/{i}": w.astype(np.float16)
-              for name in BLOCK5 for i, w in enumerate(full_model.get_layer(name).get_weights())}
-    np.savez(path, **arrays)
-
-
-def load_block5(full_model, path) -> None:
-    with np.load(path) as arrays:
-        for name in BLOCK5:
-            layer = full_model.get_layer(name)
-            layer.set_weights([arrays[f"{name}/{i}"].astype(np.float32) for i in range(len(layer.get_weights()))])
+    return build.build_full_model(setting, head, bundle.config["input_size"], lungs)

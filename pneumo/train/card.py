@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from ..model.pooling import ZONES
+from ..model.pooling import LUNG_ZONES
 
 SPLIT_NOTES = {
     "validation": "patients of train/ held out by patient id (used to pick the epoch and the threshold)",
@@ -53,32 +53,19 @@ def _counts_table(counts: dict) -> str:
 
 
 def _head_text(head: dict) -> str:
-    pooling = {"lungs": "average of block5 over the lung fields only, which the lung head finds",
-               "lung-zones": "averages of block5 over each lung's upper and lower half, which the lung head finds",
-               "lung-zones-14": "averages of block5_conv3 (14x14 positions) over each lung's upper and lower half, "
-                                "which the lung head finds",
-               }.get(head.get("pooling"), "GlobalAveragePooling")
-    if head.get("kind") == "linear":
-        decay = f", L2 {head['weight_decay']}" if head.get("weight_decay") else ""
-        return f"{pooling} -> log1p -> BatchNorm -> Dense(1, sigmoid{decay})"
-    return (f"{pooling} -> BatchNorm -> Dense({head['units']}, ReLU) -> Dropout({head['dropout']}) -> BatchNorm "
-            "-> Dense(1, sigmoid)")
+    pooling = ("averages of block5_conv3 (14x14 positions) over each lung's upper and lower half, which the lung "
+               "head finds" if head["pooling"] == LUNG_ZONES else "GlobalAveragePooling")
+    decay = f", L2 {head['weight_decay']}" if head.get("weight_decay") else ""
+    return f"{pooling} -> log1p -> BatchNorm -> Dense(1, sigmoid{decay})"
 
 
 def _body(config: dict) -> str:
     recipe = config["recipe"]
-    head = recipe["head"]
-    if recipe.get("fine_tune"):
-        backbone = (f"An ImageNet VGG16 whose last block (`block5`) was fine-tuned (up to {recipe['fine_tune']} epochs, "
-                    f"Adam {recipe['fine_tune_lr']}, best validation-loss epoch kept)")
-        stored = ("The head's weights and block5's fine-tuned weights (float16) are here; the rest of the backbone")
-    else:
-        backbone, stored = "A frozen ImageNet VGG16", "Only the trained heads' weights are here; the backbone"
     return f"""# pneumo-vgg16: pneumonia on pediatric chest X-rays (research demo)
 
-{backbone} with a small trained head ({_head_text(head)}) that labels a frontal pediatric chest X-ray
-NORMAL or PNEUMONIA, with a Grad-CAM heatmap from `block5_conv3`. {stored}
-is Keras' ImageNet VGG16 (`keras.applications.VGG16(include_top=False, weights="imagenet")`).
+A frozen ImageNet VGG16 with a small trained head ({_head_text(recipe["head"])}) that labels a frontal pediatric
+chest X-ray NORMAL or PNEUMONIA, with a Grad-CAM heatmap from `block5_conv3`. Only the trained heads' weights are
+here; the backbone is Keras' ImageNet VGG16 (`keras.applications.VGG16(include_top=False, weights="imagenet")`).
 
 **Not a medical device. Not for diagnosis or treatment decisions.**
 
@@ -112,7 +99,7 @@ this run took {config['training_seconds']:.0f} s with {config.get('backbone_pass
 
 ## Limitations
 - One hospital, one age group: expect worse results on other hospitals, devices and ages. On adult films its
-  score means nothing (measured on NIH adults: the project README, "Safety and limits"): never use it there.
+  score means nothing (measured on NIH adults: docs/safety.md): never use it there.
   With `population.npz` in the bundle, each result says whether the film looks like it comes from the
   pediatric population (`in_population`); outside it, the answer does not apply.
 {_lungs_line(config)}- Trained on 224x224 downsized images: fine detail is not used.
@@ -130,8 +117,7 @@ print(p.predict_file("xray.jpeg"))
 
 
 def _recipe_line(recipe: dict) -> str:
-    keys = ("views", "epochs", "learning_rate", "label_smoothing", "mixup", "fine_tune", "fine_tune_lr",
-            "val_fraction", "seed")
+    keys = ("views", "heads", "epochs", "learning_rate", "val_fraction", "seed")
     return ", ".join(f"{k}={recipe[k]}" for k in keys if k in recipe)
 
 
@@ -150,8 +136,8 @@ def _lungs_line(config: dict) -> str:
     stats = config.get("lungs")
     if not stats:
         return ""
-    verdict = ("The pneumonia head reads only the lung fields it finds." if config["recipe"]["head"].get("pooling")
-               in ZONES else "It does not change the verdict.")
+    verdict = ("The pneumonia head reads only the lung fields it finds." if config["recipe"]["head"]["pooling"]
+               == LUNG_ZONES else "It does not change the verdict.")
     return (f"- The lung-field head (`{stats['file']}`, a small decoder on the same VGG16 pass) was trained on "
             f"{stats['fit_pairs']} adult films with lung masks; Dice on {stats['heldout_pairs']} held-out films "
             f"{stats['heldout_dice_mean']:.2f} (min {stats['heldout_dice_min']:.2f}). Each result reports the share "

@@ -13,14 +13,14 @@ from ..io import folders
 from ..preprocess import FormConfig
 
 
-def form_features(config, extract, child_samples: list, views=None) -> tuple[list, list, list, list]:
+def form_features(config, extract, child_samples: list) -> tuple[list, list, list, list]:
     """(adult fit films, held-out adult films, [plain, *form views] global averages of the adult fit films, the same
-    of every 8th pediatric fit film), as `fit_population` reads them; `views`: which form views (default all)."""
+    of every 8th pediatric fit film), as `fit_population` reads them."""
     adults = [s for folder in config.adult_dirs for s in folders.scan_images(folder)]
     fit, held_out = folders.split_by_patient(adults, config.adult_holdout, config.seed) if config.adult_holdout \
         else (adults, [])
     form = FormConfig(**config.augment.to_dict())
-    views = range(1, config.population_views + 1) if views is None else views
+    views = range(1, config.population_views + 1)
     adult_x = [extract(fit, "adult films", 0, checks_only=True).checks]
     adult_x += [extract(fit, f"adult form {v}", v, form, checks_only=True).checks for v in views]
     sample = child_samples[::8]
@@ -29,16 +29,15 @@ def form_features(config, extract, child_samples: list, views=None) -> tuple[lis
     return fit, held_out, adult_x, child_x
 
 
-def fit_population(config, extract, pooled, children: np.ndarray, child_samples: list, children_val):
+def fit_population(config, extract, children: np.ndarray, child_samples: list, children_val):
     """The pediatric-vs-adult check: fitted on adult patients' films and views, measured on held-out adult patients.
 
     Both sides also get FormConfig views (random sharpness and JPEG compression), so the film's texture
     tells nothing and anatomy has to; for the children a 1-in-8 sample of the fit films is enough.
     """
     fit, held_out, adult_x, child_x = form_features(config, extract, child_samples)
-    adult_x, child_x = [pooled(x) for x in adult_x], [pooled(x) for x in child_x]
     form = FormConfig(**config.augment.to_dict())
-    check = population.fit_with_forms(pooled(children), child_x, adult_x, children_val)
+    check = population.fit_with_forms(children, child_x, adult_x, children_val)
     children_flagged = float(check.flags(children_val).mean())
     stats = {"file": population.POPULATION_FILE, "version": population.VERSION, "cutoff": check.cutoff,
              "percentile": check.percentile, "l2": population.L2, "form_dims": len(check.form),
@@ -46,7 +45,7 @@ def fit_population(config, extract, pooled, children: np.ndarray, child_samples:
              "validation_children_flagged": children_flagged}
     summary = f"{children_flagged:.1%} of {len(children_val)} pediatric validation films flagged"
     if held_out:
-        flagged = float(check.flags(pooled(extract(held_out, "held-out adults", checks_only=True).checks)).mean())
+        flagged = float(check.flags(extract(held_out, "held-out adults", checks_only=True).checks).mean())
         stats["holdout_adults_flagged"] = flagged
         summary += f"; {flagged:.1%} of {len(held_out)} held-out adult films flagged"
     stats["summary"] = summary

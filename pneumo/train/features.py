@@ -1,10 +1,10 @@
 """Backbone features, extracted once and cached on disk.
 
-A VGG16 pass over the 5,216 training images takes minutes (`python tools/bench.py`
-times it); the head trains in seconds. So features are cached, keyed by
-  backbone weights fingerprint + preprocessing version + view  (one folder)
-  SHA-1 of the image file's bytes                              (one row)
-so a changed image, preprocessing or backbone is recomputed, nothing else.
+A VGG16 pass over the 5,216 training images takes ~10 minutes; the head trains in seconds. So features are
+cached, keyed by
+  cache version + backbone weights fingerprint + preprocessing version + view + what is pooled  (one folder)
+  SHA-1 of the image file's bytes                                                             (one row)
+so a changed image, preprocessing, backbone or lung decoder is recomputed, nothing else.
 Rows are written in small chunks, each atomically: Ctrl-C loses at most one
 chunk and the cache stays readable.
 """
@@ -23,11 +23,13 @@ from tqdm.auto import tqdm
 
 from ..config import CAM_LAYER, IMG_SIZE, PREPROCESSING_VERSION
 from ..io import read_image
-from ..model.backends import POOLED, make_feature_function
-from ..model.pooling import LUNG_POOLED
+from ..model.backends import make_feature_function
+from ..model.pooling import GAP, ZONES
 from ..preprocess import AugmentConfig, model_input_for_view
 
 CHUNK_ROWS = 256
+# Bump when what a cached row holds changes without its key saying so: every older cache is then rebuilt.
+CACHE_VERSION = 3
 
 
 def file_hash(path: Path) -> str:
@@ -35,23 +37,19 @@ def file_hash(path: Path) -> str:
 
 
 class FeatureCache:
-    """Rows of one layer's outputs for one (backbone, preprocessing, view) combination.
+    """float32 rows of one kind of pooled features for one (backbone, preprocessing, view) combination.
 
-    Pooled features are stored as float32 (for lung pooling "lung_pool-<decoder fingerprint>": global then
-    lung-masked average, 1024 values); maps (block4_pool, 100k values per image) as float16, which halves
-    memory and disk and changes the fine-tuned model's outputs by < 1e-3.
-    """
+    `pooled`: "gap" (the global average of block5_pool) or "lung-zones-<decoder fingerprint>" (that, then the
+    lung zones' averages, from the same pass)."""
 
     def __init__(self, root: Path, fingerprint: str, view: int, augment_config: AugmentConfig,
-                 size: int = IMG_SIZE, layer: str = POOLED):
-        tag = f"{fingerprint}-{PREPROCESSING_VERSION}-view{view}"
-        if layer != POOLED:
-            tag += f"-{layer}"
+                 size: int = IMG_SIZE, pooled: str = GAP):
+        tag = f"v{CACHE_VERSION}-{fingerprint}-{PREPROCESSING_VERSION}-view{view}-{pooled}"
         if size != IMG_SIZE:  # small inputs are for tests
             tag += f"-{size}px"
         if view:  # augmentation parameters change the views, so they are part of the key
             tag += "-" + hashlib.sha1(augment_config.cache_key().encode()).hexdigest()[:8]
-        self.dtype = np.float32 if layer == POOLED or layer.startswith(LUNG_POOLED) else np.float16
+        self.dtype = np.float32
         self.folder = Path(root) / tag
         self.rows: dict[str, np.ndarray] = {}
         for chunk in sorted(self.folder.glob("chunk-*.npz")):
@@ -68,22 +66,16 @@ class FeatureCache:
 
 
 class FeatureExtractor:
-    """Pooled backbone features (GAP of block5_pool), or the maps of `layer`, by the default backend; with a
-    lung `decoder`, global and lung-masked averages side by side (1024 values; 512 more per extra zone).
+    """Pooled backbone features by the default backend: the global average of block5_pool (512 values), or with
+    a lung `decoder` that and the lung zones' averages side by side (512 + ZONES * 512).
 
-    Any model holding VGG16's layers and a "gap" layer works: the training extractor or a full model.
-    """
+    Any model holding VGG16's layers works: the training extractor or a full model."""
 
-    def __init__(self, full_model, backend: str | None = None, layer: str = POOLED, decoder=None, zones: int = 1,
-                 fine: bool = False):
+    def __init__(self, full_model, backend: str | None = None, decoder=None):
         self.size = int(full_model.input_shape[1])
-        if layer == POOLED:  # the global average of block5_pool (block5_conv3's channels), whatever the model's pooling
-            self.shape = (int(full_model.get_layer(CAM_LAYER).output.shape[-1]),)
-        else:
-            self.shape = tuple(int(d) for d in full_model.get_layer(layer).output.shape[1:])
-        if decoder is not None:
-            self.shape = ((1 + zones) * self.shape[0],)
-        self._run = make_feature_function(full_model, backend, layer, decoder, zones, fine)
+        channels = int(full_model.get_layer(CAM_LAYER).output.shape[-1])
+        self.shape = ((1 + ZONES) * channels,) if decoder is not None else (channels,)
+        self._run = make_feature_function(full_model, backend, decoder)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self._run(np.asarray(batch, np.float32)), np.float32)
@@ -91,7 +83,7 @@ class FeatureExtractor:
 
 @dataclass
 class FeatureSet:
-    features: np.ndarray  # (n, d) float32 pooled features (or (n, h, w, c) float16 maps), in the order of `paths`
+    features: np.ndarray  # (n, d) float32 pooled features, in the order of `paths`
     paths: list[Path]
     failed: list[tuple[Path, str]] = field(default_factory=list)  # unreadable files, with the reason
     computed: int = 0  # images that went through the backbone in this call (the rest came from the cache)

@@ -1,7 +1,7 @@
 """Several linear heads as one: the mean of their logits, folded into a single BN -> Dense(1).
 
 Why: with 2,048 inputs (`--pooling lung-zones`) one head's specificity on new children moves with its seed
-(0.759-0.793 on shift_dev over three seeds; docs/experiments.md, "Lung zones"). The mean logit of a few heads
+(0.759-0.793 on shift_dev over three seeds; docs/decisions.md). The mean logit of a few heads
 is stable, and because a linear head is an affine map of log1p(features), the mean is one too: the bundle still
 holds one log1p -> BN -> Dense(1) head, and serving costs nothing more.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..model.backends import _affine_bn
+from ..model.backends import affine_bn
 
 
 def folded_logit_weights(heads) -> tuple[np.ndarray, np.ndarray, float]:
@@ -21,12 +21,12 @@ def folded_logit_weights(heads) -> tuple[np.ndarray, np.ndarray, float]:
     (A / s_0) . z + C - (A / s_0) . t_0."""
     scale_sum, bias_sum = 0.0, 0.0
     for head in heads:
-        scale, shift = _affine_bn(head.get_layer("head_bn1"))
+        scale, shift = affine_bn(head.get_layer("head_bn1"))
         kernel, bias = (w.astype(np.float64) for w in head.get_layer("logit").get_weights())
         scale_sum = scale_sum + kernel[:, 0] * scale
         bias_sum += float(kernel[:, 0] @ shift + bias[0])
     mean_scale, mean_bias = scale_sum / len(heads), bias_sum / len(heads)
-    scale0, shift0 = _affine_bn(heads[0].get_layer("head_bn1"))
+    scale0, shift0 = affine_bn(heads[0].get_layer("head_bn1"))
     if np.abs(scale0).min() < 1e-12:
         raise ValueError("the first head's BatchNorm zeroes a feature; its heads cannot be folded into it.")
     kernel = mean_scale / scale0

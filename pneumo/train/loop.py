@@ -28,8 +28,8 @@ from ..io import folders
 from ..model import build
 from ..model import bundle as bundles
 from ..model.lung_decoder import LUNGS_FILE, decoder_fingerprint, save_decoder
-from ..model.pooling import FINE, LUNG_POOLED, ZONES
-from . import card, features, finetune, metrics, plots
+from ..model.pooling import GAP, LUNG_ZONES
+from . import card, features, metrics, plots
 from .checks import fit_population
 from .fit_lungs import fit_lung_head
 from .options import TrainConfig
@@ -62,51 +62,33 @@ class Labelled:
 class _Extractor:
     """Feature extraction for this run: one backbone, one cache root, labels attached.
 
-    With a lung decoder (--pooling lungs) the head's features come with the global average from the same pass;
+    With a lung decoder (--pooling lung-zones) the head's features come with the global average from the same pass;
     `checks_only` extraction (the adult films) needs only the global average, from its own cache."""
 
     def __init__(self, config: TrainConfig, decoder=None):
         self.config = config
-        # Fine-tuning needs block4_pool maps (block5 is retrained); the frozen recipe, pooled features.
-        self.layer = finetune.MAP_LAYER if config.fine_tune else features.POOLED
         trunk = build.build_feature_extractor(config.backbone_weights, config.input_size)
-        self.network = features.FeatureExtractor(trunk, layer=self.layer)
+        self.network = features.FeatureExtractor(trunk)
         self.lungs = None
-        if decoder is not None:
-            # each pooling its own cache: the rows differ in width (zones) or in what they average (14x14)
-            zones, fine = ZONES[config.pooling], config.pooling in FINE
-            self.lungs = (f"{LUNG_POOLED}{'' if zones == 1 else zones}{'f14' if fine else ''}-"
-                          f"{decoder_fingerprint(decoder)}",
-                          features.FeatureExtractor(trunk, decoder=decoder, zones=zones, fine=fine))
+        if decoder is not None:  # its own cache: the rows hold the zones too, and depend on the decoder
+            self.lungs = (f"{LUNG_ZONES}-{decoder_fingerprint(decoder)}", features.FeatureExtractor(trunk, decoder=decoder))
         self.fingerprint = build.backbone_fingerprint(config.backbone_weights)
         self.computed = 0  # backbone passes in this run
 
     def __call__(self, samples: list[folders.Sample], desc: str, view: int = 0, augment=None,
                  checks_only: bool = False) -> Labelled:
         augment = augment or self.config.augment
-        layer, network = (self.layer, self.network) if checks_only or self.lungs is None else self.lungs
+        pooled, network = (GAP, self.network) if checks_only or self.lungs is None else self.lungs
         cache = features.FeatureCache(self.config.cache_dir, self.fingerprint, view, augment,
-                                      self.config.input_size, layer)
+                                      self.config.input_size, pooled)
         fs = features.extract([s.path for s in samples], network, cache, view=view, augment_config=augment, desc=desc)
         label_of = {s.path: s.label for s in samples}
         self.computed += fs.computed
         y = np.array([label_of[p] for p in fs.paths], np.float32)
-        if layer == self.layer:
+        if pooled == GAP:
             return Labelled(fs.features, y, fs.paths, fs.failed)
-        width = self.network.shape[0]  # [global average | lung-masked average(s)]
+        width = self.network.shape[0]  # [global average | lung zones' averages]
         return Labelled(fs.features[:, width:], y, fs.paths, fs.failed, fs.features[:, :width])
-
-
-def _fit_and_validation(config: TrainConfig, splits: dict, log) -> tuple[list, list]:
-    """train/ split by patient; with --balance the fit side thinned to equal classes, and splits["train"] with it
-    (before any backbone pass, so the films left out are never read)."""
-    fit_samples, val_samples = folders.split_by_patient(splits["train"], config.val_fraction, config.seed)
-    if config.balance:
-        every = len(fit_samples)
-        fit_samples = folders.balance_classes(fit_samples, config.seed)
-        log(f"--balance: {len(fit_samples)} of the {every} fit images kept, as many of each class")
-        splits["train"] = fit_samples + val_samples
-    return fit_samples, val_samples
 
 
 def run(config: TrainConfig, log=print) -> Path:
@@ -115,49 +97,27 @@ def run(config: TrainConfig, log=print) -> Path:
     started = time.time()
     splits = folders.kaggle_splits(config.data_dir)
     splits.update({name: folders.scan_class_folder(folder) for name, folder in config.report_dirs.items()})
-    fit_samples, val_samples = _fit_and_validation(config, splits, log)
+    fit_samples, val_samples = folders.split_by_patient(splits["train"], config.val_fraction, config.seed)
     decoder = lung_stats = None
     if config.lung_masks:  # first: a head that pools over the lungs reads its maps (cached, seeded on its own)
         decoder, lung_stats = fit_lung_head(config, log)
-    extract = _Extractor(config, decoder if config.pooling in ZONES else None)
+    extract = _Extractor(config, decoder if config.pooling == LUNG_ZONES else None)
     train = extract(splits["train"], "train")
-    to_augment = [s for s in fit_samples if CLASS_NAMES[s.label] in config.augment_classes]
-    if config.balance_views:  # every normal fit film's views, as many pneumonia ones
-        to_augment = folders.balance_classes(to_augment, config.seed)
-    views = [extract(to_augment, f"train view {view}", view, config.view_augment)
-             for view in range(1, config.views + 1)]
+    views = [extract(fit_samples, f"train view {view}", view) for view in range(1, config.views + 1)]
     others = {name: extract(samples, name) for name, samples in splits.items() if name != "train"}
     failed = train.failed + [f for split in others.values() for f in split.failed]
     fit, val = train.subset(fit_samples), train.subset(val_samples)
     fit_x, fit_y = np.concatenate([fit.x, *(v.x for v in views)]), np.concatenate([fit.y, *(v.y for v in views)])
-    val_x, val_y = val.x, val.y
-    log(f"fit: {len(fit_y)} rows from {len(fit_samples)} images; validation: {len(val_y)} images "
+    log(f"fit: {len(fit_y)} rows from {len(fit_samples)} images; validation: {len(val.y)} images "
         f"of {len({s.patient for s in val_samples})} patients, none of them in fit")
-
-    import keras
-
-    keras.utils.set_random_seed(config.seed)
-    head = build.build_head_model(config.head)
-    full = build.build_full_model(config.backbone_weights, head, config.input_size) if config.fine_tune else None
-    pooled = (lambda x: finetune.pooled_from_maps(full, x)) if full is not None else (lambda x: x)
-    if config.heads > 1:  # never with --fine-tune (TrainConfig.validate)
-        _fit_heads_into(head, config, fit_x, fit_y, val_x, val_y, log)
-    else:
-        fit_head(head, pooled(fit_x), fit_y, pooled(val_x), val_y, config)
-    if full is not None:
-        finetune.fine_tune(full, fit_x, fit_y, val_x, val_y, config.fine_tune, config.fine_tune_lr,
-                           seed=config.seed, log=log)
-    del fit_x  # maps: up to a few GB
-    val_pooled = pooled(val_x)  # through the fine-tuned block5 when there is one: computed once
-    val_checks = val_pooled if extract.lungs is None else val.checks
-    gaussian = chest_check.FeatureGaussian.fit(pooled(fit.checks), val_checks)  # plain views only
-    predictions = {"validation": (val_y, predict_head(head, val_pooled))}
+    head = fit_heads(config, fit_x, fit_y, val.x, val.y, log)
+    gaussian = chest_check.FeatureGaussian.fit(fit.checks, val.checks)  # plain views only
+    predictions = {"validation": (val.y, predict_head(head, val.x))}
     threshold = metrics.choose_threshold(*predictions["validation"], config.threshold_rule)
     for name, split in others.items():  # official val/ is 16 full-resolution images
-        predictions[REPORT_NAMES.get(name, name)] = (split.y, predict_head(head, pooled(split.x)))
+        predictions[REPORT_NAMES.get(name, name)] = (split.y, predict_head(head, split.x))
     scores = {name: metrics.binary_metrics(y, p, threshold) for name, (y, p) in predictions.items()}
-    counts = _counts(splits, fit_samples, val_samples)
-    cfg = bundle_config(config, threshold, scores, counts, time.time() - started)
+    cfg = bundle_config(config, threshold, scores, _counts(splits, fit_samples, val_samples), time.time() - started)
     cfg["borderline"] = metrics.borderline_band(*predictions["validation"], threshold)
     cfg["borderline_validation"] = metrics.band_stats(*predictions["validation"], threshold, cfg["borderline"])
     cfg["skipped_files"] = [{"file": str(p), "error": e} for p, e in failed]
@@ -165,25 +125,21 @@ def run(config: TrainConfig, log=print) -> Path:
     check = None
     if config.adult_dirs:
         # Plain fit films only, whatever --views: the classifier's zoomed views among the children make the check
-        # let through more adults of other hospitals (docs/experiments.md, "The population check").
-        check, cfg["population"] = fit_population(config, extract, pooled, fit.checks, fit_samples, val_checks)
+        # let through more adults of other hospitals (docs/decisions.md).
+        check, cfg["population"] = fit_population(config, extract, fit.checks, fit_samples, val.checks)
         log(f"population check: {cfg['population']['summary']}")
     if lung_stats:
         cfg["lungs"] = lung_stats
     # counted once the population check's films are through too (the lung head's views are not in it)
     cfg["backbone_passes_this_run"], cfg["training_seconds"] = extract.computed, round(time.time() - started, 1)
-    out = bundles.write(config.output, lambda folder: fill_bundle(folder, cfg, head, predictions, gaussian, full, check,
+    out = bundles.write(config.output, lambda folder: fill_bundle(folder, cfg, head, predictions, gaussian, check,
                                                                   decoder))
     report(scores, threshold, config.threshold_rule, failed, log)
     return out
 
 
-def fill_bundle(folder: Path, config: dict, head, predictions: dict, gaussian, fine_tuned=None, check=None,
-                decoder=None):
-    """Config, head weights, both checks' statistics, the lung head, plots and model card (block5 if fine-tuned)."""
-    if fine_tuned is not None:
-        config = {**config, "block5_weights": finetune.BLOCK5_FILE}
-        bundles.save_block5(fine_tuned, folder / finetune.BLOCK5_FILE)
+def fill_bundle(folder: Path, config: dict, head, predictions: dict, gaussian, check=None, decoder=None):
+    """Config, head weights, both checks' statistics, the lung head, plots and model card."""
     head.save_weights(folder / bundles.HEAD_WEIGHTS)
     gaussian.save(folder / chest_check.OOD_FILE)
     if check is not None:
@@ -196,8 +152,9 @@ def fill_bundle(folder: Path, config: dict, head, predictions: dict, gaussian, f
     (folder / "README.md").write_text(card.model_card(config))
 
 
-def _fit_heads_into(target, config: TrainConfig, fit_x, fit_y, val_x, val_y, log) -> None:
-    """--heads K: K linear heads, seeds seed .. seed + K - 1, their mean logit folded into `target`."""
+def fit_heads(config: TrainConfig, fit_x, fit_y, val_x, val_y, log):
+    """--heads K: K heads, seeds seed .. seed + K - 1, their mean logit folded into one head (the first one's
+    layers). One head on 2,048 features moves with its seed; the mean of five does not (docs/decisions.md)."""
     import keras
 
     from .heads import fold_into
@@ -206,9 +163,13 @@ def _fit_heads_into(target, config: TrainConfig, fit_x, fit_y, val_x, val_y, log
     for k in range(config.heads):
         keras.utils.set_random_seed(config.seed + k)
         heads.append(fit_head(build.build_head_model(config.head), fit_x, fit_y, val_x, val_y, config))
+    if config.heads == 1:
+        return heads[0]
     log(f"--heads {config.heads}: the head is the mean logit of {config.heads} heads (seeds {config.seed}-"
         f"{config.seed + config.heads - 1}), folded into one")
-    fold_into(target, heads)
+    folded = build.build_head_model(config.head)  # uncompiled: the bundle's file holds no optimizer state
+    fold_into(folded, heads)
+    return folded
 
 
 def fit_head(head, fit_x, fit_y, val_x, val_y, config: TrainConfig):
@@ -216,7 +177,7 @@ def fit_head(head, fit_x, fit_y, val_x, val_y, config: TrainConfig):
     import keras
 
     head.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                 loss=keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing),
+                 loss=keras.losses.BinaryCrossentropy(),
                  metrics=[keras.metrics.AUC(name="auc")],
                  steps_per_execution=32)  # the same updates in fewer calls: 5 heads' fits 46 s -> ~35 s, same weights
     counts = np.bincount(fit_y.astype(int), minlength=2)
@@ -230,24 +191,12 @@ def fit_head(head, fit_x, fit_y, val_x, val_y, config: TrainConfig):
 
 
 def _batches(x, y, class_weights, config: TrainConfig):
-    """Shuffled batches with per-sample class weights, optionally mixed up (features and labels)."""
+    """Shuffled batches (with our seed) with per-sample class weights."""
     import tensorflow as tf
 
     w = np.array([class_weights[int(label)] for label in y], np.float32)
     ds = tf.data.Dataset.from_tensor_slices((x, y[:, None], w)).shuffle(len(y), seed=config.seed)
-    ds = ds.batch(config.batch_size)
-    if config.mixup > 0:
-        alpha = config.mixup
-
-        def mix(bx, by, bw):
-            g1, g2 = (tf.random.gamma([tf.shape(bx)[0], 1], alpha) for _ in range(2))
-            lam = g1 / (g1 + g2)  # Beta(alpha, alpha)
-            perm = tf.random.shuffle(tf.range(tf.shape(bx)[0]), seed=config.seed)
-            mixed = lambda a: lam * a + (1 - lam) * tf.gather(a, perm)
-            return mixed(bx), mixed(by), tf.squeeze(mixed(bw[:, None]), 1)
-
-        ds = ds.map(mix)
-    return ds.prefetch(2)
+    return ds.batch(config.batch_size).prefetch(2)
 
 
 def predict_head(head, x: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ log = logging.getLogger("pneumo.app")
 EXAMPLES = ROOT / "examples"
 DISCLAIMER = ("**Research demo, not a medical device.** Trained on pediatric (1-5 years) frontal chest X-rays "
               "from one hospital; it does not diagnose and must not guide care. Upload the whole film as exported: "
-              "a crop or added borders change its answer (README, Safety and limits).")
+              "a crop or added borders change its answer (docs/safety.md).")
 ACCEPTED = "JPEG, PNG or DICOM (.dcm or no extension)"
 PREVIEW_PX = 1024  # longest side of the "what was read" preview; the overlay keeps the original size
 NOT_CHEST = "Not a frontal chest X-ray? This model reads children's chest films; its answer does not apply"
