@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import inspect
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,39 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 SHARED_VAL = SHARED / "data" / "chest_xray" / "val"
 TINY = 32  # px: VGG16's five poolings leave 1x1; enough to exercise every code path in seconds
+
+
+# The fast lane (`pytest -m "not slow"`, < 90 s on 2 cores) leaves out what needs a real server, a browser, the real
+# backbone, a subprocess that imports TensorFlow (~10 s each) or a training run of its own (8-25 s each): by marker
+# and fixture first, by name only where neither tells. `pytest` alone still runs everything.
+SLOW_MARKERS = {"server", "browser"}
+SLOW_FIXTURES = {
+    "server", "server_url", "shipped_server",  # a real `python app.py`
+    "shipped",  # weights/ with the real ImageNet backbone
+    "lung_bundle", "adult_bundle", "zones_bundle",  # each trains a bundle with an extra head
+}
+OWN_TRAINING = "tiny_config_factory"  # a test asking for it itself (not through tiny_bundle) trains its own bundle
+SLOW_TESTS = {  # "file.py" (every test in it) or "file.py::test_name" (all its parameters), measured
+    "test_cli.py",  # each test runs `python -m pneumo` in a subprocess
+    "test_bad_inputs.py::test_cli",
+    "test_lungs.py::test_decoder_learns_synthetic_lungs",
+    "test_lung_zones.py::test_zone_model_reads_block5_conv3_and_survives_cloning_and_saving",  # ~9 s
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    seen = set()
+    for item in items:
+        names = {item.path.name, f"{item.path.name}::{getattr(item, 'originalname', item.name)}"}
+        seen |= names
+        asked = inspect.signature(item.function).parameters if isinstance(item, pytest.Function) else {}
+        if (SLOW_MARKERS & {mark.name for mark in item.iter_markers()} or OWN_TRAINING in asked
+                or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or SLOW_TESTS & names):
+            item.add_marker(pytest.mark.slow)
+    files = {item.path.name for item in items}
+    stale = sorted(name for name in SLOW_TESTS - seen if name.split("::")[0] in files)
+    if stale:  # a renamed test would silently join the fast lane
+        warnings.warn(f"conftest.SLOW_TESTS names tests that no longer exist: {stale}", stacklevel=1)
 
 
 def real_backbone() -> str:
@@ -38,7 +73,9 @@ def tiny_config_factory(tiny_data, tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
 
     def make(output: Path, **overrides) -> TrainConfig:
-        settings = dict(data_dir=tiny_data, output=output, cache_dir=cache, backbone_weights="random",
+        # The design's plain form, one head, no views: the shipped recipe's parts are tested where they matter.
+        settings = dict(data_dir=tiny_data, output=output, cache_dir=cache, backbone_weights="random", pooling="gap",
+                        heads=1, views=0,
                         input_size=TINY, epochs=4, patience=4, batch_size=8, val_fraction=0.34)
         settings.update(overrides)
         return TrainConfig(**settings)

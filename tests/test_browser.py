@@ -1,11 +1,13 @@
 """The page as a clinician meets it, in a real Chromium: examples, verdicts, "not assessed", errors that stay.
 
 Runs against `python app.py` serving the shipped weights/ with the real backbone (skipped without it), so
-what it sees is what a visitor sees; it also writes the README's screenshots (docs/screenshots/).
+what it sees is what a visitor sees. Its screenshots go to a temporary folder, or to PNEUMO_SCREENSHOTS_DIR when
+set: `python -m tools.screenshots` sets it to docs/screenshots/ to refresh the README's pictures.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -16,13 +18,21 @@ from conftest import ROOT, SHARED, drop_file
 from PIL import Image
 
 CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = ROOT / "docs" / "screenshots"
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium")]
 
 
 @pytest.fixture(scope="module")
-def page(shipped_server):
+def shots(tmp_path_factory) -> Path:
+    """Where screenshots go: PNEUMO_SCREENSHOTS_DIR if set, else a temporary folder (tests never touch the checkout)."""
+    chosen = os.environ.get("PNEUMO_SCREENSHOTS_DIR")
+    folder = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def page(shipped_server, shots):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -30,6 +40,7 @@ def page(shipped_server):
         tab = browser.new_page(viewport={"width": 1400, "height": 1100})
         tab.goto(shipped_server[0])
         tab.locator("#examples").wait_for()
+        tab.shots = shots  # where shoot() writes
         yield tab
         browser.close()
 
@@ -42,8 +53,7 @@ def verdict_for(page, name: str) -> str:
 
 
 def shoot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=False)
+    page.screenshot(path=str(page.shots / f"{name}.png"), full_page=False)
 
 
 def test_clicking_each_example_shows_a_verdict_and_an_overlay(page):
