@@ -46,11 +46,11 @@ def test_predict_prints_one_json_line_per_file_and_fails_softly(tiny_bundle, mix
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["file"] for line in lines] == list(map(str, mixed_files))
     ok = [line for line in lines if "error" not in line]
-    assert [l["file"].rsplit("/", 1)[1] for l in ok] == ["good.png", "sixteen.png", "scan.dcm"]
+    assert [line["file"].rsplit("/", 1)[1] for line in ok] == ["good.png", "sixteen.png", "scan.dcm"]
     for line in ok:
         assert line["label"] in ("NORMAL", "PNEUMONIA") and 0.0 <= line["probability"] <= 1.0
         assert line["label"] == ("PNEUMONIA" if line["probability"] >= line["threshold"] else "NORMAL")
-    errors = {l["file"].rsplit("/", 1)[1]: l["error"] for l in lines if "error" in l}
+    errors = {line["file"].rsplit("/", 1)[1]: line["error"] for line in lines if "error" in line}
     assert "damaged or incomplete" in errors["truncated.jpg"] and "text file" in errors["notes.jpg"]
 
 

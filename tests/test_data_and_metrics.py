@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pneumo.io.folders import (Sample, patient_id, resolve_eval_folder, scan_class_folder,
-                               split_by_patient)
+from pneumo.io.folders import Sample, patient_id, resolve_eval_folder, scan_class_folder, split_by_patient
 from pneumo.train.metrics import binary_metrics, choose_threshold, roc_auc
 
 
@@ -25,7 +24,8 @@ def test_patient_id(name, patient):
 
 
 def _samples(n_patients: int, images: int, label: int) -> list[Sample]:
-    return [Sample(Path(f"p{label}_{p}_{i}.jpeg"), label, f"{label}/p{p}") for p in range(n_patients) for i in range(images)]
+    return [Sample(Path(f"p{label}_{p}_{i}.jpeg"), label, f"{label}/p{p}")
+            for p in range(n_patients) for i in range(images)]
 
 
 def test_split_keeps_patients_whole_is_stratified_and_seeded():
@@ -33,7 +33,7 @@ def test_split_keeps_patients_whole_is_stratified_and_seeded():
     fit, val = split_by_patient(samples, 0.2, seed=7)
     assert {s.patient for s in fit}.isdisjoint({s.patient for s in val})
     assert len(fit) + len(val) == len(samples)
-    assert {s.patient for s in val if s.label == 0}.__len__() == 8 and len({s.patient for s in val if s.label == 1}) == 20
+    assert len({s.patient for s in val if s.label == 0}) == 8 and len({s.patient for s in val if s.label == 1}) == 20
     assert split_by_patient(samples, 0.2, seed=7) == (fit, val)
     assert split_by_patient(samples, 0.2, seed=8)[1] != val
 
@@ -74,8 +74,9 @@ def test_threshold_rules():
     p = np.concatenate([np.linspace(0.0, 0.6, 50), np.linspace(0.4, 1.0, 50)])
     youden = choose_threshold(y, p, "youden")
     m = binary_metrics(y, p, youden)
-    assert m["sensitivity"] + m["specificity"] == pytest.approx(max(
-        binary_metrics(y, p, t)["sensitivity"] + binary_metrics(y, p, t)["specificity"] for t in np.linspace(0, 1, 501)))
+    best = max(binary_metrics(y, p, t)["sensitivity"] + binary_metrics(y, p, t)["specificity"]
+               for t in np.linspace(0, 1, 501))
+    assert m["sensitivity"] + m["specificity"] == pytest.approx(best)
     assert binary_metrics(y, p, choose_threshold(y, p, "sensitivity95"))["sensitivity"] >= 0.95
     with pytest.raises(ValueError, match="must be one of"):
         choose_threshold(y, p, "magic")

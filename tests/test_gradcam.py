@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from pneumo.infer import gradcam
-from pneumo.preprocess import to_model_input
 from pneumo.model.backends import make_cam_function
 from pneumo.model.build import HeadConfig, build_full_model, build_head_model
+from pneumo.preprocess import to_model_input
 
 SIZE = 64
 
@@ -93,8 +93,8 @@ def test_backends_agree_with_the_naive_two_pass_grad_cam(tiny_bundle):
     import synth
     import tensorflow as tf
 
-    from pneumo.io import read_image
     from pneumo.infer.predictor import Predictor
+    from pneumo.io import read_image
 
     onnx, tf_backend = Predictor.load(tiny_bundle, backend="onnx"), Predictor.load(tiny_bundle, backend="tf")
     model = onnx.model

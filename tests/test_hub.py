@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pneumo.model import bundle as bundles
 from pneumo import hub
+from pneumo.model import bundle as bundles
 
 
 class RecordingApi:

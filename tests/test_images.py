@@ -119,7 +119,8 @@ def _png_declaring(width: int, height: int) -> bytes:
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    pixels = chunk(b"IDAT", zlib.compress(b"\0" * 64))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + pixels + chunk(b"IEND", b"")
 
 
 def _bad_crc_png(gray) -> bytes:
@@ -171,7 +172,8 @@ def test_to_model_input_contract(gray):
 
 
 @pytest.mark.skipif(not SHARED_VAL.is_dir(), reason="needs ../shared/data/chest_xray/val (the 16 originals)")
-@pytest.mark.parametrize("path", sorted(SHARED_VAL.glob("*/*.jpeg")) if SHARED_VAL.is_dir() else [], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(SHARED_VAL.glob("*/*.jpeg")) if SHARED_VAL.is_dir() else [],
+                         ids=lambda p: p.name)
 def test_full_resolution_original_reaches_the_model_like_a_training_image(path):
     """The shared train set = originals resized bicubic to 224x224 (aspect not kept), saved as RGB JPEG.
     An upload of the original must reach the model exactly as that resize, then as any training file."""

@@ -8,8 +8,9 @@ import pytest
 @pytest.mark.server
 def test_concurrent_users_all_succeed_and_memory_settles(server, tmp_path):
     import synth
-    from tools.load_test import run_load
     from PIL import Image
+
+    from tools.load_test import run_load
 
     files = []
     for k in range(3):

@@ -9,8 +9,8 @@ import numpy as np
 import synth
 from PIL import Image
 
-from pneumo.io import read_image
 from pneumo.infer.chest_check import FeatureGaussian, image_reasons
+from pneumo.io import read_image
 
 
 def test_gaussian_flags_far_features_and_round_trips(tmp_path):

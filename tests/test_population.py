@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import synth
 from conftest import ROOT, SHARED, real_backbone
-from PIL import Image
 
-from pneumo.io import read_image
 from pneumo.infer.population import PopulationCheck, fit_logistic, form_directions
+from pneumo.io import read_image
 
 ADULTS = SHARED / "data" / "adult_dev"
 CHILDREN = SHARED / "data" / "shift_dev"

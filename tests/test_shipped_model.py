@@ -31,9 +31,9 @@ def test_shipped_bundle_reproduces_its_stored_kaggle_val_metrics(shipped):
 
 def test_fast_path_matches_keras_on_the_real_model(shipped):
     """ONNX Runtime + closed-form head gradient vs Keras model.predict, on the example X-rays (issue: +-1e-3)."""
+    from pneumo.infer.predictor import Predictor
     from pneumo.io import read_image
     from pneumo.preprocess import to_model_input
-    from pneumo.infer.predictor import Predictor
 
     tf_backend = Predictor(shipped.bundle, shipped.model, backend="tf")
     for path in sorted((ROOT / "examples").glob("*.jpeg")):

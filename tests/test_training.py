@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 import train
-from conftest import ROOT
 from pneumo.model import bundle as bundles
 from pneumo.train import features
 from pneumo.train.loop import run
@@ -54,8 +54,8 @@ def test_changed_image_is_recomputed(tiny_config_factory, tiny_data, tmp_path):
     import synth
     from PIL import Image
 
-    from pneumo.preprocess import AugmentConfig
     from pneumo.model.build import backbone_fingerprint
+    from pneumo.preprocess import AugmentConfig
 
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
@@ -161,22 +161,24 @@ def test_help_lists_every_option(capsys):
 def test_empty_class_folder_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "train" / "NORMAL").mkdir(parents=True)
     (tmp_path / "train" / "PNEUMONIA").mkdir(parents=True)
-    argv = ["--data-dir", str(tmp_path), "--backbone-weights", "random", "--pooling", "gap", "--output", str(tmp_path / "b")]
+    argv = ["--data-dir", str(tmp_path), "--backbone-weights", "random", "--pooling", "gap",
+            "--output", str(tmp_path / "b")]
     assert train.main(argv) == 2
     assert "holds no images" in capsys.readouterr().err
 
 
 def test_loaded_bundle_reproduces_training_predictions(tiny_bundle, tiny_predictor, tiny_data):
-    from pneumo.io.folders import scan_class_folder
-    from pneumo.train.metrics import binary_metrics
     from pneumo.io import read_image
+    from pneumo.io.folders import scan_class_folder
     from pneumo.preprocess import to_model_input
+    from pneumo.train.metrics import binary_metrics
 
     samples = scan_class_folder(tiny_data / "test")
     x = np.stack([to_model_input(read_image(s.path), 32) for s in samples])
     probs, _ = tiny_predictor.predict_inputs(x)
     stored = json.loads((tiny_bundle / "config.json").read_text())["metrics"]["test"]
-    assert binary_metrics([s.label for s in samples], probs, tiny_predictor.threshold)["auc"] == pytest.approx(stored["auc"])
+    measured = binary_metrics([s.label for s in samples], probs, tiny_predictor.threshold)
+    assert measured["auc"] == pytest.approx(stored["auc"])
     assert bundles.load_bundle(tiny_bundle).threshold == tiny_predictor.threshold
 
 

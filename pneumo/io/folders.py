@@ -13,7 +13,8 @@ from ..config import CLASS_NAMES
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".dcm", ".dicom", ".bmp", ".tif", ".tiff", ".webp"}
 # person1234_bacteria_5678 -> person1234; IM-0115-0001 -> IM-0115; NORMAL2-IM-1427-0001 -> NORMAL2-IM-1427;
 # NIH ChestX-ray14 00001281_000 -> 00001281 (the adult films of the population check)
-_PATIENT_PATTERNS = (re.compile(r"^(person\d+)_", re.IGNORECASE), re.compile(r"^((?:NORMAL\d+-)?IM-\d+)", re.IGNORECASE),
+_PATIENT_PATTERNS = (re.compile(r"^(person\d+)_", re.IGNORECASE),
+                     re.compile(r"^((?:NORMAL\d+-)?IM-\d+)", re.IGNORECASE),
                      re.compile(r"^(\d{8})_\d{3}$"))
 
 

@@ -129,7 +129,8 @@ class TfRunner:
         self.head = NumpyHead(full_model) if self.zones else None
 
     def __call__(self, batch: np.ndarray) -> Run:
-        logits, head_input, activations, gradients, *lungs = (t.numpy() for t in self.cam(np.asarray(batch, np.float32)))
+        outputs = self.cam(np.asarray(batch, np.float32))
+        logits, head_input, activations, gradients, *lungs = (t.numpy() for t in outputs)
         lungs = lungs[0][..., 0] if lungs else None
         if not self.zones:
             return Run(sigmoid(logits), head_input, activations, gradients.mean(axis=(1, 2)), lungs)

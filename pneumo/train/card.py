@@ -91,11 +91,12 @@ test patients (normal children called pneumonia). Trust `test`/`shift_dev` rows 
 
 {_counts_table(config['data_counts'])}
 
-Reproduce: `{config.get('command', '')}` (DATA = the Kaggle folder). Recipe: `{_recipe_line(recipe)}`; preprocessing `{config['preprocessing_version']}` (grayscale, bicubic resize of the
-whole image to {config['input_size']}x{config['input_size']} without keeping aspect, outer 10% of each side cut off and
-the rest resized back, VGG16 caffe normalisation);
-this run took {config['training_seconds']:.0f} s with {config.get('backbone_passes_this_run', '?')} images through the backbone
-(the lung head's views not counted; the other features came from the on-disk cache), package version {config['package_version']}.
+Reproduce: `{config.get('command', '')}` (DATA = the Kaggle folder). Recipe: `{_recipe_line(recipe)}`;
+preprocessing `{config['preprocessing_version']}` (grayscale, bicubic resize of the whole image to
+{config['input_size']}x{config['input_size']} without keeping aspect, outer 10% of each side cut off and the rest
+resized back, VGG16 caffe normalisation); this run took {config['training_seconds']:.0f} s with
+{config.get('backbone_passes_this_run', '?')} images through the backbone (the lung head's views not counted; the
+other features came from the on-disk cache), package version {config['package_version']}.
 
 ## Limitations
 - One hospital, one age group: expect worse results on other hospitals, devices and ages. On adult films its

@@ -90,7 +90,8 @@ class FeatureSet:
 
 
 def extract(paths: list[Path], extractor, cache: FeatureCache, view: int = 0,
-            augment_config: AugmentConfig = AugmentConfig(), batch_size: int = 32, desc: str = "features") -> FeatureSet:
+            augment_config: AugmentConfig = AugmentConfig(), batch_size: int = 32,
+            desc: str = "features") -> FeatureSet:
     """Features for `paths` (from the cache where present); unreadable files are listed, not fatal."""
     hashes = [file_hash(p) for p in tqdm(paths, desc=f"hash {desc}", unit="img", leave=False)]
     todo = [(p, h) for p, h in zip(paths, hashes) if h not in cache.rows]

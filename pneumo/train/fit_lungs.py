@@ -160,7 +160,14 @@ HOLDOUT_EVERY = 10  # every 10th pair (by name) is held out of the shipped decod
 def fit_lung_head(config, log=print):
     """The bundle's lung-field decoder and its stats, from `config.lung_masks`; cached by everything it depends on."""
     from ..model.build import backbone_fingerprint, build_backbone
-    from ..model.lung_decoder import LUNGS_FILE, LUNGS_VERSION, build_decoder, feature_function, load_decoder, save_decoder
+    from ..model.lung_decoder import (
+        LUNGS_FILE,
+        LUNGS_VERSION,
+        build_decoder,
+        feature_function,
+        load_decoder,
+        save_decoder,
+    )
 
     pairs = load_pairs(config.lung_masks)
     key = _cache_key(pairs, backbone_fingerprint(config.backbone_weights), config, LUNGS_VERSION)

@@ -71,7 +71,8 @@ class _Extractor:
         self.network = features.FeatureExtractor(trunk)
         self.lungs = None
         if decoder is not None:  # its own cache: the rows hold the zones too, and depend on the decoder
-            self.lungs = (f"{LUNG_ZONES}-{decoder_fingerprint(decoder)}", features.FeatureExtractor(trunk, decoder=decoder))
+            pooled = f"{LUNG_ZONES}-{decoder_fingerprint(decoder)}"
+            self.lungs = (pooled, features.FeatureExtractor(trunk, decoder=decoder))
         self.fingerprint = build.backbone_fingerprint(config.backbone_weights)
         self.computed = 0  # backbone passes in this run
 
@@ -236,7 +237,8 @@ def bundle_config(config: TrainConfig, threshold: float, scores: dict, counts: d
 
 def report(scores: dict, threshold: float, rule: str, failed: list, log=print) -> None:
     log(f"threshold {threshold:.4f} (rule: {rule}, chosen on validation)")
-    log(f"{'split':<12}{'n':>6}{'acc':>8}{'sens':>8}{'spec':>8}{'prec':>8}{'f1':>8}{'auc':>8}  confusion [[TN FP] [FN TP]]")
+    columns = "".join(f"{name:>8}" for name in ("acc", "sens", "spec", "prec", "f1", "auc"))
+    log(f"{'split':<12}{'n':>6}{columns}  confusion [[TN FP] [FN TP]]")
     for split, m in scores.items():
         log(f"{split:<12}{m['n']:>6}{m['accuracy']:>8.4f}{m['sensitivity']:>8.4f}{m['specificity']:>8.4f}"
             f"{m['precision']:>8.4f}{m['f1']:>8.4f}{m['auc']:>8.4f}  {m['confusion']}")

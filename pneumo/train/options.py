@@ -24,7 +24,8 @@ def option(default=MISSING, *, help: str, check=None, expect: str = "", recipe: 
            default_factory=MISSING, **argparse_kwargs):
     """A TrainConfig field. `check(value) -> bool` with `expect` ("must be ...") makes validate()'s message;
     `recipe`: stored in the bundle (what reproduces the model); `cli`: a train.py flag; the rest goes to argparse."""
-    metadata = {"help": help, "check": check, "expect": expect, "recipe": recipe, "cli": cli, "argparse": argparse_kwargs}
+    metadata = {"help": help, "check": check, "expect": expect, "recipe": recipe, "cli": cli,
+                "argparse": argparse_kwargs}
     return field(default=default, default_factory=default_factory, metadata=metadata)
 
 
@@ -114,8 +115,8 @@ class TrainConfig:
             missing = [flag for flag, given in (("--lung-masks DIR", self.lung_masks), ("--adult-dir DIR",
                                                                                        self.adult_dirs)) if not given]
             if missing:
-                errors.append(f"the shipped recipe needs {' and '.join(missing)} (the lung-field head the verdict pools "
-                              f"over, the check that flags adult films); for the plain design without them, "
+                errors.append(f"the shipped recipe needs {' and '.join(missing)} (the lung-field head the verdict "
+                              f"pools over, the check that flags adult films); for the plain design without them, "
                               f"--pooling gap")
         if errors:
             raise ValueError("; ".join(errors) + ".")

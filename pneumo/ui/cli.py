@@ -1,4 +1,6 @@
-"""`pneumo predict|evaluate|deploy-space` (also `python -m pneumo ...`): JSON on stdout, progress and errors on stderr."""
+"""`pneumo predict|evaluate|deploy-space` (also `python -m pneumo ...`).
+
+JSON on stdout; progress and errors on stderr."""
 
 from __future__ import annotations
 
@@ -21,9 +23,11 @@ def main(argv=None) -> int:
     for command in (predict, evaluate):
         command.add_argument("--model", default=None, help="bundle folder or hf://USER/REPO "
                              "(default: env PNEUMO_MODEL, else weights/)")
-        command.add_argument("--backbone-weights", default=None, help="default: env PNEUMO_BACKBONE_WEIGHTS, else imagenet")
+        command.add_argument("--backbone-weights", default=None,
+                             help="default: env PNEUMO_BACKBONE_WEIGHTS, else imagenet")
     space = sub.add_parser("deploy-space", help="upload the app and a bundle to a Hugging Face Space over HTTP")
-    space.add_argument("repo_id", help="the Space as USER/NAME (created if needed; token from HF_TOKEN or hf auth login)")
+    space.add_argument("repo_id",
+                       help="the Space as USER/NAME (created if needed; token from HF_TOKEN or hf auth login)")
     space.add_argument("--private", action="store_true", help="create the Space private")
     space.add_argument("--model", default=None, help="local bundle folder shipped as weights/ (default: weights/)")
     args = parser.parse_args(argv)
