@@ -1,5 +1,5 @@
-"""Start `python app.py` on a free loopback port and wait until it answers: for the tests, the benchmark
-and the load test (one copy of this logic)."""
+"""Start `python app.py` on a free loopback port and wait until it answers, and read its memory: for the tests,
+the benchmark and the load test (one copy of this logic)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,12 @@ class RunningApp:
     process: subprocess.Popen
     log_path: Path | None  # the server's stdout and stderr, or None when discarded
     seconds_to_ready: float
+
+
+def status_mb(pid: int, field: str) -> float:
+    """A memory figure of a running process from /proc/PID/status, in MB: "VmRSS" now, "VmHWM" its peak."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(row for row in status.splitlines() if row.startswith(f"{field}:")).split()[1]) / 1024
 
 
 def free_port() -> int:

@@ -2,10 +2,11 @@
 
     PNEUMO_BACKBONE_WEIGHTS=../shared/weights/vgg16_imagenet_notop.weights.h5 python -m tools.bench [--quick]
 
-
-Prints a table (median, min, max over repeats), then one JSON line of headline figures.
-Naive baselines: Keras `model.predict` per image and keras-io's Grad-CAM (a second, full
-GradientTape forward pass); a full-size float overlay; `model.fit` through VGG16.
+Prints a table (median, min, max over repeats), then one JSON line of headline figures, with two yardsticks
+from the same run (the naive predict + Grad-CAM, VGG16's bare trunk) and our time's ratio to each: compare
+machines by those ratios. Naive baselines: Keras `model.predict` per image and keras-io's Grad-CAM (a second,
+full GradientTape forward pass); a full-size float overlay; `model.fit` through VGG16. Training (not with --quick):
+train.py's shipped command on 100 images per class (with ../shared's adult_dev and lung_masks), cold then warm.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from pneumo.io import read_image
 from pneumo.model.build import HeadConfig, build_head_model
 from pneumo.model.bundle import CONFIG, HEAD_WEIGHTS
 from pneumo.model.lung_decoder import LUNGS_FILE
+from pneumo.model.pooling import GAP, zone_pool
 from pneumo.preprocess import to_model_input
-from tools.appserver import ROOT, running_app
+from tools.appserver import ROOT, running_app, status_mb
 
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -81,7 +83,7 @@ def machine() -> str:
     flags = ""
     try:
         text = Path("/proc/cpuinfo").read_text()
-        line = next(l for l in text.splitlines() if l.startswith("flags"))
+        line = next(row for row in text.splitlines() if row.startswith("flags"))
         wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni")
         flags = " ".join(f for f in wanted if f" {f}" in line)
     except (OSError, StopIteration):
@@ -127,12 +129,31 @@ def bench_image(predictor, path: Path, repeats: int, table: Table) -> dict:
             naive_overlay(image.gray, heat)
 
     cam = [t * 1000 for t in timed(lambda: ours(True), repeats)]
-    table.add(f"predict + Grad-CAM + overlay, {read_image(path).size[0]}px JPEG, p50", cam,
-              [t * 1000 for t in timed(lambda: naive(True), max(3, repeats // 4))], "ms")
+    naive_cam = [t * 1000 for t in timed(lambda: naive(True), max(3, repeats // 4))]
+    table.add(f"predict + Grad-CAM + overlay, {read_image(path).size[0]}px JPEG, p50", cam, naive_cam, "ms")
     table.add("  same, p95", float(np.percentile(cam, 95)), None, "ms")
     table.add("predict only (no Grad-CAM), p50", [t * 1000 for t in timed(lambda: ours(False), repeats)],
               [t * 1000 for t in timed(lambda: naive(False), max(3, repeats // 4))], "ms")
-    return {"predict_cam_p50_ms": round(float(np.median(cam)), 1), "predict_cam_p95_ms": round(float(np.percentile(cam, 95)), 1)}
+    trunk = bench_trunk(predictor, to_model_input(read_image(path))[None], repeats, table)
+    p50, naive_p50 = float(np.median(cam)), float(np.median(naive_cam))
+    return {"predict_cam_p50_ms": round(p50, 1), "predict_cam_p95_ms": round(float(np.percentile(cam, 95)), 1),
+            "naive_cam_p50_ms": round(naive_p50, 1), "trunk_ms": trunk and round(trunk, 1),
+            "speedup_vs_naive": round(naive_p50 / p50, 2), "request_over_trunk": trunk and round(p50 / trunk, 2)}
+
+
+def bench_trunk(predictor, x: np.ndarray, repeats: int, table: Table) -> float | None:
+    """p50 of VGG16's bare trunk (image -> block5_conv3) in ONNX Runtime on one preprocessed image: the machine's
+    yardstick, no decoder, no head."""
+    try:
+        from pneumo.model.onnx_graph import OnnxTrunk, trunk_to_onnx
+
+        trunk = OnnxTrunk(trunk_to_onnx(predictor.model))
+    except ImportError:
+        print("(trunk row skipped: pip install onnxruntime onnx to measure it)")
+        return None
+    times = [t * 1000 for t in timed(lambda: trunk(x), repeats)]
+    table.add("VGG16 trunk alone (ONNX Runtime, one image), p50", times, None, "ms")
+    return float(np.median(times))
 
 
 def analyze_and_draw(predictor, path: Path, with_cam: bool) -> None:
@@ -146,9 +167,9 @@ def analyze_and_draw(predictor, path: Path, with_cam: bool) -> None:
 
 
 def bench_lung_head(predictor, path: Path, repeats: int, table: Table) -> float | None:
-    """The bundle against the v2 design (global average pooling, MLP head, no lung head), side by side: what the
-    lung fields cost per upload. The v2 stand-in is this bundle without lungs.npz and with an untrained MLP head
-    (the time does not depend on the head's weights)."""
+    """The bundle against the design's plain form (global average pooling, no lung head), interleaved: what the
+    lung fields cost per upload. The plain form is this bundle with an untrained GAP head and no lungs.npz (the
+    time does not depend on the head's weights)."""
     if predictor.decoder is None:
         print("(lung head row skipped: the bundle has no lungs.npz)")
         return None
@@ -156,9 +177,9 @@ def bench_lung_head(predictor, path: Path, repeats: int, table: Table) -> float 
         bare = Path(tmp) / "bundle"
         shutil.copytree(predictor.bundle.path, bare, ignore=shutil.ignore_patterns(LUNGS_FILE))
         config = json.loads((bare / CONFIG).read_text())
-        config["recipe"]["head"] = HeadConfig().to_dict()
+        config["recipe"]["head"] = HeadConfig(pooling=GAP).to_dict()
         (bare / CONFIG).write_text(json.dumps(config))
-        build_head_model(HeadConfig()).save_weights(bare / HEAD_WEIGHTS)
+        build_head_model(HeadConfig(pooling=GAP)).save_weights(bare / HEAD_WEIGHTS)
         without = Predictor.load(bare, backend=predictor.backend)
     both = [[], []]
     for model in (predictor, without):
@@ -168,7 +189,7 @@ def bench_lung_head(predictor, path: Path, repeats: int, table: Table) -> float 
             start = time.perf_counter()
             analyze_and_draw(model, path, True)
             store.append((time.perf_counter() - start) * 1000)
-    table.add("predict + Grad-CAM + overlay: this bundle (lung head, outline) vs v2 (GAP, no lung head)", both[0],
+    table.add("predict + Grad-CAM + overlay: this bundle (lung head, outline) vs GAP, no lung head", both[0],
               both[1], "ms")
     return float(np.median(both[0]) / np.median(both[1]))
 
@@ -205,8 +226,7 @@ def bench_app(model_source: str | None, request_path: Path, requests: int, table
         client = Client(app.url, verbose=False)
         for _ in range(requests):
             client.predict(handle_file(str(request_path)), api_name="/predict")
-        status = Path(f"/proc/{app.process.pid}/status").read_text()
-        rss = int(next(l for l in status.splitlines() if l.startswith("VmHWM")).split()[1]) / 1024
+        rss = status_mb(app.process.pid, "VmHWM")
     table.add("app start-up to ready (python app.py)", app.seconds_to_ready, None, "s")
     table.add(f"app peak RSS after {requests} requests", rss, None, "MB")
     return app.seconds_to_ready, rss
@@ -222,28 +242,28 @@ def subset_tree(source: Path, per_class: int, dest: Path) -> Path:
     return dest
 
 
-def bench_training(data_dir: Path, per_class: int, cold: bool, table: Table) -> tuple[float | None, float]:
-    """train.py on (a subset of) data_dir: cold with an empty feature cache, then warm."""
+def bench_training(data_dir: Path, per_class: int, table: Table) -> tuple[float, float]:
+    """train.py's shipped command (adult films and lung masks from ../shared) on (a subset of) data_dir: cold with
+    an empty feature cache, then warm."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data = subset_tree(data_dir, per_class, tmp / "data") if per_class else data_dir
         n = sum(1 for _ in (Path(data) / "train").rglob("*.jp*g"))
-        cache = tmp / "cache"
+        command = [sys.executable, "train.py", "--data-dir", str(data), "--adult-dir", str(SHARED / "adult_dev"),
+                   "--lung-masks", str(SHARED / "lung_masks"), "--output", str(tmp / "bundle"),
+                   "--cache-dir", str(tmp / "cache")]
 
         def run() -> float:
             start = time.perf_counter()
-            subprocess.run([sys.executable, "train.py", "--data-dir", str(data), "--output", str(tmp / "bundle"),
-                            "--cache-dir", str(cache)], cwd=ROOT, check=True, capture_output=True,
-                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+            done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                                  env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+            if done.returncode:
+                raise RuntimeError(f"train.py exited with code {done.returncode}: {done.stderr[-2000:]}")
             return time.perf_counter() - start
 
-        if not cold:  # fill the cache untimed, so the warm run is warm
-            run()
-        cold_s = run() if cold else None
-        warm_s = run()
-    if cold:
-        table.add(f"train.py cold (empty feature cache), {n} images", cold_s, None, "s")
-    table.add(f"train.py warm (features cached), {n} images", warm_s, None, "s")
+        cold_s, warm_s = run(), run()
+    table.add(f"train.py cold (empty feature cache), {n} images", cold_s, None, "s")
+    table.add(f"train.py warm (features and lung head cached), {n} images", warm_s, None, "s")
     return cold_s, warm_s
 
 
@@ -263,7 +283,7 @@ def bench_rejected(predictor, paths: list[Path], table: Table) -> None:
     """Speed-ups we tried and did not keep, each with how much it changes the probability."""
     from PIL import Image
 
-    from pneumo.model.backends import NumpyHead, lung_fine, lung_pool_inputs, lung_pooled, lung_zones, pool_activations
+    from pneumo.model.backends import NumpyHead, pool_activations, reads_lung_zones
     from pneumo.model.onnx_graph import trunk_to_onnx
 
     paths = paths[:48]
@@ -292,9 +312,8 @@ def bench_rejected(predictor, paths: list[Path], table: Table) -> None:
     outputs = [compiled(x[i:i + 1]) for i in range(len(x))]
     activations = np.concatenate([out[0] for out in outputs])
     head_input = pool_activations(activations)
-    if lung_pooled(predictor.model):
-        lungs = np.concatenate([out[1] for out in outputs])[..., 0]
-        head_input = lung_pool_inputs(activations, lungs, lung_zones(predictor.model), lung_fine(predictor.model))[0]
+    if reads_lung_zones(predictor.model):
+        head_input = zone_pool(activations, np.concatenate([out[1] for out in outputs])[..., 0])[0]
     logits, _ = NumpyHead(predictor.model)(head_input)
     shift = np.abs(1 / (1 + np.exp(-logits)) - exact).max()
     one = x[:1]
@@ -316,7 +335,7 @@ def pick_inputs() -> tuple[Path, list[Path]]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="skip the cold training run")
+    parser.add_argument("--quick", action="store_true", help="skip the training runs")
     parser.add_argument("--full-train", action="store_true",
                         help="time train.py on all of ../shared train/ instead of 100 images per class")
     parser.add_argument("--repeats", type=int, default=20)
@@ -345,14 +364,16 @@ def main(argv=None) -> int:
     bench_rejected(predictor, originals or sorted((ROOT / "examples").glob("*.jpeg")), table)
     bench_naive_fit(predictor, table)
     app_s, rss = bench_app(args.model, image, 20, table)
-    data_dir = SHARED / "chest_xray"
-    if not data_dir.is_dir():
-        raise ValueError(f"training benchmark needs {data_dir} (the Kaggle layout)")
-    cold, warm = bench_training(data_dir, 0 if args.full_train else 100, not args.quick, table)
-    headline.update(app_start_s=round(app_s, 1), app_rss_mb=round(rss), train_cold_s=cold and round(cold, 1),
-                    train_warm_s=round(warm, 1))
-    if args.quick:
-        print("(--quick: cold training skipped, train_cold_s is null)")
+    headline.update(app_start_s=round(app_s, 1), app_rss_mb=round(rss), train_cold_s=None, train_warm_s=None)
+    if args.quick:  # the shipped recipe trains a lung head and reads the adult films: minutes even on 200 images
+        print("(--quick: training skipped, train_cold_s and train_warm_s are null)")
+    else:
+        data_dir = SHARED / "chest_xray"
+        missing = [str(d) for d in (data_dir, SHARED / "adult_dev", SHARED / "lung_masks") if not d.is_dir()]
+        if missing:
+            raise ValueError(f"the training benchmark needs {', '.join(missing)} (chest_xray: the Kaggle layout)")
+        cold, warm = bench_training(data_dir, 0 if args.full_train else 100, table)
+        headline.update(train_cold_s=round(cold, 1), train_warm_s=round(warm, 1))
     print(json.dumps(headline))
     return 0
 

@@ -20,14 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.appserver import ROOT, running_app
+from tools.appserver import ROOT, running_app, status_mb
 
-KEEP_S = 15  # seconds the app keeps uploads in this run: above the queue wait of 8 users (README: p95 ~4.6 s)
-
-
-def rss_mb(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(next(l for l in status.splitlines() if l.startswith("VmRSS")).split()[1]) / 1024
+KEEP_S = 15  # seconds the app keeps uploads in this run: above the queue wait of 8 users (docs/safety.md: p95 4.73 s)
 
 
 def run_load(url: str, files: list[Path], users: int, requests: int, pid: int | None = None) -> dict:
@@ -55,7 +50,7 @@ def run_load(url: str, files: list[Path], users: int, requests: int, pid: int | 
                 if not ok:
                     failures.append(str(result))
                 if pid and done % max(1, users * requests // 8) == 0:
-                    rss.append(round(rss_mb(pid)))
+                    rss.append(round(status_mb(pid, "VmRSS")))
 
     with ThreadPoolExecutor(users) as pool:
         list(pool.map(user, range(users)))

@@ -80,17 +80,14 @@ def main(argv=None) -> int:
 
 def heat_in_lungs(predictor, args) -> None:
     """With the bundle's own lung head: on shift_dev, the share of Grad-CAM heat inside the lungs vs their area."""
+    from pneumo.infer import lung_fields
     from pneumo.infer.predictor import predict_paths
     from pneumo.io import read_image
     from pneumo.io.folders import scan_class_folder
     from pneumo.preprocess import model_view
 
     samples = scan_class_folder(SHARED / "shift_dev")
-    from pneumo.infer import lung_fields
-    from pneumo.model.backends import lung_fine
-
     shares, areas, edges, tiles, hulls, raw, flagged = [], [], [], [], [], [], 0
-    fine = lung_fine(predictor.model)  # the pooling reads block5_conv3's positions, not block5_pool's cells
     for sample, (_, prediction, _) in zip(samples, predict_paths(predictor, [s.path for s in samples], "shift_dev",
                                                                   with_cam=True)):
         flagged += "no plausible pair" in " ".join(prediction.chest_reasons)
@@ -102,7 +99,7 @@ def heat_in_lungs(predictor, args) -> None:
             aerated = (prediction.lungs >= 0.5).astype(np.uint8)
             raw.append((lung_fields.heat_in_lungs(prediction.heatmap, aerated), float(aerated.mean())))
             if prediction.reads_lungs_only:
-                edges.append(_edge_cells(prediction, 1 if fine else 2))
+                edges.append(edge_positions(prediction))
         if sum(label == sample.label for label, _ in tiles) < 8 and sample.path.name.endswith(("1.jpeg", "7.jpeg")):
             view = model_view(read_image(sample.path).gray)
             tiles.append((sample.label, _outlined(view, prediction.lung_fields)))
@@ -117,8 +114,7 @@ def heat_in_lungs(predictor, args) -> None:
           f"independent lung model): {heat:.1%}; its area {area:.1%}")
     if edges:
         heat, weight = np.mean(edges, axis=0)
-        print(f"  the {'block5_conv3 positions' if fine else 'block5_pool cells'} only partly inside the lung map "
-              f"hold {heat:.1%} of that heat and "
+        print(f"  the block5_conv3 positions only partly inside the lung map hold {heat:.1%} of that heat and "
               f"{weight:.1%} of the pooling weight")
     print(f"shift_dev films with no plausible pair of lungs found: {flagged} of {len(samples)}")
     if args.montage and tiles:  # top row normal children, bottom row pneumonia
@@ -155,17 +151,15 @@ def heat_in_drawn_masks(predictor) -> None:
     print(f"  inside one convex hull of both drawn masks {heat[3]:.1%} (area {heat[8]:.1%}); of both lung fields "
           f"{heat[4]:.1%} (area {heat[9]:.1%})")
 
-def _edge_cells(prediction, cell: int = 2) -> tuple[float, float]:
-    """(share of the heat, share of the pooling weight) in the pooling's cells that straddle the lung map's edge:
-    block5_pool's (cell 2: 2x2 block5_conv3 positions each), or block5_conv3's own positions (cell 1)."""
+def edge_positions(prediction) -> tuple[float, float]:
+    """(share of the heat, share of the pooling weight) in the block5_conv3 positions that straddle the lung map's
+    edge (the positions the lung-zone pooling weighs by their share inside the lungs)."""
     from pneumo.model.pooling import cell_weights
 
-    grid = (prediction.heatmap.shape[0] // cell, prediction.heatmap.shape[1] // cell)
-    cells = cell_weights(prediction.lungs[None], grid)[0]
-    edge = np.kron(((cells > 0) & (cells < 1)).astype(np.float32), np.ones((cell, cell), np.float32))
-    weight = np.kron(cells, np.ones((cell, cell), np.float32))
     heat = prediction.heatmap
-    return float((heat * edge).sum() / heat.sum()), float((weight * edge).sum() / weight.sum())
+    weight = cell_weights(prediction.lungs[None], heat.shape)[0]
+    edge = (weight > 0) & (weight < 1)
+    return float(heat[edge].sum() / heat.sum()), float(weight[edge].sum() / weight.sum())
 
 
 def hull_of_both(fields: np.ndarray) -> np.ndarray:

@@ -5,16 +5,16 @@
 
 Chest X-rays: the validation patients of train/ (the cut-off was set on them), the 16 full-resolution
 originals of val/, shift_dev (other patients), and adult chest films (adult_dev, lung_masks' images).
-The "no lungs" column counts films where the bundle's lung head found no plausible pair of lungs. Other images: what can be made offline here —
-scikit-image's sample images (colour photos, and gray versions and crops of everything), rendered text
-documents, synthetic CT-like axial slices, and the real CT/MR/NM images shipped in pydicom's wheel (as plain
-pixels). Needs scikit-image (in requirements-dev.txt).
+The "no lungs" column counts films where the bundle's lung head found no plausible pair of lungs.
+Other images: what can be made offline here — scikit-image's sample images (colour photos, and gray versions
+and crops of everything), rendered text documents, synthetic CT-like axial slices, and the real CT/MR/NM images
+shipped in pydicom's wheel (as plain pixels). Needs scikit-image (in requirements-dev.txt).
 """
 
 from __future__ import annotations
 
+import argparse
 import io
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -117,15 +117,19 @@ def other_images() -> dict[str, bytes]:
     return out
 
 
-def main() -> None:
-    only_others = "--others-only" in sys.argv
-    from pneumo.io.folders import scan_class_folder, scan_images, split_by_patient
-    from pneumo.io import read_image
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--others-only", action="store_true", help="skip the chest X-rays (~8 minutes)")
+    only_others = parser.parse_args(argv).others_only
     from pneumo.infer.lung_fields import NO_LUNGS
     from pneumo.infer.predictor import Predictor
+    from pneumo.io import read_image
+    from pneumo.io.folders import scan_class_folder, scan_images, split_by_patient
 
     predictor = Predictor.load()
-    _, validation = split_by_patient(scan_class_folder(SHARED / "chest_xray" / "train"), 0.15, 0)
+    recipe = predictor.bundle.config["recipe"]  # the bundle's own validation patients
+    _, validation = split_by_patient(scan_class_folder(SHARED / "chest_xray" / "train"), recipe["val_fraction"],
+                                     recipe["seed"])
     chest = {"validation patients (cut-off set here)": [s.path for s in validation],
              "val/ full-resolution originals": [s.path for s in scan_class_folder(SHARED / "chest_xray" / "val")],
              "shift_dev (other patients)": [s.path for s in scan_class_folder(SHARED / "shift_dev")],

@@ -123,8 +123,7 @@ def predictions(predictor, files: list[Path], form) -> list:
     out = []
     for start in range(0, len(files), 16):
         images = [read_in_form(p, form) for p in files[start:start + 16]]
-        probs, pooled = predictor.predict_inputs(np.stack([to_model_input(i, predictor.input_size) for i in images]))
-        out += [predictor.prediction(i, float(p), f) for i, p, f in zip(images, probs, pooled)]
+        out += predictor.predictions(images, np.stack([to_model_input(i, predictor.input_size) for i in images]))
     return out
 
 
@@ -137,10 +136,12 @@ def film_sets(predictor) -> dict[str, tuple[str, list[Path]]]:
                                      recipe["seed"])
     return {
         "adult_dev, held-out patients (NIH, 512 px PNG)": ("adult", [s.path for s in held_out]),
-        "lung_masks (adults, other hospitals, 256 px PNG)": ("adult", sorted((SHARED / "lung_masks" / "images").glob("*.png"))),
+        "lung_masks (adults, other hospitals, 256 px PNG)": ("adult",
+                                                             sorted((SHARED / "lung_masks" / "images").glob("*.png"))),
         "pediatric validation patients (224 px JPEG)": ("child", [s.path for s in validation]),
         "shift_dev (other patients, 224 px JPEG)": ("child", [s.path for s in scan_class_folder(SHARED / "shift_dev")]),
-        "val/ originals (full resolution JPEG)": ("child", [s.path for s in scan_class_folder(SHARED / "chest_xray" / "val")]),
+        "val/ originals (full resolution JPEG)": ("child",
+                                                  [s.path for s in scan_class_folder(SHARED / "chest_xray" / "val")]),
     }
 
 
@@ -195,7 +196,7 @@ def main(argv=None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--framing", action="store_true", help="instead: the same films framed otherwise (cropped, "
-                        "with a black border, squeezed), a limit of the check (README, Safety and limits)")
+                        "with a black border, squeezed), a limit of the check (docs/safety.md)")
     args = parser.parse_args(argv)
     from pneumo.infer.predictor import Predictor
 
