@@ -68,7 +68,7 @@ def zone_model():
     head = build_head_model(HeadConfig())
     bn = head.get_layer("head_bn1")  # zones of different weight, so a wrong zone shows
     bn.set_weights([w + np.random.default_rng(2).random(w.shape).astype(np.float32) for w in bn.get_weights()])
-    return build_full_model("random", head, ZONED, lungs=build_decoder())
+    return build_full_model("random", head, ZONED, decoder=build_decoder())
 
 
 def test_zone_model_reads_block5_conv3_and_survives_cloning_and_saving(zone_model, tmp_path):

@@ -100,7 +100,7 @@ class Predictor:
         self.gaussian = chest_check.FeatureGaussian.load(gaussian_file) if gaussian_file else None
         population_file = bundle.optional_file(population.POPULATION_FILE)
         self.population = population.PopulationCheck.load(population_file) if population_file else None
-        self.decoder = decoder if decoder is not None else bundles.load_lungs(bundle)
+        self.decoder = decoder if decoder is not None else bundles.load_lung_decoder(bundle)
         self.reads_lungs_only = backends.reads_lung_zones(full_model)
         self._run = backends.make_runner(full_model, backend, self.decoder)
         self.backend = self._run.name
@@ -110,7 +110,7 @@ class Predictor:
              backend: str | None = None) -> Predictor:
         """Load a bundle (folder, hf://USER/REPO, or env PNEUMO_MODEL / weights/) and warm it up."""
         bundle = bundles.load_bundle(source)
-        decoder = bundles.load_lungs(bundle)  # one decoder: the lung map shown is the one the model pooled over
+        decoder = bundles.load_lung_decoder(bundle)  # one decoder: the lung map shown is the one the model pooled over
         full = bundles.load_full_model(bundle, backbone_weights, decoder)
         predictor = cls(bundle, full, backend, decoder)
         predictor.predict_inputs(np.zeros((1, *full.input_shape[1:]), np.float32))  # trace + allocate now

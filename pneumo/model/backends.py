@@ -6,7 +6,7 @@ channel weights from the same activations:
   Keras layers' weights (pneumo.model.onnx_graph), run by ONNX Runtime, and the head in closed form in
   NumPy, gradient included;
 - "tf": the Keras model, with a GradientTape over the tail only (pool + head), not through VGG16.
-They agree to ~1e-6 (tests/test_gradcam.py); their speed is compared by `python tools/bench.py`.
+They agree to ~1e-6 (tests/test_gradcam.py); their speed is compared by `python -m tools.bench`.
 """
 
 from __future__ import annotations

@@ -92,23 +92,23 @@ def build_head_model(config: HeadConfig = HeadConfig()):
     return keras.Model(inputs, layers.Activation("sigmoid", name="probability")(x), name="pneumo_head")
 
 
-def build_full_model(backbone_weights: str, head, input_size: int = IMG_SIZE, lungs=None):
+def build_full_model(backbone_weights: str, head, input_size: int = IMG_SIZE, decoder=None):
     """One flat functional model: VGG16 -> pooling -> the head's own layers (shared weights).
 
-    With `lungs` (the lung-field decoder, reading the same pass's block3/4/5_conv3) the head's input is the lung
-    zones of block5_conv3 (pneumo.model.pooling), and the model ends there; without, the global average of
-    block5_pool. The head's input width must match."""
+    With the lung-field `decoder` (reading the same pass's block3/4/5_conv3) the head's input is the lung zones of
+    block5_conv3 (pneumo.model.pooling), so block5_pool is not used; without, the global average of block5_pool.
+    The head's input width must match."""
     import keras
     from keras import layers
 
     base = build_backbone(backbone_weights, input_size)
-    if lungs is None:
+    if decoder is None:
         x = layers.GlobalAveragePooling2D(name=GAP)(base.output)
     else:
         from .layers import LungZonePooling
 
-        field = lungs([base.get_layer(name).output for name in SKIP_LAYERS])
-        x = LungZonePooling()([base.get_layer(CAM_LAYER).output, field])
+        lung_map = decoder([base.get_layer(name).output for name in SKIP_LAYERS])
+        x = LungZonePooling()([base.get_layer(CAM_LAYER).output, lung_map])
     if int(x.shape[-1]) != int(head.input_shape[-1]):
         raise ValueError(f"the head reads {head.input_shape[-1]} features but this pooling gives {x.shape[-1]}; "
                          "a lung-zone head needs its lung decoder, a gap head none.")

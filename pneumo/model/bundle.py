@@ -101,7 +101,7 @@ def load_bundle(source: str | os.PathLike | None = None) -> Bundle:
     return Bundle(path, config)
 
 
-def load_lungs(bundle: Bundle):
+def load_lung_decoder(bundle: Bundle):
     """The bundle's lung-field decoder, or None for bundles without one."""
     path = bundle.optional_file(LUNGS_FILE)
     return load_decoder(path) if path else None
@@ -117,10 +117,11 @@ def load_full_model(bundle: Bundle, backbone_weights: str | None = None, decoder
     config = build.HeadConfig(**bundle.config["recipe"]["head"])
     head = build.build_head_model(config)
     head.load_weights(bundle.path / HEAD_WEIGHTS)
-    lungs = None
-    if config.pooling == LUNG_ZONES:
-        lungs = decoder if decoder is not None else load_lungs(bundle)
-        if lungs is None:
+    if config.pooling != LUNG_ZONES:
+        decoder = None  # a gap model's verdict reads no lung map, even where the bundle has a lung head
+    else:
+        decoder = decoder if decoder is not None else load_lung_decoder(bundle)
+        if decoder is None:
             raise ValueError(f"'{bundle.path}' pools over the lung zones but has no {LUNGS_FILE}; the bundle is "
                              "incomplete.")
-    return build.build_full_model(setting, head, bundle.config["input_size"], lungs)
+    return build.build_full_model(setting, head, bundle.config["input_size"], decoder)
