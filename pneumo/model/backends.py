@@ -19,7 +19,7 @@ from ..config import BACKEND_ENV, CAM_LAYER, IMG_SIZE, backend_env
 from .build import split_after
 from .lung_decoder import SKIP_LAYERS
 from .onnx_graph import OnnxTrunk, trunk_to_onnx
-from .pooling import GAP, ZONES, ZONES_LAYER, zone_pool
+from .pooling import GAP, ZONES, ZONES_LAYER, zone_pool, zone_positions
 
 BACKENDS = ("onnx", "tf")
 
@@ -136,7 +136,7 @@ class TfRunner:
             return Run(sigmoid(logits), head_input, activations, gradients.mean(axis=(1, 2)), lungs)
         # The mean gradient mixes the zones: each zone's own comes from the head's input.
         weights = self.head(head_input)[1].reshape(len(head_input), ZONES, -1) / np.prod(activations.shape[1:3])
-        positions = zone_pool(activations, lungs)[1]
+        positions = zone_positions(lungs, activations.shape[1:3])  # the head input came from the tape's pass
         return Run(sigmoid(logits), pool_activations(activations), activations, weights, lungs, positions)
 
 

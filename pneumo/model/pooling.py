@@ -52,11 +52,16 @@ def zone_masks(lungs: np.ndarray) -> np.ndarray:
     return np.stack(masks, axis=1)
 
 
-def zone_pool(activations: np.ndarray, lungs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(n, h, w, c) block5_conv3 and (n, H, W) lung map -> ((n, ZONES * c) head input, (n, ZONES, h, w) position
-    weights, each zone's summing to 1): each zone's weighted average, zone after zone."""
-    n, h, w, c = activations.shape
+def zone_positions(lungs: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """(n, H, W) lung map -> (n, ZONES, h, w): each position's weight in each zone, each zone's summing to 1."""
     masks = zone_masks(lungs)
-    positions = np.stack([cell_weights(masks[:, z], (h, w)) for z in range(ZONES)], axis=1)
-    positions = positions / positions.sum(axis=(2, 3), keepdims=True)
+    positions = np.stack([cell_weights(masks[:, z], grid) for z in range(ZONES)], axis=1)
+    return positions / positions.sum(axis=(2, 3), keepdims=True)
+
+
+def zone_pool(activations: np.ndarray, lungs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, h, w, c) block5_conv3 and (n, H, W) lung map -> ((n, ZONES * c) head input, `zone_positions`): each
+    zone's weighted average, zone after zone."""
+    n, h, w, c = activations.shape
+    positions = zone_positions(lungs, (h, w))
     return np.einsum("nhwc,nzhw->nzc", activations, positions).reshape(n, ZONES * c), positions

@@ -49,7 +49,6 @@ class FeatureCache:
             tag += f"-{size}px"
         if view:  # augmentation parameters change the views, so they are part of the key
             tag += "-" + hashlib.sha1(augment_config.cache_key().encode()).hexdigest()[:8]
-        self.dtype = np.float32
         self.folder = Path(root) / tag
         self.rows: dict[str, np.ndarray] = {}
         for chunk in sorted(self.folder.glob("chunk-*.npz")):
@@ -60,9 +59,9 @@ class FeatureCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, keys=np.array(keys), feats=feats.astype(self.dtype))
+            np.savez(handle, keys=np.array(keys), feats=feats.astype(np.float32))
         os.replace(tmp, self.folder / f"chunk-{time.time_ns()}.npz")  # atomic on POSIX
-        self.rows.update(zip(keys, feats.astype(self.dtype)))
+        self.rows.update(zip(keys, feats.astype(np.float32)))
 
 
 class FeatureExtractor:
@@ -98,7 +97,7 @@ def extract(paths: list[Path], extractor, cache: FeatureCache, view: int = 0,
     failed = _compute_missing(todo, extractor, cache, view, augment_config, batch_size, desc)
     bad = {str(p) for p, _ in failed}
     kept = [(p, h) for p, h in zip(paths, hashes) if str(p) not in bad]
-    feats = np.stack([cache.rows[h] for _, h in kept]) if kept else np.zeros((0, *extractor.shape), cache.dtype)
+    feats = np.stack([cache.rows[h] for _, h in kept]) if kept else np.zeros((0, *extractor.shape), np.float32)
     return FeatureSet(feats, [p for p, _ in kept], failed, len(todo))
 
 

@@ -68,18 +68,18 @@ class _Extractor:
     def __init__(self, config: TrainConfig, decoder=None):
         self.config = config
         trunk = build.build_feature_extractor(config.backbone_weights, config.input_size)
-        self.network = features.FeatureExtractor(trunk)
-        self.lungs = None
+        self.gap = (GAP, features.FeatureExtractor(trunk))  # (what the cache calls the rows, what computes them)
+        self.head = self.gap
         if decoder is not None:  # its own cache: the rows hold the zones too, and depend on the decoder
-            pooled = f"{LUNG_ZONES}-{decoder_fingerprint(decoder)}"
-            self.lungs = (pooled, features.FeatureExtractor(trunk, decoder=decoder))
+            name = f"{LUNG_ZONES}-{decoder_fingerprint(decoder)}"
+            self.head = (name, features.FeatureExtractor(trunk, decoder=decoder))
         self.fingerprint = build.backbone_fingerprint(config.backbone_weights)
         self.computed = 0  # backbone passes in this run
 
     def __call__(self, samples: list[folders.Sample], desc: str, view: int = 0, augment=None,
                  checks_only: bool = False) -> Labelled:
         augment = augment or self.config.augment
-        pooled, network = (GAP, self.network) if checks_only or self.lungs is None else self.lungs
+        pooled, network = self.gap if checks_only else self.head
         cache = features.FeatureCache(self.config.cache_dir, self.fingerprint, view, augment,
                                       self.config.input_size, pooled)
         fs = features.extract([s.path for s in samples], network, cache, view=view, augment_config=augment, desc=desc)
@@ -88,7 +88,7 @@ class _Extractor:
         y = np.array([label_of[p] for p in fs.paths], np.float32)
         if pooled == GAP:
             return Labelled(fs.features, y, fs.paths, fs.failed)
-        width = self.network.shape[0]  # [global average | lung zones' averages]
+        width = self.gap[1].shape[0]  # [global average | lung zones' averages]
         return Labelled(fs.features[:, width:], y, fs.paths, fs.failed, fs.features[:, :width])
 
 

@@ -111,13 +111,11 @@ class TrainConfig:
         """Every argument checked before any work starts; one message lists every problem."""
         errors = [f"{_flag(f)} {f.metadata['expect']}, got {_shown(getattr(self, f.name))}"
                   for f in fields(self) if f.metadata["check"] and not f.metadata["check"](getattr(self, f.name))]
-        if self.pooling != GAP:  # a bundle without its checks is not the shipped model
-            missing = [flag for flag, given in (("--lung-masks DIR", self.lung_masks), ("--adult-dir DIR",
-                                                                                       self.adult_dirs)) if not given]
-            if missing:
-                errors.append(f"the shipped recipe needs {' and '.join(missing)} (the lung-field head the verdict "
-                              f"pools over, the check that flags adult films); for the plain design without them, "
-                              f"--pooling gap")
+        missing = [flag for flag, given in (("--lung-masks DIR", self.lung_masks), ("--adult-dir DIR", self.adult_dirs))
+                   if not given]
+        if self.pooling != GAP and missing:  # a bundle without its checks is not the shipped model
+            errors.append(f"the shipped recipe needs {' and '.join(missing)} (the lung-field head the verdict pools "
+                          f"over, the check that flags adult films); for the plain design without them, --pooling gap")
         if errors:
             raise ValueError("; ".join(errors) + ".")
         self.backbone_weights = backbone_weights_setting(self.backbone_weights)
