@@ -1,1 +1,1 @@
-"""The network: build it (VGG16 + head), run it (TensorFlow or ONNX Runtime), store it (bundles, the Hub)."""
+"""The network: build it (VGG16 + pooling + head), run it (TensorFlow or ONNX Runtime), store it (bundles)."""

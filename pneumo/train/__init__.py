@@ -1,2 +1,2 @@
-"""Training: options, the feature cache, the head loop, optional block5 fine-tuning, the checks, metrics and
+"""Training: options, the feature cache, the recipe (heads, threshold, checks), the lung-field head, metrics and
 the bundle's card and plots."""
