@@ -48,6 +48,7 @@ def test_predict_endpoint(server, files, kind, size):
     result, overlay = call(server[0], files[kind])
     assert result["label"] in ("NORMAL", "PNEUMONIA") and 0.0 <= result["probability"] <= 1.0
     assert result["label"] == ("PNEUMONIA" if result["probability"] >= result["threshold"] else "NORMAL")
+    assert result["threshold_source"] == "validation"  # the tiny bundle is not calibrated
     assert Image.open(overlay).size == size, "the overlay is drawn on the original, at its own size"
     assert "DOE" not in str(result) and "SECRET" not in str(result)
 

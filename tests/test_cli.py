@@ -123,3 +123,25 @@ def test_heatmaps_refuse_two_inputs_with_one_name(tiny_bundle, mixed_files, tmp_
     result = pneumo("predict", str(mixed_files[0]), str(twin), "--model", str(tiny_bundle), "--heatmaps",
                     str(tmp_path / "heat"))
     assert result.returncode == 2 and "for more than one input file" in result.stderr and result.stdout == ""
+
+
+def test_calibrate_refuses_a_small_folder_in_one_sentence(tmp_path):
+    for label in ("NORMAL", "PNEUMONIA"):
+        (tmp_path / "site" / label).mkdir(parents=True)
+        for k in range(5):
+            Image.fromarray(synth.xray(k + 50 * (label == "NORMAL"))).save(tmp_path / "site" / label / f"IM-{k}.png")
+    result = pneumo("calibrate", str(tmp_path / "site"), "--output", str(tmp_path / "out"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("error: calibration needs at least 59 PNEUMONIA films") and \
+        result.stderr.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+def test_calibrate_then_predict_names_the_threshold_source(tiny_bundle, tmp_path):
+    from test_calibrate import site_folder
+
+    folder = site_folder(tmp_path / "clinic")
+    result = pneumo("calibrate", str(folder), "--model", str(tiny_bundle), "--output", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert "on new patients of this site" in result.stdout and "wrote" in result.stdout
+    predicted = pneumo("predict", str(next((folder / "NORMAL").iterdir())), "--model", str(tmp_path / "out"))
+    assert json.loads(predicted.stdout)["threshold_source"].startswith("calibrated: clinic, ")

@@ -24,9 +24,26 @@ def test_shipped_bundle_reproduces_its_stored_kaggle_val_metrics(shipped):
 
     samples = scan_class_folder(SHARED_VAL)
     probs = [p.probability for _, p, _ in predict_paths(shipped, [s.path for s in samples])]
-    measured = binary_metrics([s.label for s in samples], probs, shipped.threshold)
     stored = json.loads((ROOT / "weights" / "config.json").read_text())["metrics"]["kaggle_val"]
+    measured = binary_metrics([s.label for s in samples], probs, stored["threshold"])  # training's threshold
     assert measured["confusion"] == stored["confusion"] and measured["auc"] == pytest.approx(stored["auc"], abs=1e-3)
+
+
+SHIFT_DEV = ROOT.parent / "shared" / "data" / "shift_dev"
+
+
+@pytest.mark.skipif(not SHIFT_DEV.is_dir(), reason="needs ../shared/data/shift_dev")
+def test_calibrate_on_shift_dev_reproduces_the_shipped_threshold(shipped, tmp_path):
+    """The README's promise: `python -m pneumo calibrate ../shared/data/shift_dev --output DIR` with its
+    defaults writes exactly the threshold shipped in weights/."""
+    from pneumo.ui.calibrate import check_folder, run_calibrate
+
+    out = tmp_path / "calibrated"
+    run_calibrate(shipped, SHIFT_DEV, check_folder(SHIFT_DEV, out, out=print), out, out=print)
+    written, stored = (json.loads((p / "config.json").read_text()) for p in (out, ROOT / "weights"))
+    assert written["threshold"] == stored["threshold"]
+    assert written["calibration"] == stored["calibration"] and written["borderline"] == stored["borderline"]
+    assert shipped.bundle.threshold_source == "calibrated: shift_dev, 157 films"
 
 
 def test_fast_path_matches_keras_on_the_real_model(shipped):

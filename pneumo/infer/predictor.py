@@ -35,6 +35,7 @@ class Prediction:
     image_size: tuple[int, int] = (0, 0)  # (width, height) of the decoded image the heatmap belongs to
     lungs: np.ndarray | None = None  # lung-field probability over the model's view, if the bundle has the head
     reads_lungs_only: bool = False  # the model pools block5_conv3 over the lung zones (not --pooling gap)
+    threshold_source: str = "validation"  # or "calibrated: <folder>, <n> films" (Bundle.threshold_source)
 
     @cached_property
     def lung_fields(self) -> np.ndarray | None:
@@ -81,6 +82,7 @@ class Prediction:
 
     def to_json(self) -> dict:
         return {"label": self.label, "probability": round(self.probability, 6), "threshold": round(self.threshold, 6),
+                "threshold_source": self.threshold_source,
                 "assessed": self.assessed, "looks_like_chest_xray": self.looks_like_chest_xray,
                 "in_population": self.in_population, "warnings": self.warnings,
                 "heat_in_lungs": None if self.heat_in_lungs is None else round(self.heat_in_lungs, 4)}
@@ -128,7 +130,7 @@ class Predictor:
         chest += lung_fields.lung_reasons(lung_map) if lung_map is not None else []
         return Prediction(probability, self.threshold, heat, check_features, chest,
                           population.reasons(image, check_features[None], self.population), image.size, lung_map,
-                          self.reads_lungs_only)
+                          self.reads_lungs_only, self.bundle.threshold_source)
 
     def predict_inputs(self, inputs: np.ndarray, batch_size: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, the checks' features) for preprocessed inputs (n, size, size, 3)."""

@@ -33,6 +33,14 @@ class Bundle:
     def threshold(self) -> float:
         return float(self.config["threshold"])
 
+    @property
+    def threshold_source(self) -> str:
+        """"validation", or "calibrated: <folder>, <n> films" for a bundle made by `pneumo calibrate`."""
+        block = self.config.get("calibration")
+        if not block:
+            return "validation"
+        return f"calibrated: {block['folder']}, {sum(block['films'].values())} films"
+
     def optional_file(self, name: str) -> Path | None:
         """A file of the bundle that older bundles may lack (the checks' statistics), or None."""
         path = self.path / name

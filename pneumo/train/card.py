@@ -5,17 +5,22 @@ from __future__ import annotations
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..model.pooling import LUNG_ZONES
+from .calibrate import RULE as SITE_RULE
+
+SITE_PLOT = "calibration.png"
 
 SPLIT_NOTES = {
     "validation": "patients of train/ held out by patient id (used to pick the epoch and the threshold)",
     "kaggle_val": "the official 16-image val/ folder, full-resolution originals",
     "test": "the official test/ folder: patients never seen in training",
-    "shift_dev": "161 images of official-test patients, for checking generalisation only (never fitted on)",
+    "shift_dev": "161 images of official-test patients, for checking generalisation (a calibrated bundle's "
+                 "threshold is set on them)",
 }
 RULES = {
     "youden": "maximise sensitivity + specificity (Youden's J) on validation",
     "balanced": "sensitivity = specificity on validation",
     "sensitivity95": "highest threshold with sensitivity >= 0.95 on validation",
+    SITE_RULE: "set on a site's own films by `pneumo calibrate`",
 }
 DATASET = "Chest X-Ray Images (Pneumonia), Kermany et al. 2018"
 
@@ -75,8 +80,8 @@ training data. Not for adults, lateral views, other body parts, CT, or any clini
 
 ## Metrics
 Decision threshold **{config['threshold']:.3f}** on the probability of pneumonia
-(rule: {RULES.get(config['threshold_rule'], config['threshold_rule'])}). Above it, the model says PNEUMONIA.
-{_band_line(config)}
+(rule: {RULES.get(config['threshold_rule'], config['threshold_rule'])}). At or above it, the model says PNEUMONIA.
+{_calibration_text(config)}{_band_line(config)}
 {_metrics_table(config['metrics'])}
 
 ![ROC](roc.png) ![Confusion matrices](confusion.png)
@@ -117,18 +122,38 @@ print(p.predict_file("xray.jpeg"))
 """
 
 
+def _calibration_text(config: dict) -> str:
+    block = config.get("calibration")
+    if not block:
+        return ""
+    est, films = block["split_estimate"], block["films"]
+
+    def spread(name):
+        return f"{est[name]['median']:.3f} ({est[name]['p5']:.3f}-{est[name]['p95']:.3f})"
+
+    return (f"\n**Calibrated on `{block['folder']}`**: {films['PNEUMONIA']} PNEUMONIA and {films['NORMAL']} NORMAL "
+            f"films ({block['patients']['PNEUMONIA']} and {block['patients']['NORMAL']} patients); rule: "
+            f"{block['rule_text']} (target sensitivity {block['target_sensitivity']}). The resampled thresholds "
+            f"spread {block['resampled_thresholds']['p5']:.3f}-{block['resampled_thresholds']['p95']:.3f}. "
+            f"Expected on new patients of that site (the rule set on half of its patients and checked on the "
+            f"other half, {est['splits']} splits; median and 5-95%): sensitivity {spread('sensitivity')}, "
+            f"specificity {spread('specificity')}. The validation threshold was {block['factory_threshold']:.3f}; "
+            f"the table below is measured at it.\n\n![Calibration films]({SITE_PLOT})\n")
+
+
 def _recipe_line(recipe: dict) -> str:
     keys = ("views", "heads", "epochs", "learning_rate", "val_fraction", "seed")
     return ", ".join(f"{k}={recipe[k]}" for k in keys if k in recipe)
 
 
 def _band_line(config: dict) -> str:
-    stats = config.get("borderline_validation")
+    stats = config.get("borderline_validation") or config.get("borderline_site")
     if not stats:
         return ""
     low, high = stats["band"]
-    return (f"\nBorderline band **{low:.3f}-{high:.3f}**: below it fall only 1% of the validation patients' pneumonia "
-            f"films, above it only 1% of their normal films. It holds {stats['inside']} of {stats['n']} validation "
+    films = "validation patients'" if "borderline_validation" in config else "calibration"
+    return (f"\nBorderline band **{low:.3f}-{high:.3f}**: below it fall only 1% of the {films} pneumonia "
+            f"films, above it only 1% of their normal films. It holds {stats['inside']} of {stats['n']} {films} "
             f"films; the decision is right for {stats['accuracy_inside']:.0%} of those and "
             f"{stats['accuracy_outside']:.0%} of the rest.\n")
 

@@ -1,6 +1,6 @@
-"""`pneumo predict|evaluate|deploy-space` (also `python -m pneumo ...`).
+"""`pneumo predict|evaluate|calibrate|deploy-space` (also `python -m pneumo ...`).
 
-JSON on stdout; progress and errors on stderr."""
+predict and evaluate: JSON on stdout; calibrate: a summary on stdout; progress and errors on stderr."""
 
 from __future__ import annotations
 
@@ -20,7 +20,17 @@ def main(argv=None) -> int:
                               "16-bit grayscale PNG at the file's own size, named after it (scan.dcm -> scan.png)")
     evaluate = sub.add_parser("evaluate", help="metrics on a labelled folder, one JSON object")
     evaluate.add_argument("folder", type=Path, help="folder with NORMAL/ and PNEUMONIA/, or a Kaggle root (uses test/)")
-    for command in (predict, evaluate):
+    calibrate = sub.add_parser(
+        "calibrate", help="a copy of the bundle with its threshold set on your site's own labelled films",
+        description="Scores FOLDER's films, sets the threshold so that sensitivity stays at the target on new "
+                    "patients of the site (docs/usage.md), prints what to expect, and writes a copy of the bundle "
+                    "with that threshold to --output. The source bundle is never changed.")
+    calibrate.add_argument("folder", type=Path, help="folder with NORMAL/ and PNEUMONIA/ (any formats predict reads): "
+                           "at least 59 PNEUMONIA (for the 0.95 target) and 30 NORMAL films the model assesses, of 20+ "
+                           "patients each")
+    calibrate.add_argument("--output", type=Path, required=True, help="new folder for the calibrated bundle")
+    calibrate.add_argument("--sensitivity", type=float, default=0.95, help="target sensitivity (default 0.95)")
+    for command in (predict, evaluate, calibrate):
         command.add_argument("--model", default=None, help="bundle folder or hf://USER/REPO "
                              "(default: env PNEUMO_MODEL, else weights/)")
         command.add_argument("--backbone-weights", default=None,
@@ -36,6 +46,11 @@ def main(argv=None) -> int:
             from ..hub import run_deploy
 
             return run_deploy(args)
+        samples = None
+        if args.command == "calibrate":  # a folder that can never do is refused before the model loads
+            from .calibrate import check_folder
+
+            samples = check_folder(args.folder, args.output, args.sensitivity)
         from .. import import_tensorflow_quietly
 
         import_tensorflow_quietly()
@@ -44,6 +59,10 @@ def main(argv=None) -> int:
         predictor = Predictor.load(args.model, args.backbone_weights)
         if args.command == "predict":
             return run_predict(predictor, args.files, args.heatmaps)
+        if args.command == "calibrate":
+            from .calibrate import run_calibrate
+
+            return run_calibrate(predictor, args.folder, samples, args.output, args.sensitivity)
         return run_evaluate(predictor, args.folder)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -126,5 +145,12 @@ def run_evaluate(predictor, folder: Path) -> int:
               "not_assessed": sum(not (chest and inside) for chest, inside in checks),
               # where the heat of correctly called pneumonia falls (with a lung head): mean share inside the lungs
               "heat_in_lungs_true_pneumonia": round(float(np.mean(shares)), 4) if shares else None}
-    print(json.dumps({"folder": str(folder), **metrics, **counts, "skipped": skipped}))
+    source = predictor.bundle.threshold_source
+    block = predictor.bundle.config.get("calibration")
+    if block:  # what the training's own threshold gives here too: for a calibration folder, the honest figures
+        metrics["at_validation_threshold"] = binary_metrics(labels, probs, block["factory_threshold"])
+    if block and block["folder"] == Path(folder).resolve().name:
+        print(f"note: the threshold was set on a folder of this name ({source}): figures at it are in-sample, "
+              "not a measurement; the AUC is not affected.", file=sys.stderr)
+    print(json.dumps({"folder": str(folder), **metrics, "threshold_source": source, **counts, "skipped": skipped}))
     return 0

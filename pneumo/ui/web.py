@@ -137,8 +137,8 @@ class Service:
     def describe(analysis: Analysis) -> str:
         p = analysis.prediction
         width, height = analysis.image.size
-        return (f"Operating threshold **{fmt(p.threshold)}** on the pneumonia score, chosen on validation "
-                f"patients (sensitivity ≥ 0.95); at or above it the model says PNEUMONIA.\n\n"
+        return (f"Operating threshold **{fmt(p.threshold)}** on the pneumonia score, {threshold_origin(p)}; at or "
+                f"above it the model says PNEUMONIA.\n\n"
                 + (f"The heatmap marks the regions that pushed the score towards **{p.label}** " if p.assessed else
                    "Not assessed, so the heatmap only shows what moved a score that does not apply here "
                    "") +
@@ -196,6 +196,15 @@ class Service:
     @staticmethod
     def on_clear():
         return None, None, None, "", None
+
+
+def threshold_origin(p: Prediction) -> str:
+    """Where the threshold in use came from, in words (the model card has the figures)."""
+    if p.threshold_source == "validation":
+        return "chosen on validation patients (sensitivity ≥ 0.95)"
+    folder, films = p.threshold_source.removeprefix("calibrated: ").rsplit(", ", 1)
+    return (f"set on {films} of {html.escape(folder)} by `pneumo calibrate` (the Model tab says how, with its "
+            "figures)")
 
 
 def preview_size(gray: np.ndarray, longest: int = PREVIEW_PX) -> np.ndarray:
