@@ -42,6 +42,7 @@ def cases() -> list[tuple[str, bytes, str]]:
     exif = Image.Exif()
     exif[0x0112] = 8
     raw12 = xray.astype(np.uint16) * 16
+    dicom = synth.dicom_bytes(raw12)
     return [
         ("empty.jpg", b"", "is empty"),
         ("truncated.jpg", jpeg[: len(jpeg) // 3], "damaged or incomplete"),
@@ -57,7 +58,9 @@ def cases() -> list[tuple[str, bytes, str]]:
         ("strip.png", _save(np.full((200, 20000), 100, np.uint8), "PNG"), "predict"),
         ("bomb.png", bomb_png(), "the limit is 40 megapixels"),
         ("rotated.jpg", _save(xray, "JPEG", exif=exif.tobytes()), "predict"),
-        ("no_pixels.dcm", synth.dicom_bytes(raw12, with_pixels=False), "without an image"),
+        ("report.dcm", synth.report_dicom_bytes(), "without an image"),
+        ("cut_in_pixels.dcm", dicom[: len(dicom) // 2], r"incomplete DICOM file \(cut short\)"),
+        ("cut_in_header.dcm", dicom[:400], r"incomplete DICOM file \(cut short\)"),
         ("multiframe.dcm", synth.dicom_bytes(raw12, frames=3), "multi-frame DICOM"),
         ("jpeg_compressed.dcm", synth.dicom_bytes(xray, jpeg=True), "predict"),
         ("monochrome2.dcm", synth.dicom_bytes(raw12, window=(2048, 4096)), "predict"),

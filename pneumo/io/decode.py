@@ -128,8 +128,9 @@ def _checked(image: DecodedImage, name: str) -> DecodedImage:
 
 
 def _damaged(name: str, fmt: str, err: Exception) -> str:
-    return (f"'{name}' is a damaged or incomplete {fmt} file ({_short(err)}). "
-            "The upload or copy may have been interrupted; export it again.")
+    # The library's own message names internals ("broken data stream", exception classes): not for a clinician.
+    return (f"'{name}' is a damaged or incomplete {fmt} file: it cannot be decoded, often because it was cut "
+            "short. The upload or copy may have been interrupted; export it again.")
 
 
 def _too_big(name: str, width: int, height: int) -> str:
@@ -151,8 +152,3 @@ def _sniff(data: bytes) -> str:
         return "a text file"
     except UnicodeDecodeError:
         return "a file of unknown type"
-
-
-def _short(err: Exception) -> str:
-    text = str(err).strip() or type(err).__name__
-    return text if len(text) < 80 else text[:77] + "..."

@@ -23,6 +23,8 @@ AGE_UNITS = {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1.0}  # Patient
 def decode_dicom(data: bytes, name: str) -> DecodedImage:
     ds = _parse(data, name)
     if "PixelData" not in ds:
+        if _declares_an_image(ds):  # an image's header without its pixels: the file stops early
+            raise ValueError(_incomplete(name))
         raise ValueError(f"'{name}' is a DICOM file without an image (no pixel data), e.g. a report "
                          f"or structured document. {EXPECTED}")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -52,21 +54,48 @@ def _parse(data: bytes, name: str):
 
     try:
         return pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise ValueError(f"'{name}' is not a readable DICOM file ({type(err).__name__}). {EXPECTED}") from None
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise ValueError(f"'{name}' is not a readable DICOM file. {EXPECTED}") from None
 
 
 def _pixel_array(ds, name: str) -> np.ndarray:
     try:
         return ds.pixel_array
-    except (NotImplementedError, RuntimeError) as err:
+    except (NotImplementedError, RuntimeError):
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         label = getattr(syntax, "name", str(syntax))
-        raise ValueError(f"'{name}' is compressed as '{label}', which cannot be decoded here "
-                         f"({type(err).__name__}). Export it uncompressed or as JPEG/PNG.") from None
-    except (ValueError, AttributeError, KeyError, EOFError, OSError, TypeError) as err:
-        raise ValueError(f"'{name}' is a damaged DICOM: its pixel data cannot be read "
-                         f"({type(err).__name__}).") from None
+        raise ValueError(f"'{name}' is compressed as '{label}', which cannot be decoded here. "
+                         "Export it uncompressed or as JPEG/PNG.") from None
+    except (ValueError, AttributeError, KeyError, EOFError, OSError, TypeError):
+        if _pixels_cut_short(ds):
+            raise ValueError(_incomplete(name)) from None
+        raise ValueError(f"'{name}' is a damaged DICOM: its pixel data cannot be read. Export it again.") from None
+
+
+def _declares_an_image(ds) -> bool:
+    """The header says this is an image (its size, or an image SOP class such as "CR Image Storage")."""
+    meta = getattr(ds, "file_meta", None)
+    for uid in (ds.get("SOPClassUID"), meta.get("MediaStorageSOPClassUID") if meta is not None else None):
+        if uid is not None and "Image Storage" in getattr(uid, "name", ""):
+            return True
+    return "Rows" in ds or "Columns" in ds
+
+
+def _incomplete(name: str) -> str:
+    return (f"'{name}' is an incomplete DICOM file (cut short): its image is missing or partial. The upload or "
+            "copy may have been interrupted; export it again.")
+
+
+def _pixels_cut_short(ds) -> bool:
+    """Uncompressed pixel data shorter than Rows x Columns x samples x bytes per sample says."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and getattr(syntax, "is_compressed", False):
+        return False
+    try:
+        expected = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated) // 8
+        return len(ds.PixelData) < expected
+    except (AttributeError, TypeError, ValueError):
+        return False
 
 
 def _monochrome_to_uint8(pixels: np.ndarray, ds) -> tuple[np.ndarray, str]:
