@@ -88,9 +88,11 @@ def test_borderline_band_holds_the_threshold_and_the_mixed_scores():
     rng = np.random.default_rng(0)
     y = np.r_[np.zeros(500), np.ones(500)]
     p = np.clip(np.r_[rng.normal(0.3, 0.2, 500), rng.normal(0.7, 0.2, 500)], 0, 1)
-    low, high = borderline_band(y, p, 0.5)
+    low, high = borderline_band(y, p, 0.5)  # BAND_LEVEL 0.95: the 5% tails of each class
     assert low <= 0.5 <= high
-    assert np.mean(p[y == 1] < low) <= 0.01 and np.mean(p[y == 0] > high) <= 0.01
+    assert np.mean(p[y == 1] < low) <= 0.05 and np.mean(p[y == 0] > high) <= 0.05
+    wider = borderline_band(y, p, 0.5, level=0.99)
+    assert wider[0] < low and wider[1] > high
     stats = band_stats(y, p, 0.5, (low, high))
     assert 0 < stats["inside"] < 1000 and stats["accuracy_inside"] < stats["accuracy_outside"]
     assert borderline_band(y, p, 0.99)[1] == 0.99  # the threshold always lies inside

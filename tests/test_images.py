@@ -138,7 +138,8 @@ def _bad_crc_png(gray) -> bytes:
     (lambda g: encode(np.zeros((10, 10), np.uint8)), "tiny.png", "only 10x10 pixels"),
     (lambda g: _png_declaring(100_000, 100_000), "bomb.png", "the limit is 40 megapixels"),
     (lambda g: synth.dicom_bytes(g.astype(np.uint16), frames=4), "ct.dcm", "multi-frame DICOM (4 frames"),
-    (lambda g: synth.dicom_bytes(g.astype(np.uint16), with_pixels=False), "sr.dcm", "without an image"),
+    (lambda g: synth.report_dicom_bytes(), "sr.dcm", "without an image"),
+    (lambda g: synth.dicom_bytes(g.astype(np.uint16), with_pixels=False), "cut.dcm", "incomplete DICOM file"),
 ])
 def test_unreadable_files_give_a_plain_message(gray, make, name, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")) as info:

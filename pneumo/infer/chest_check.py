@@ -71,9 +71,14 @@ def image_reasons(image: DecodedImage) -> list[str]:
     return reasons
 
 
+# The one reason that is not specific to "not a chest X-ray": adults' chest films are far from the training films
+# too, so when the population check also fails, "Adult film?" is the better headline (Prediction.failed_check).
+FAR = "its content is far from the pediatric chest X-rays the model was trained on"
+
+
 def check(image: DecodedImage, features: np.ndarray, gaussian: FeatureGaussian | None) -> list[str]:
     """Reasons the image does not look like the training chest X-rays (empty list: looks fine)."""
     reasons = image_reasons(image)
     if gaussian is not None and float(gaussian.distance(features)[0]) > gaussian.cutoff:
-        reasons.append("its content is far from the pediatric chest X-rays the model was trained on")
+        reasons.append(FAR)
     return reasons

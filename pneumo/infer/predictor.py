@@ -36,6 +36,7 @@ class Prediction:
     lungs: np.ndarray | None = None  # lung-field probability over the model's view, if the bundle has the head
     reads_lungs_only: bool = False  # the model pools block5_conv3 over the lung zones (not --pooling gap)
     threshold_source: str = "validation"  # or "calibrated: <folder>, <n> films" (Bundle.threshold_source)
+    band: tuple[float, float] | None = None  # the bundle's borderline band, if it has one
 
     @cached_property
     def lung_fields(self) -> np.ndarray | None:
@@ -63,26 +64,57 @@ class Prediction:
         return self.looks_like_chest_xray and self.in_population
 
     @property
-    def warnings(self) -> list[str]:
-        """Plain sentences, one per failed check."""
-        out = []
-        if self.chest_reasons:
-            out.append(f"This may not be a frontal chest X-ray: {'; '.join(self.chest_reasons)}.")
+    def failed_check(self) -> str | None:
+        """The check that explains why the answer does not apply: "chest", "population" or None (assessed).
+
+        A sign that the image is not a chest X-ray (colour, shape, modality, no lungs) comes first: then the
+        population check means nothing (a colourful photo is not an adult). Being merely far from the training
+        films is what adults' films are too, so with a failed population check that one reads "population"."""
+        if any(reason != chest_check.FAR for reason in self.chest_reasons):
+            return "chest"
         if self.population_reasons:
-            out.append(population.sentence(self.population_reasons))
-        return out
+            return "population"
+        return "chest" if self.chest_reasons else None
+
+    @property
+    def reasons(self) -> list[str]:
+        """The reasons of the failed check (for "population", with the distance reason if it fired too)."""
+        if self.failed_check == "chest":
+            return list(self.chest_reasons)
+        return self.population_reasons + self.chest_reasons if self.failed_check else []
+
+    @property
+    def warnings(self) -> list[str]:
+        """Why the answer does not apply, in one sentence: the failed check's (see `failed_check`)."""
+        if self.failed_check == "chest":
+            return [f"This may not be a frontal chest X-ray: {'; '.join(self.reasons)}."]
+        return [population.sentence(self.reasons)] if self.failed_check else []
 
     @property
     def label(self) -> str:
+        """The side of the threshold the score falls on (also what the heatmap explains); `verdict` is the answer."""
         return CLASS_NAMES[int(self.probability >= self.threshold)]
+
+    @property
+    def verdict(self) -> str | None:
+        """NORMAL or PNEUMONIA where the model applies, else None: a script cannot mistake it for a finding."""
+        return self.label if self.assessed else None
+
+    @property
+    def borderline(self) -> bool | None:
+        """The score lies in the band where films of both classes overlap (None: not assessed, or no band)."""
+        if not self.assessed or self.band is None:
+            return None
+        return self.band[0] <= self.probability <= self.band[1]
 
     @property
     def class_probabilities(self) -> dict[str, float]:
         return {CLASS_NAMES[0]: 1.0 - self.probability, CLASS_NAMES[1]: self.probability}
 
     def to_json(self) -> dict:
-        return {"label": self.label, "probability": round(self.probability, 6), "threshold": round(self.threshold, 6),
-                "threshold_source": self.threshold_source,
+        return {"label": self.verdict, "probability": round(self.probability, 6),
+                "threshold": round(self.threshold, 6), "threshold_source": self.threshold_source,
+                "borderline": self.borderline,
                 "assessed": self.assessed, "looks_like_chest_xray": self.looks_like_chest_xray,
                 "in_population": self.in_population, "warnings": self.warnings,
                 "heat_in_lungs": None if self.heat_in_lungs is None else round(self.heat_in_lungs, 4)}
@@ -130,7 +162,7 @@ class Predictor:
         chest += lung_fields.lung_reasons(lung_map) if lung_map is not None else []
         return Prediction(probability, self.threshold, heat, check_features, chest,
                           population.reasons(image, check_features[None], self.population), image.size, lung_map,
-                          self.reads_lungs_only, self.bundle.threshold_source)
+                          self.reads_lungs_only, self.bundle.threshold_source, self.borderline)
 
     def predict_inputs(self, inputs: np.ndarray, batch_size: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, the checks' features) for preprocessed inputs (n, size, size, 3)."""

@@ -66,10 +66,10 @@ def build_backbone(weights: str, input_size: int = IMG_SIZE):
     try:
         base = keras.applications.VGG16(include_top=False, weights=None if weights == RANDOM else weights,
                                         input_shape=(input_size, input_size, 3))
-    except Exception as err:  # Keras raises a bare Exception when the download fails
+    except Exception:  # Keras raises a bare Exception when the download fails
         if weights != "imagenet":
             raise
-        raise ValueError(f"could not download Keras' ImageNet VGG16 weights ({type(err).__name__}; no network?); "
+        raise ValueError("could not download Keras' ImageNet VGG16 weights (no network?); "
                          f"set {BACKBONE_ENV} to a local copy of the VGG16 no-top .weights.h5 file.") from None
     base.trainable = False
     return base

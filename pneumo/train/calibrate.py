@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .metrics import borderline_band
+
 TARGET = 0.95  # the sensitivity the threshold must keep on new patients of the site
 CONFIDENCE = 0.95
 RESAMPLES = 2000
@@ -118,16 +120,27 @@ def split_estimate(site: SiteScores, target: float = TARGET, splits: int = SPLIT
 
     A threshold set on half the films is a little more cautious than one set on all of them, so the estimate
     leans towards sensitivity. Median and 5-95% range over the splits."""
-    found = []
+    found, band = [], np.zeros(4)  # band: films inside, right inside, films outside, right outside
     for k, (calibration, check) in enumerate(half_splits(site, splits, seed)):
         threshold, _ = site_threshold(calibration, target, resamples, seed + 1 + k)
         found.append((*rates(check, threshold), threshold))
+        band += _band_counts(calibration, check, threshold)
     found = np.array(found)
     summary = {name: {"median": float(np.median(column)), "p5": float(np.quantile(column, 0.05)),
                       "p95": float(np.quantile(column, 0.95))}
                for name, column in zip(("sensitivity", "specificity", "threshold"), found.T)}
     summary["below_target"] = float((found[:, 0] < target).mean())
+    # The borderline band set on the calibration half, judged on the check half (pooled over the splits).
+    summary["borderline"] = {"inside_share": band[0] / (band[0] + band[2]),
+                             "accuracy_inside": band[1] / max(band[0], 1), "accuracy_outside": band[3] / band[2]}
     return {"splits": splits, **summary}
+
+
+def _band_counts(calibration: SiteScores, check: SiteScores, threshold: float) -> np.ndarray:
+    low, high = borderline_band(calibration.labels, calibration.scores, threshold)
+    inside = (check.scores >= low) & (check.scores <= high)
+    right = (check.scores >= threshold) == check.labels
+    return np.array([inside.sum(), right[inside].sum(), (~inside).sum(), right[~inside].sum()], np.float64)
 
 
 def clopper_pearson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:

@@ -6,6 +6,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..model.pooling import LUNG_ZONES
 from .calibrate import RULE as SITE_RULE
+from .metrics import BAND_LEVEL
 
 SITE_PLOT = "calibration.png"
 
@@ -152,10 +153,17 @@ def _band_line(config: dict) -> str:
         return ""
     low, high = stats["band"]
     films = "validation patients'" if "borderline_validation" in config else "calibration"
-    return (f"\nBorderline band **{low:.3f}-{high:.3f}**: below it fall only 1% of the {films} pneumonia "
-            f"films, above it only 1% of their normal films. It holds {stats['inside']} of {stats['n']} {films} "
-            f"films; the decision is right for {stats['accuracy_inside']:.0%} of those and "
-            f"{stats['accuracy_outside']:.0%} of the rest.\n")
+    tail = f"{1 - BAND_LEVEL:.0%}"
+    line = (f"\nBorderline band **{low:.3f}-{high:.3f}**, where films of both classes overlap: below it fall only "
+            f"{tail} of the {films} pneumonia films, above it only {tail} of their normal films. It holds "
+            f"{stats['inside']} of {stats['n']} {films} films; the decision is right for "
+            f"{stats['accuracy_inside']:.0%} of those and {stats['accuracy_outside']:.0%} of the rest.")
+    split = config.get("calibration", {}).get("split_estimate", {}).get("borderline")
+    if split:
+        line += (f" Set on half of the calibration patients and checked on the other half, it held "
+                 f"{split['inside_share']:.0%} of the films, right {split['accuracy_inside']:.0%} inside against "
+                 f"{split['accuracy_outside']:.0%} outside.")
+    return line + "\n"
 
 
 def _lungs_line(config: dict) -> str:

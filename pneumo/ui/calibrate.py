@@ -48,7 +48,7 @@ def run_calibrate(predictor, folder: Path, samples: list, output: Path, target: 
     rule.check_enough(site, target)
     config = calibrated_config(predictor.bundle.config, Path(folder).resolve().name, site, target, out)
     bundles.write(output, lambda tmp: fill_bundle(tmp, source, config, site))
-    out(f"wrote {output}: threshold {config['threshold']:.4f} ({predictor.bundle.threshold:.4f} before)")
+    out(f"wrote {output}: threshold {config['threshold']:.4f} (the source bundle had {predictor.bundle.threshold:.4f})")
     return 0
 
 

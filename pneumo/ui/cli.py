@@ -9,11 +9,28 @@ import json
 import sys
 from pathlib import Path
 
+PREDICT_FIELDS = """output fields (one JSON object per line):
+  file              the path as given
+  label             NORMAL or PNEUMONIA; null when the film is not assessed (read warnings, not the score)
+  probability       the pneumonia score, 0-1 (computed even when not assessed: it then means nothing)
+  threshold         the operating threshold: at or above it the model says PNEUMONIA
+  threshold_source  "validation" or "calibrated: FOLDER, N films" (pneumo calibrate)
+  borderline        true when the score lies in the band where films of both classes overlap; null if not assessed
+  assessed          true only when the film looks like a frontal chest X-ray of a child (both checks below)
+  looks_like_chest_xray, in_population   the two checks
+  warnings          plain sentences: why the film is not assessed
+  heat_in_lungs     share of the Grad-CAM heat inside the lung fields (null without a lung head)
+  heatmap           with --heatmaps: the written PNG
+  error             instead of all the above, for a file that cannot be read (exit code 1)"""
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="pneumo", description="Pneumonia chest X-ray model.")
     sub = parser.add_subparsers(dest="command", required=True)
-    predict = sub.add_parser("predict", help="one JSON line per file")
+    predict = sub.add_parser("predict", help="one JSON line per file", epilog=PREDICT_FIELDS,
+                             formatter_class=argparse.RawDescriptionHelpFormatter,
+                             description="Scores chest X-rays (JPEG, PNG, BMP, TIFF, WebP, or DICOM with or without "
+                                         ".dcm) and prints one JSON object per file, in input order.")
     predict.add_argument("files", nargs="+", type=Path)
     predict.add_argument("--heatmaps", type=Path, default=None, metavar="DIR",
                          help="also write each file's Grad-CAM heatmap (the one the app's overlay shows) to DIR as a "

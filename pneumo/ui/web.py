@@ -7,7 +7,6 @@ where it stays until the next upload, and one line in the server log (no traceba
 
 from __future__ import annotations
 
-import html
 import logging
 import re
 import signal
@@ -15,15 +14,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import gradio as gr
 import numpy as np
 
 from ..config import CLASS_NAMES, ROOT, delete_after_seconds
-from ..infer import gradcam, lung_fields, population
+from ..infer import gradcam, lung_fields
 from ..infer.predictor import Prediction, Predictor
 from ..io import DecodedImage, read_image
 from .cache import Sweeper, cache_image, files_written_since
+from .result import decision_html, error_html, reading_guide
 
 log = logging.getLogger("pneumo.app")
 EXAMPLES = ROOT / "examples"
@@ -31,9 +30,6 @@ DISCLAIMER = ("**Research demo, not a medical device.** Trained on pediatric (1-
               "from one hospital; it does not diagnose and must not guide care. Upload the whole film as exported: "
               "a crop or added borders change its answer (docs/safety.md).")
 ACCEPTED = "JPEG, PNG or DICOM (.dcm or no extension)"
-PREVIEW_PX = 1024  # longest side of the "what was read" preview; the overlay keeps the original size
-NOT_CHEST = "Not a frontal chest X-ray? This model reads children's chest films; its answer does not apply"
-COLOURS = {CLASS_NAMES[0]: "#2f6db3", CLASS_NAMES[1]: "#c0392b"}
 # System fonts only: web fonts are not reachable offline, and a half-loaded font changes letters mid-word.
 THEME = gr.themes.Default(font=["system-ui", "Segoe UI", "Roboto", "Helvetica", "Arial", "sans-serif"],
                           font_mono=["ui-monospace", "Menlo", "Consolas", "monospace"])
@@ -41,67 +37,32 @@ CSS = """
 #model-card table { font-size: 0.85em; }
 #model-card th, #model-card td { word-break: keep-all; overflow-wrap: normal; }
 #model-card th, #model-card td:not(:last-child) { white-space: nowrap; }
+#title h1 { margin: 0 0 4px; font-size: 1.6em; }
+#examples .caption-label { font-size: 0.75em; }
+/* Five thumbnails share the column's width (Gradio sizes them at 100 px and scrolls sideways otherwise). */
+#examples .grid-container { grid-template-columns: repeat(5, minmax(0, 1fr)) !important; }
+#examples .thumbnail-item { width: 100% !important; height: auto !important; min-width: 0; aspect-ratio: 1; }
 """
-
-
-def fmt(x: float) -> str:
-    """Every score and threshold on the page is shown with this one rounding."""
-    return f"{x:.3f}"
-
-
-def scale_html(score: float, threshold: float, band: tuple[float, float] | None) -> str:
-    """One pneumonia-score axis from 0 to 1: the threshold line, the borderline band, and this film's score."""
-    pct = lambda x: f"{100 * min(max(x, 0.0), 1.0):.1f}%"  # noqa: E731
-    band_div = "" if band is None else (
-        f'<div title="borderline band" style="position:absolute;top:0;height:100%;left:{pct(band[0])};'
-        f'width:calc({pct(band[1])} - {pct(band[0])});background:repeating-linear-gradient(45deg,#f3d36b55 0 4px,'
-        f'#f3d36b99 4px 8px)"></div>')
-    return (
-        '<div class="score-scale" style="margin:10px 0 4px">'
-        '<div style="position:relative;height:18px;font-size:0.8em;color:#333">'
-        f'<span style="position:absolute;left:{pct(threshold)};transform:translateX(-50%);white-space:nowrap">'
-        f'threshold {fmt(threshold)}</span></div>'
-        '<div style="position:relative;height:16px;border-radius:3px;background:linear-gradient(90deg,'
-        f'{COLOURS["NORMAL"]}33 0 {pct(threshold)},{COLOURS["PNEUMONIA"]}33 {pct(threshold)} 100%)">{band_div}'
-        f'<div style="position:absolute;left:{pct(threshold)};top:-4px;height:24px;border-left:2px solid #222"></div>'
-        f'<div class="score-marker" style="position:absolute;left:calc({pct(score)} - 7px);top:1px;width:14px;'
-        'height:14px;border-radius:50%;background:#111;border:2px solid #fff"></div></div>'
-        '<div style="display:flex;justify-content:space-between;font-size:0.8em;color:#555;margin-top:2px">'
-        '<span>0 · NORMAL side</span><span>pneumonia score</span><span>PNEUMONIA side · 1</span></div></div>')
-
-
-def decision_html(p: Prediction, band: tuple[float, float] | None) -> str:
-    """The headline: the verdict where the model applies, else why it does not (the score small, secondary)."""
-    if not p.assessed:
-        headline = population.HEADLINE if not p.in_population else NOT_CHEST
-        reasons = "".join(f"<li>{html.escape(r)}</li>" for r in p.population_reasons + p.chest_reasons)
-        return (f'<div class="verdict not-assessed" style="font-size:1.5em;font-weight:700;color:#a04a00">'
-                f'⚠️ Not assessed</div><div style="font-size:1.15em;font-weight:600">{html.escape(headline)}.</div>'
-                f'<ul style="margin:6px 0">{reasons}</ul><div style="color:#666;font-size:0.85em">The model\'s '
-                f'pneumonia score would be {fmt(p.probability)} (threshold {fmt(p.threshold)}); it is not '
-                f'meaningful for this image.</div>')
-    near = band is not None and band[0] <= p.probability <= band[1]
-    side = "above" if p.label == CLASS_NAMES[1] else "below"
-    note = (f"Borderline: the score {fmt(p.probability)} is inside the band where validation patients of both "
-            f"classes fall ({fmt(band[0])}-{fmt(band[1])}); read with care." if near else
-            f"Pneumonia score {fmt(p.probability)}, {side} the threshold {fmt(p.threshold)}"
-            + ("" if band is None else f" and outside the borderline band ({fmt(band[0])}-{fmt(band[1])})") + ".")
-    return (f'<div class="verdict" style="font-size:2em;font-weight:700;color:{COLOURS[p.label]}">{p.label}'
-            f'{" <span style=font-size:0.5em>(borderline)</span>" if near else ""}</div>'
-            f'<div>{note}</div>{scale_html(p.probability, p.threshold, band)}')
-
-
-def error_html(message: str) -> str:
-    return (f'<div class="verdict upload-error" style="font-size:1.5em;font-weight:700;color:#a00">'
-            f'Could not read this file</div><div>{html.escape(message)}</div>')
+METHOD = """### How the page is made
+- **Verdict.** A frozen ImageNet VGG16; its `block5_conv3` features are averaged over the lung fields (each lung's
+  upper and lower half apart, found by a small lung-field decoder on the same pass), then a linear head gives the
+  pneumonia score. The film is resized to 224x224 as a whole and the outer 10% of each side is cut off (markers and
+  text sit there).
+- **Heatmap.** Grad-CAM in its gradient x activation form (HiResCAM) at `block5_conv3`, for the side of the
+  threshold the score falls on; places outside the lung fields add nothing to the score and get no heat.
+- **Checks.** "Is this a frontal chest X-ray?" (image statistics, a feature distance, a plausible pair of lungs) and
+  "is this a child's film?" (a classifier on pooled features, and the DICOM header's age and view). Either failing
+  means *Not assessed*.
+"""
 
 
 @dataclass
 class Analysis:
-    name: str  # the file name the user knows (Gradio stores uploads under a random folder)
+    name: str  # the file name the user knows (Gradio stores uploads under a random folder), or "Example 3"
     image: DecodedImage
     prediction: Prediction
     seconds: float
+    truth: str | None = None  # an example's dataset label, shown only with its result
 
 
 class Service:
@@ -111,15 +72,17 @@ class Service:
         self.predictor = predictor
         self.cache_dir = cache_dir  # Gradio's cache: files there are served as they are and deleted on schedule
         self.examples = examples
+        split = predictor.bundle.config.get("calibration", {}).get("split_estimate", {})
+        self.band_accuracy = split.get("borderline", {}).get("accuracy_inside")  # measured on new children
 
-    def analyze(self, path: str | None) -> Analysis:
+    def analyze(self, path: str | None, name: str | None = None, truth: str | None = None) -> Analysis:
         """Raises ValueError with the reader's plain message for files that cannot be read."""
         if not path:
             raise ValueError(f"Drop a chest X-ray first ({ACCEPTED}).")
-        started, name = time.perf_counter(), Path(path).name
+        started, name = time.perf_counter(), name or Path(path).name
         image = read_image(path, name=name)
         prediction = self.predictor.analyze(image)
-        return Analysis(name, image, prediction, time.perf_counter() - started)
+        return Analysis(name, image, prediction, time.perf_counter() - started, truth)
 
     @staticmethod
     def render(analysis: Analysis | None, opacity: float, show_heatmap: bool,
@@ -133,28 +96,14 @@ class Service:
             rgb = gradcam.overlay(analysis.image.gray, p.heatmap, float(opacity))
         return lung_fields.outline(rgb, p.lung_fields) if show_lungs and p.lung_fields is not None else rgb
 
+    def headline(self, analysis: Analysis) -> str:
+        return decision_html(analysis.prediction, analysis.name, analysis.truth, self.band_accuracy)
+
     @staticmethod
-    def describe(analysis: Analysis) -> str:
-        p = analysis.prediction
+    def guide(analysis: Analysis) -> str:
         width, height = analysis.image.size
-        return (f"Operating threshold **{fmt(p.threshold)}** on the pneumonia score, {threshold_origin(p)}; at or "
-                f"above it the model says PNEUMONIA.\n\n"
-                + (f"The heatmap marks the regions that pushed the score towards **{p.label}** " if p.assessed else
-                   "Not assessed, so the heatmap only shows what moved a score that does not apply here "
-                   "") +
-                ("(Grad-CAM in its gradient × activation form, HiResCAM, at `block5_conv3`)" if p.reads_lungs_only
-                 else "(Grad-CAM, `block5_conv3`)") +
-                "; it is not a segmentation of disease. The outer 10% of each side "
-                "is not used by the model (markers and text sit there).\n\n"
-                + ("" if p.heat_in_lungs is None else
-                   f"**{p.heat_in_lungs:.0%}** of the heat falls inside the lung fields the lung head outlines "
-                   f"(they cover {float(p.lung_fields.mean()):.0%} of what the model sees).\n\n") +
-                ("The score is read from the lung fields only: the model averages its features over them, so "
-                 "places outside the lungs add nothing to it and get no heat (each place the model reads still "
-                 "sees some of its surroundings).\n\n" if p.reads_lungs_only else "") +
-                f"<small>{html.escape(analysis.name)}: {analysis.image.format}, {width}x{height} px; "
-                f"analysed in {analysis.seconds * 1000:.0f} ms."
-                f"</small>")
+        return reading_guide(analysis.prediction, f"<small>{analysis.name}: {analysis.image.format}, {width}x{height} "
+                                                  f"px; analysed in {analysis.seconds * 1000:.0f} ms.</small>")
 
     def api(self, path: str | None) -> tuple[dict, np.ndarray]:
         """The /predict endpoint: the result JSON and the overlay at the original size."""
@@ -168,25 +117,33 @@ class Service:
                   "width": analysis.image.size[0], "height": analysis.image.size[1]}
         return result, self.render(analysis, 0.5, True)
 
-    # --- event handlers -------------------------------------------------------------------------------------
+    # --- event handlers: each analysis replaces everything of the one before ------------------------------------
 
     def shown(self, analysis: Analysis | None, opacity: float, show_heatmap: bool,
               show_lungs: bool = False) -> str | None:
         """The overlay as a JPEG: fast to encode, and only for display."""
         return cache_image(self.render(analysis, opacity, show_heatmap, show_lungs), self.cache_dir, ".jpg")
 
-    def on_upload(self, path: str | None, opacity: float, show_heatmap: bool, show_lungs: bool = False):
+    def result(self, path, opacity, show_heatmap, show_lungs, name=None, truth=None) -> tuple:
+        """(state, headline, guide, overlay) for a file; a file that cannot be read keeps its reason on screen."""
         try:
-            analysis = self.analyze(path)
-        except ValueError as err:  # the reason stays in the result area until the next upload
+            analysis = self.analyze(path, name, truth)
+        except ValueError as err:
             log.warning("rejected upload: %s", err)
-            return None, None, error_html(str(err)), "", None
-        return (analysis, cache_image(preview_size(analysis.image.gray), self.cache_dir, ".jpg"),
-                decision_html(analysis.prediction, self.predictor.borderline), self.describe(analysis),
+            return None, error_html(str(err)), "", None
+        return (analysis, self.headline(analysis), self.guide(analysis),
                 self.shown(analysis, opacity, show_heatmap, show_lungs))
 
+    def on_upload(self, path: str | None, opacity: float, show_heatmap: bool, show_lungs: bool = False):
+        """A dropped file: its result, and no example left selected."""
+        return (*self.result(path, opacity, show_heatmap, show_lungs), gr.Gallery(selected_index=None))
+
     def on_example(self, opacity: float, show_heatmap: bool, show_lungs: bool, evt: gr.SelectData):
-        return self.on_upload(str(self.examples[evt.index]), opacity, show_heatmap, show_lungs)
+        """A clicked example: its result, and the upload box holds the example instead of an earlier file."""
+        path = self.examples[evt.index]
+        found = self.result(str(path), opacity, show_heatmap, show_lungs, f"Example {evt.index + 1}",
+                            example_truth(path))
+        return (*found, str(path))
 
     def on_api(self, path: str | None) -> tuple[dict, str | None]:
         """The /predict API: the overlay as a PNG (lossless, for programs)."""
@@ -195,24 +152,7 @@ class Service:
 
     @staticmethod
     def on_clear():
-        return None, None, None, "", None
-
-
-def threshold_origin(p: Prediction) -> str:
-    """Where the threshold in use came from, in words (the model card has the figures)."""
-    if p.threshold_source == "validation":
-        return "chosen on validation patients (sensitivity ≥ 0.95)"
-    folder, films = p.threshold_source.removeprefix("calibrated: ").rsplit(", ", 1)
-    return (f"set on {films} of {html.escape(folder)} by `pneumo calibrate` (the Model tab says how, with its "
-            "figures)")
-
-
-def preview_size(gray: np.ndarray, longest: int = PREVIEW_PX) -> np.ndarray:
-    """The preview is shown 320 px high: a film of 2-3k px is cut to `longest` px (less to encode and send)."""
-    scale = longest / max(gray.shape[:2])
-    if scale >= 1:
-        return gray
-    return cv2.resize(gray, (round(gray.shape[1] * scale), round(gray.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+        return None, None, "", None, gr.Gallery(selected_index=None)
 
 
 def model_card_markdown(predictor: Predictor) -> str:
@@ -226,51 +166,48 @@ def example_files() -> list[Path]:
     return sorted(p for p in EXAMPLES.glob("*") if p.suffix.lower() in (".jpeg", ".jpg", ".png", ".dcm"))
 
 
+def example_truth(path: Path) -> str:
+    """The dataset's label of an example: Kermany names pneumonia films person<N>_bacteria|virus_<K>."""
+    return CLASS_NAMES[1] if re.match(r"person\d+_(bacteria|virus)", path.name) else CLASS_NAMES[0]
+
+
 def build_demo(predictor: Predictor) -> gr.Blocks:
     examples = example_files()
     started = time.time() - 1.0  # a second's slack for file systems with coarse timestamps
     with gr.Blocks(title="Pneumonia chest X-ray demo") as demo:
-        gr.Markdown(f"# Pneumonia on pediatric chest X-rays\n{DISCLAIMER}")
+        gr.Markdown(f"# Pneumonia on pediatric chest X-rays\n{DISCLAIMER}", elem_id="title")
         with gr.Tab("Analyse"):
             state = gr.State(None)
-            with gr.Row():
-                with gr.Column():
-                    upload = gr.File(label=f"Drop a chest X-ray: {ACCEPTED}", type="filepath", elem_id="upload")
-                    gallery = gr.Gallery([(str(p), p.name) for p in examples], elem_id="examples", columns=5,
-                                         height=140, allow_preview=False, interactive=False, object_fit="cover",
-                                         label="Or click an example (Kermany et al. 2018, CC BY 4.0)")
-                    preview = gr.Image(label="What was read (DICOM shown with its window)", type="filepath",
-                                       interactive=False, height=320)
-                with gr.Column():
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=2, min_width=320):
+                    upload = gr.File(label=f"Drop a chest X-ray: {ACCEPTED}", type="filepath", elem_id="upload",
+                                     height=150)
+                    # Neutral captions: the dataset's label is shown with the result, not before.
+                    gallery = gr.Gallery([(str(p), str(k + 1)) for k, p in enumerate(examples)],
+                                         elem_id="examples", columns=5, height=130, allow_preview=False,
+                                         interactive=False, object_fit="cover",
+                                         label="Or click an example")  # credited with its result
+                with gr.Column(scale=3, min_width=320):
                     label = gr.HTML(elem_id="result-label")
-                    summary = gr.Markdown(elem_id="summary")
-                    overlay = gr.Image(label="Grad-CAM overlay", type="filepath", interactive=False,
-                                       elem_id="overlay", height=420)
+                    overlay = gr.Image(label="Grad-CAM overlay on the film as read", type="filepath",
+                                       interactive=False, elem_id="overlay", height=440)
                     with gr.Row():
-                        opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Heatmap opacity")
-                        show = gr.Checkbox(value=True, label="Show heatmap")
+                        opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Heatmap opacity", min_width=160)
+                        show = gr.Checkbox(value=True, label="Show heatmap (off: the film alone)", min_width=120)
                         # Absent without a lung head (older bundles): nothing to outline.
                         show_lungs = gr.Checkbox(value=True, label="Show lung outline", elem_id="show-lungs",
-                                                 visible=predictor.decoder is not None)
+                                                 visible=predictor.decoder is not None, min_width=120)
+                    with gr.Accordion("How to read this", open=False, elem_id="how-to-read"):
+                        summary = gr.Markdown(elem_id="summary")
         with gr.Tab("Model"):
-            gr.Markdown(model_card_markdown(predictor), elem_id="model-card")
-            for name in ("roc.png", "confusion.png"):  # one per row: readable at the default width
+            gr.Markdown(METHOD + "\n" + model_card_markdown(predictor), elem_id="model-card")
+            for name in ("calibration.png", "roc.png", "confusion.png"):  # one per row: readable at the default width
                 if (predictor.bundle.path / name).is_file():
                     gr.Image(str(predictor.bundle.path / name), show_label=False, interactive=False, height=420)
 
         service = Service(predictor, overlay.GRADIO_CACHE, examples)
-        outputs = [state, preview, label, summary, overlay]
-        controls = [opacity, show, show_lungs]
-        # always_last: Gradio's default ("once") drops a file dropped while the previous one is still being
-        # analysed, leaving the new film on screen under the old film's verdict; this analyses it next instead.
-        upload.upload(service.on_upload, [upload, *controls], outputs, api_visibility="private",
-                      concurrency_id="model", trigger_mode="always_last")
-        gallery.select(service.on_example, controls, outputs, api_visibility="private", concurrency_id="model",
-                       trigger_mode="always_last")
-        upload.clear(service.on_clear, None, outputs, api_visibility="private")
-        for control in controls:
-            control.change(service.shown, [state, *controls], overlay, api_visibility="private",
-                           show_progress="hidden")
+        # Registered first, as event 0: Gradio's page (6.x) checks event 0's inputs against the first named
+        # endpoint's parameters and logged "Too many arguments provided for the endpoint." on every upload.
         # The programmatic endpoint: client.predict(handle_file(p), api_name="/predict"). Hidden components, not
         # gr.api: gr.api copies a returned file into a content-hash folder that identical concurrent requests
         # share, and leaves our per-request file outside delete_cache's reach (measured: tests/test_app.py).
@@ -280,6 +217,18 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
         api_button = gr.Button(visible=False)
         api_button.click(service.on_api, api_file, [api_result, api_overlay], api_name="predict",
                          concurrency_id="model")
+        shown = [state, label, summary, overlay]
+        controls = [opacity, show, show_lungs]
+        # always_last: Gradio's default ("once") drops a file dropped while the previous one is still being
+        # analysed, leaving the new film on screen under the old film's verdict; this analyses it next instead.
+        upload.upload(service.on_upload, [upload, *controls], [*shown, gallery], api_visibility="private",
+                      concurrency_id="model", trigger_mode="always_last")
+        gallery.select(service.on_example, controls, [*shown, upload], api_visibility="private",
+                       concurrency_id="model", trigger_mode="always_last")
+        upload.clear(service.on_clear, None, [*shown, gallery], api_visibility="private")
+        for control in controls:
+            control.change(service.shown, [state, *controls], overlay, api_visibility="private",
+                           show_progress="hidden")
     # One model call at a time: TensorFlow already uses both cores for one image.
     demo.queue(max_size=64, default_concurrency_limit=1)
     # Uploads and rendered images are deleted soon after each request (not in the handler: concurrent uploads
@@ -292,9 +241,21 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
 def launch(demo: gr.Blocks) -> None:
     """Serve on loopback (GRADIO_SERVER_* to change) and say where, without Gradio's share-link hint."""
     demo.sweeper.start()
-    # SIGTERM (docker stop, a Space restarting) ends the app as Ctrl-C does: the server closes, and the sweeper's
-    # exit sweep deletes the last uploads instead of leaving them on disk.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    demo.launch(share=False, quiet=True, theme=THEME, css=CSS, prevent_thread_lock=True)
+    # SIGTERM (docker stop, a Space restarting) ends the app as quietly as Ctrl-C: the server closes, and the
+    # sweeper's exit sweep deletes the last uploads instead of leaving them on disk.
+    signal.signal(signal.SIGTERM, _exit_quietly)
+    demo.launch(share=False, quiet=True, theme=THEME, css=CSS, prevent_thread_lock=True,
+                allowed_paths=[str(EXAMPLES)])  # a clicked example is put into the upload box
     print(f"Running on {demo.local_url} (Ctrl-C to stop)", flush=True)
-    demo.block_thread()
+    try:
+        while True:  # not demo.block_thread(): it prints "Keyboard interruption in main thread..." on the way out
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        demo.close()
+        print("Stopped.", flush=True)
+
+
+def _exit_quietly(*_) -> None:
+    raise SystemExit(0)
