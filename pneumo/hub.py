@@ -12,7 +12,6 @@ The Space gets a short card of its own (`space_card`), not this repository's REA
 from __future__ import annotations
 
 import re
-from importlib.metadata import version
 from pathlib import Path
 
 from .config import ROOT
@@ -66,7 +65,7 @@ emoji: 🫁
 colorFrom: blue
 colorTo: red
 sdk: gradio
-sdk_version: {version("gradio")}
+sdk_version: {locked_version("gradio")}
 python_version: "3.11"
 app_file: app.py
 pinned: false
@@ -91,7 +90,19 @@ chest X-rays get **Not assessed** instead of a verdict.
 """
 
 
-TOP_LEVEL = ("app.py", "requirements.txt")  # plus the Space's own README.md: space_card()
+# {path in the Space: file of the checkout}: the Space installs requirements.txt, so it gets the lock, the versions
+# CI tested; plus the Space's own README.md (space_card()).
+TOP_LEVEL = {"app.py": "app.py", "requirements.txt": "requirements.lock"}
+LOCK = "requirements.lock"
+
+
+def locked_version(package: str, lock: Path | None = None) -> str:
+    """The version requirements.lock pins for `package` (what CI tested and the Space installs)."""
+    lock = lock or ROOT / LOCK
+    match = re.search(rf"^{re.escape(package)}==([^\s;]+)", lock.read_text() if lock.is_file() else "", re.MULTILINE)
+    if not match:
+        raise ValueError(f"'{lock}' pins no version of {package}; regenerate it (README: \"Updating the lock\").")
+    return match.group(1)
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".dcm")  # what pneumo/ui/web.py offers as examples
 # Stored with LFS in the Space, so a later `git clone` + push of the Space is accepted by the Hub.
 LFS_PATTERNS = ("*.h5", "*.keras", "*.npz", "*.npy", "*.onnx", "*.pkl", "*.bin", "*.safetensors",
@@ -110,10 +121,10 @@ def gitattributes() -> str:
 def space_files(root: Path, bundle_dir: Path) -> dict[str, Path]:
     """{path in the Space: local file}: the app, the package's .py files, the bundle as weights/, examples."""
     files = {}
-    for name in TOP_LEVEL:
-        if not (root / name).is_file():
-            raise ValueError(f"expected {name} in '{root}' (the project checkout), found none.")
-        files[name] = root / name
+    for name, local in TOP_LEVEL.items():
+        if not (root / local).is_file():
+            raise ValueError(f"expected {local} in '{root}' (the project checkout), found none.")
+        files[name] = root / local
     files.update(_tree(root / "pneumo", "pneumo", lambda p: p.suffix == ".py"))
     files.update(_tree(bundle_dir, "weights", lambda p: True))
     files.update(_tree(root / "docs", "docs", lambda p: p.suffix in (".md", ".png", ".jpg")))  # the card's links

@@ -180,3 +180,50 @@ def test_drag_and_drop_in_a_real_browser(server, files, tmp_path):
         page.screenshot(path=str(tmp_path / "drag-and-drop.png"), full_page=True)
         browser.close()
     assert (tmp_path / "drag-and-drop.png").stat().st_size > 10_000
+
+
+def just_over_the_limit(folder: Path) -> Path:
+    """A file one byte over the decoder's limit (sparse: no 200 MB written to the test's disk)."""
+    from pneumo.io.image import MAX_BYTES
+
+    path = folder / "huge.jpg"
+    with open(path, "wb") as f:
+        f.truncate(MAX_BYTES + 1)
+    return path
+
+
+def big_files(cache: Path) -> list[Path]:
+    return [p for p in cache.rglob("*") if p.is_file() and p.stat().st_size > 1024 * 1024]
+
+
+@pytest.mark.server
+def test_an_upload_over_the_limit_is_refused_before_it_is_stored(server, tmp_path):
+    import httpx
+    from gradio_client import Client, handle_file
+
+    from pneumo.io.image import MAX_BYTES
+
+    huge = just_over_the_limit(tmp_path)
+    with open(huge, "rb") as f:  # what any HTTP client can send: Gradio stops reading at the limit
+        response = httpx.post(f"{server[0]}gradio_api/upload", files={"files": ("huge.jpg", f, "image/jpeg")},
+                              timeout=120)
+    assert response.status_code == 413 and f"maximum allowed size of {MAX_BYTES} bytes" in response.text
+    with pytest.raises(ValueError, match=f"exceeds the maximum file size of {MAX_BYTES} bytes"):
+        Client(server[0], verbose=False).predict(handle_file(str(huge)), api_name="/predict")  # refused before sending
+    assert big_files(server[1]) == [], "nothing of the upload is left in the app's cache"
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium")
+def test_the_page_refuses_an_upload_over_the_limit_in_one_sentence(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    huge = just_over_the_limit(tmp_path)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(server[0])
+        page.locator("#upload input[type=file]").set_input_files(str(huge))  # a real file chooser
+        page.get_by_text('File(s) exceed the maximum allowed size of 200.0 Mb: "huge.jpg"').wait_for(timeout=30_000)
+        browser.close()
+    assert big_files(server[1]) == []

@@ -85,7 +85,8 @@ def test_deploy_creates_a_gradio_space_and_uploads_only_what_it_needs(api, capsy
     docs = {p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").rglob("*") if p.suffix in (".md", ".png", ".jpg")}
     assert len(examples) >= 2 and {"pneumo/hub.py", "pneumo/io/decode.py"} <= package and docs
     assert paths == {"app.py", "requirements.txt", "README.md", ".gitattributes"} | package | bundle | examples | docs
-    for name in paths - {".gitattributes", "README.md"}:
+    assert added(api)["requirements.txt"] == str(ROOT / "requirements.lock")  # the Space installs what CI tested
+    for name in paths - {".gitattributes", "README.md", "requirements.txt"}:
         assert added(api)[name] == str(ROOT / name)  # the local file itself, not a copy elsewhere
     for banned in ("tests/", "tools/", ".venv/", ".git/", "train.py", "__pycache__", "shared"):
         assert not any(banned in p for p in paths), banned
@@ -134,13 +135,13 @@ def test_non_bundle_folder_fails_before_any_api_call(api, folder):
 
 
 def test_the_space_gets_a_short_card_of_its_own(api):
-    import gradio
-
     space.deploy("alice/pneumo-demo", ROOT / "weights")
     card = added(api)["README.md"].decode()
     header, body = card.split("\n---\n", 1)
     assert header.startswith("---\n") and "sdk: gradio" in header and "app_file: app.py" in header
-    assert f"sdk_version: {gradio.__version__}" in header, "the Space runs the gradio the app was tested with"
+    locked = space.locked_version("gradio")
+    assert f"sdk_version: {locked}" in header, "the Space runs the gradio CI tested (requirements.lock)"
+    assert f"\ngradio=={locked}\n" in (ROOT / "requirements.lock").read_text()
     assert "not a medical device" in body and len(card.splitlines()) < 40, "a card, not the repository README"
     for link in ("weights/README.md", "docs/safety.md", "docs/usage.md", "docs/training.md"):
         assert f"({link})" in body and link in added(api), f"{link}: linked and shipped"

@@ -21,6 +21,7 @@ from ..config import CLASS_NAMES, ROOT, delete_after_seconds
 from ..infer import gradcam, lung_fields
 from ..infer.predictor import Prediction, Predictor
 from ..io import DecodedImage, read_image
+from ..io.image import MAX_BYTES
 from .cache import Sweeper, cache_image, files_written_since
 from .result import decision_html, error_html, reading_guide
 
@@ -245,7 +246,9 @@ def launch(demo: gr.Blocks) -> None:
     # sweeper's exit sweep deletes the last uploads instead of leaving them on disk.
     signal.signal(signal.SIGTERM, _exit_quietly)
     demo.launch(share=False, quiet=True, theme=THEME, css=CSS, prevent_thread_lock=True,
-                allowed_paths=[str(EXAMPLES)])  # a clicked example is put into the upload box
+                allowed_paths=[str(EXAMPLES)],  # a clicked example is put into the upload box
+                # Gradio stops reading a larger upload here, before it is stored whole: the decoder's own limit.
+                max_file_size=MAX_BYTES)
     print(f"Running on {demo.local_url} (Ctrl-C to stop)", flush=True)
     try:
         while True:  # not demo.block_thread(): it prints "Keyboard interruption in main thread..." on the way out
