@@ -61,4 +61,4 @@ def test_a_result_not_assessed_says_no_threshold_and_no_heat_share():
 
 def test_the_guide_for_a_verdict_says_at_or_above_and_where_the_threshold_came_from():
     guide = reading_guide(prediction(), "")
-    assert "at or above it the model says PNEUMONIA" in guide and "set on 100 films of site" in guide
+    assert "at or above it the model says PNEUMONIA" in guide and "calibrated: site, 100 films" in guide

@@ -53,9 +53,10 @@ def min_pneumonia(target: float = TARGET, confidence: float = CONFIDENCE) -> int
     return math.ceil(math.log(1 - confidence) / math.log(target))
 
 
-def check_enough(site: SiteScores, target: float = TARGET) -> None:
-    """Refuse, in one sentence, a set of films that cannot support a threshold."""
-    counts = {"PNEUMONIA": int(site.labels.sum()), "NORMAL": int((~site.labels).sum())}
+def check_enough(labels, patients, target: float = TARGET) -> None:
+    """Refuse, in one sentence, films (label True = pneumonia, patient id each) that cannot support a threshold."""
+    labels, patients = np.asarray(labels, bool), np.asarray(patients, str)
+    counts = {"PNEUMONIA": int(labels.sum()), "NORMAL": int((~labels).sum())}
     needed = {"PNEUMONIA": (min_pneumonia(target), f"to show sensitivity >= {target} even with no misses"),
               "NORMAL": (MIN_NORMAL, "to measure specificity at the new threshold")}
     short = [name for name, (need, _) in needed.items() if counts[name] < need]
@@ -64,10 +65,10 @@ def check_enough(site: SiteScores, target: float = TARGET) -> None:
         has = " and ".join(f"{counts[name]} {name}" for name in short)
         raise ValueError(f"calibration needs at least {wants} that the model assesses; this folder has {has}.")
     for name, positive in (("PNEUMONIA", True), ("NORMAL", False)):
-        patients = len(set(site.patients[site.labels == positive]))
-        if patients < MIN_PATIENTS:
+        found = len(set(patients[labels == positive]))
+        if found < MIN_PATIENTS:
             raise ValueError(f"calibration resamples patients and needs films of at least {MIN_PATIENTS} "
-                             f"{name} patients; this folder has {patients} (patient ids come from file names).")
+                             f"{name} patients; this folder has {found} (patient ids come from file names).")
 
 
 def bootstrap_cuts(site: SiteScores, target: float, resamples: int, rng: np.random.Generator) -> np.ndarray:

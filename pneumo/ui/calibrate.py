@@ -6,7 +6,7 @@ threshold by `pneumo.train.calibrate`'s rule, and writes the copy atomically; th
 
 from __future__ import annotations
 
-import hashlib
+import json
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -18,6 +18,7 @@ from ..io.folders import scan_class_folder
 from ..model import bundle as bundles
 from ..train import calibrate as rule
 from ..train import card, metrics
+from ..train.features import file_hash
 
 
 def check_folder(folder: Path, output: Path, target: float = rule.TARGET, out=print) -> list:
@@ -30,8 +31,7 @@ def check_folder(folder: Path, output: Path, target: float = rule.TARGET, out=pr
     if copies:
         out(f"counted once: {len(copies)} file(s) identical to another (e.g. {copies[0][0]} = {copies[0][1]})")
     # Counted again on the assessed films after scoring; this catches a small folder in a second, not minutes.
-    rule.check_enough(rule.SiteScores.of([s.label == 1 for s in samples], np.zeros(len(samples)),
-                                         [s.patient for s in samples]), target)
+    rule.check_enough([s.label == 1 for s in samples], [s.patient for s in samples], target)
     return samples
 
 
@@ -45,7 +45,7 @@ def run_calibrate(predictor, folder: Path, samples: list, output: Path, target: 
     site, not_assessed = score_site(predictor, samples)
     for reason, files in sorted(not_assessed.items()):
         out(f"not assessed, left out: {len(files)} film(s): {reason} (e.g. {files[0]})")
-    rule.check_enough(site, target)
+    rule.check_enough(site.labels, site.patients, target)
     config = calibrated_config(predictor.bundle.config, Path(folder).resolve().name, site, target, out)
     bundles.write(output, lambda tmp: fill_bundle(tmp, source, config, site))
     out(f"wrote {output}: threshold {config['threshold']:.4f} (the source bundle had {predictor.bundle.threshold:.4f})")
@@ -57,7 +57,7 @@ def drop_duplicates(samples: list) -> tuple[list, list[tuple[Path, Path]]]:
     and (copy, original) pairs. The same file under both classes is refused: its label cannot be both."""
     kept, copies, seen = [], [], {}
     for sample in samples:
-        digest = hashlib.sha256(Path(sample.path).read_bytes()).hexdigest()
+        digest = file_hash(sample.path)  # the feature cache's content key
         first = seen.setdefault(digest, sample)
         if first is sample:
             kept.append(sample)
@@ -150,8 +150,6 @@ def summary(block: dict) -> list[str]:
 
 def fill_bundle(folder: Path, source: Path, config: dict, site: rule.SiteScores) -> None:
     """The source bundle's files, the new config, a plot of the site's scores and the regenerated model card."""
-    import json
-
     from ..train.plots import save_site_scores
 
     for path in source.iterdir():

@@ -84,8 +84,8 @@ def threshold_origin(p: Prediction) -> str:
     """Where the threshold in use came from, in words (the Model tab has the figures)."""
     if p.threshold_source == "validation":
         return "chosen on validation patients so that sensitivity stays at or above 0.95"
-    folder, films = p.threshold_source.removeprefix("calibrated: ").rsplit(", ", 1)
-    return f"set on {films} of {html.escape(folder)} by `pneumo calibrate` (the Model tab says how)"
+    return (f"set by `pneumo calibrate` on a site's own films ({html.escape(p.threshold_source)}; the Model tab "
+            "says how)")
 
 
 def reading_guide(p: Prediction, details: str) -> str:
