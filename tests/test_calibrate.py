@@ -58,11 +58,13 @@ def test_same_films_same_threshold_in_any_order():
 
 
 def test_patients_are_resampled_whole():
-    # 100 films of 50 patients: a resample holds each patient's films together, so its film count is even.
-    site = synthetic_site(np.random.default_rng(3), films_per_patient=2)
-    rng = np.random.default_rng(0)
-    cuts = rule.bootstrap_cuts(site, 0.95, 50, rng)
-    assert set(cuts) <= set(site.scores[site.labels])
+    # One patient holds the 50 lowest pneumonia films; 50 others hold one high film each. A patient resample leaves
+    # that patient out about a third of the time (then the plain rule's cut comes from the high films); resampling
+    # films one by one would almost never leave out all 50 low ones.
+    scores = np.r_[np.linspace(0.10, 0.20, 50), np.linspace(0.80, 0.99, 50)]
+    site = rule.SiteScores.of([True] * 100, scores, ["P/big"] * 50 + [f"P/{k}" for k in range(50)])
+    cuts = rule.bootstrap_cuts(site, 0.95, 2000, np.random.default_rng(0))
+    assert 0.25 < np.mean(cuts >= 0.8) < 0.45
 
 
 def test_clopper_pearson_and_the_zero_miss_minimum():
