@@ -11,10 +11,12 @@ The Space gets a short card of its own (`space_card`), not this repository's REA
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
-from .config import ROOT
+from .config import DEFAULT_MODEL, ROOT, model_source_env
+from .model.bundle import CONFIG, HEAD_WEIGHTS, load_bundle
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -41,6 +43,13 @@ def push(bundle_dir: Path, repo_id: str, private: bool = False, token: str | Non
         raise ValueError(f"pushing to '{repo_id}' failed (HTTP {status}); check that HF_TOKEN or "
                          "`hf auth login` gives write access to that namespace.") from None
     return str(url)
+
+
+def resolve_source(source: str | os.PathLike | None = None) -> Path:
+    """Local folder for a bundle: `source`, else env PNEUMO_MODEL, else weights/; hf://USER/REPO[@REVISION] is
+    downloaded once (cached by huggingface_hub)."""
+    source = str(source or model_source_env() or DEFAULT_MODEL)
+    return download(source[len("hf://"):]) if source.startswith("hf://") else Path(source)
 
 
 def download(spec: str) -> Path:
@@ -146,8 +155,6 @@ def _tree(folder: Path, prefix: str, keep) -> dict[str, Path]:
 
 def _check_bundle(bundle_dir: str | Path) -> Path:
     """A local bundle folder; hf:// is refused here because it would mean a download before deploying."""
-    from .model.bundle import CONFIG, HEAD_WEIGHTS, load_bundle
-
     if str(bundle_dir).startswith("hf://"):
         raise ValueError(f"expected a local bundle folder for deploy-space, got '{bundle_dir}'; to serve a Hub "
                          "model, deploy with weights/ and set the Space variable PNEUMO_MODEL=hf://USER/REPO.")

@@ -53,7 +53,7 @@ def test_hf_source_downloads_then_loads(tiny_bundle, monkeypatch):
         return str(tiny_bundle)
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
-    loaded = bundles.load_bundle("hf://alice/pneumo-test@v1")
+    loaded = bundles.load_bundle(hub.resolve_source("hf://alice/pneumo-test@v1"))
     assert seen == {"repo_id": "alice/pneumo-test", "revision": "v1"} and loaded.path == tiny_bundle
 
 

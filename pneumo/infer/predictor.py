@@ -15,6 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..config import CLASS_NAMES
+from ..hub import resolve_source
 from ..io import DecodedImage, read_image
 from ..model import backends
 from ..model import bundle as bundles
@@ -143,7 +144,7 @@ class Predictor:
     def load(cls, source: str | os.PathLike | None = None, backbone_weights: str | None = None,
              backend: str | None = None) -> Predictor:
         """Load a bundle (folder, hf://USER/REPO, or env PNEUMO_MODEL / weights/) and warm it up."""
-        bundle = bundles.load_bundle(source)
+        bundle = bundles.load_bundle(resolve_source(source))
         decoder = bundles.load_lung_decoder(bundle)  # one decoder: the lung map shown is the one the model pooled over
         full = bundles.load_full_model(bundle, backbone_weights, decoder)
         predictor = cls(bundle, full, backend, decoder)

@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import DEFAULT_MODEL, MODEL_ENV, PREPROCESSING_VERSION, model_source_env
+from ..config import MODEL_ENV, PREPROCESSING_VERSION
 from . import build
 from .lung_decoder import LUNGS_FILE, load_decoder
 from .pooling import LUNG_ZONES
@@ -80,24 +80,13 @@ def _swap_in(tmp: Path, output: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def resolve_source(source: str | os.PathLike | None = None) -> Path:
-    """Local folder for `source`: a bundle folder, or hf://USER/REPO[@REVISION] (downloaded once)."""
-    source = str(source or model_source_env() or DEFAULT_MODEL)
-    if source.startswith("hf://"):
-        from ..hub import download
-
-        return download(source[len("hf://"):])
-    path = Path(source)
+def load_bundle(folder: str | os.PathLike) -> Bundle:
+    """Read and check a local bundle's config (`pneumo.hub.resolve_source` turns hf://, the environment and the
+    default into a folder)."""
+    path = Path(folder)
     if not (path / CONFIG).is_file():
-        raise ValueError(f"'{source}' is not a model bundle: expected a folder with {CONFIG} and "
-                         f"{HEAD_WEIGHTS} (train one with `python train.py`), or hf://USER/REPO "
-                         f"(from --model or {MODEL_ENV}).")
-    return path
-
-
-def load_bundle(source: str | os.PathLike | None = None) -> Bundle:
-    """Read and check a bundle's config; see `resolve_source` for `source`."""
-    path = resolve_source(source)
+        raise ValueError(f"'{folder}' is not a model bundle: expected a folder with {CONFIG} and {HEAD_WEIGHTS} "
+                         f"(train one with `python train.py`), or hf://USER/REPO (from --model or {MODEL_ENV}).")
     config = json.loads((path / CONFIG).read_text())
     if config.get("format") != FORMAT:
         raise ValueError(f"'{path}' has format {config.get('format')!r}; this package reads {FORMAT!r}.")
