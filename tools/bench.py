@@ -6,7 +6,9 @@ Prints a table (median, min, max over repeats), then one JSON line of headline f
 from the same run (the naive predict + Grad-CAM, VGG16's bare trunk) and our time's ratio to each: compare
 machines by those ratios. Naive baselines: Keras `model.predict` per image and keras-io's Grad-CAM (a second,
 full GradientTape forward pass); a full-size float overlay; `model.fit` through VGG16. Training (not with --quick):
-train.py's shipped command on 100 images per class (with ../shared's adult_dev and lung_masks), cold then warm.
+train.py's shipped command on 100 images per class (with ../shared's adult_dev and lung_masks), cold then warm,
+at both precisions. The int8 trunk is timed against fp32 on the same bundle, interleaved: its JSON ratios
+`int8_fp32_cam_ratio` (predict + Grad-CAM + overlay p50) and `int8_fp32_throughput_ratio` (folder images/s).
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def machine() -> str:
     try:
         text = Path("/proc/cpuinfo").read_text()
         line = next(row for row in text.splitlines() if row.startswith("flags"))
-        wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni")
+        wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
         flags = " ".join(f for f in wanted if f" {f}" in line)
     except (OSError, StopIteration):
         pass
@@ -194,6 +196,51 @@ def bench_lung_head(predictor, path: Path, repeats: int, table: Table) -> float 
     return float(np.median(both[0]) / np.median(both[1]))
 
 
+def other_precision(predictor, tmp: Path) -> Predictor:
+    """The same bundle at the other precision, for timing only: speed depends on neither the heads' weights nor the
+    int8 ranges. An int8 bundle's fp32 twin says "fp32"; an fp32 bundle's int8 twin gets ranges from examples/."""
+    from pneumo.model.int8 import INT8_FILE, calibrate
+
+    twin = tmp / "twin"
+    shutil.copytree(predictor.bundle.path, twin, ignore=shutil.ignore_patterns(INT8_FILE))
+    config = json.loads((twin / CONFIG).read_text())
+    config["precision"] = "fp32" if predictor.bundle.precision == "int8" else "int8"
+    if config["precision"] == "int8":
+        images = np.stack([to_model_input(read_image(p)) for p in sorted((ROOT / "examples").glob("*.jpeg"))])
+        calibrate(predictor.model, images).save(twin / INT8_FILE)
+    (twin / CONFIG).write_text(json.dumps(config))
+    return Predictor.load(twin, backend=predictor.backend)
+
+
+def bench_precisions(predictor, image: Path, paths: list[Path], repeats: int, table: Table) -> dict:
+    """int8 against fp32 trunk, interleaved in one run: predict + Grad-CAM + overlay per upload, and a folder."""
+    if predictor.backend != "onnx":
+        print("(int8 rows skipped: the int8 trunk runs in ONNX Runtime only)")
+        return {"int8_fp32_cam_ratio": None, "int8_fp32_throughput_ratio": None}
+    with tempfile.TemporaryDirectory() as tmp:
+        twin = other_precision(predictor, Path(tmp))
+    int8, fp32 = (predictor, twin) if predictor.bundle.precision == "int8" else (twin, predictor)
+    cam = {"int8": [], "fp32": []}
+    for model in (int8, fp32):
+        analyze_and_draw(model, image, True)  # warm-up
+    for _ in range(repeats):
+        for name, model in (("int8", int8), ("fp32", fp32)):
+            start = time.perf_counter()
+            analyze_and_draw(model, image, True)
+            cam[name].append((time.perf_counter() - start) * 1000)
+    rates = {"int8": [], "fp32": []}
+    for _ in range(2):  # two rounds, interleaved
+        for name, model in (("int8", int8), ("fp32", fp32)):
+            start = time.perf_counter()
+            n = sum(1 for *_, error in predict_paths(model, paths, desc=f"{name} folder") if error is None)
+            rates[name].append(n / (time.perf_counter() - start))
+    table.add("int8 trunk vs fp32: predict + Grad-CAM + overlay, p50", cam["int8"], cam["fp32"], "ms")
+    table.add(f"int8 trunk vs fp32: folder of {len(paths)}, batches of 16", rates["int8"], rates["fp32"], "img/s",
+              higher_is_better=True)
+    return {"int8_fp32_cam_ratio": round(float(np.median(cam["int8"]) / np.median(cam["fp32"])), 3),
+            "int8_fp32_throughput_ratio": round(float(np.median(rates["int8"]) / np.median(rates["fp32"])), 3)}
+
+
 def bench_throughput(predictor, paths: list[Path], table: Table) -> float:
     start = time.perf_counter()
     n = sum(1 for _, _, error in predict_paths(predictor, paths, desc="throughput") if error is None)
@@ -242,16 +289,16 @@ def subset_tree(source: Path, per_class: int, dest: Path) -> Path:
     return dest
 
 
-def bench_training(data_dir: Path, per_class: int, table: Table) -> tuple[float, float]:
-    """train.py's shipped command (adult films and lung masks from ../shared) on (a subset of) data_dir: cold with
-    an empty feature cache, then warm."""
+def bench_training(data_dir: Path, per_class: int, table: Table, precision: str) -> tuple[float, float]:
+    """train.py's shipped command (adult films and lung masks from ../shared) on (a subset of) data_dir at
+    `precision`: cold with an empty feature cache, then warm."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data = subset_tree(data_dir, per_class, tmp / "data") if per_class else data_dir
         n = sum(1 for _ in (Path(data) / "train").rglob("*.jp*g"))
         command = [sys.executable, "train.py", "--data-dir", str(data), "--adult-dir", str(SHARED / "adult_dev"),
                    "--lung-masks", str(SHARED / "lung_masks"), "--output", str(tmp / "bundle"),
-                   "--cache-dir", str(tmp / "cache")]
+                   "--cache-dir", str(tmp / "cache"), "--precision", precision]
 
         def run() -> float:
             start = time.perf_counter()
@@ -262,8 +309,9 @@ def bench_training(data_dir: Path, per_class: int, table: Table) -> tuple[float,
             return time.perf_counter() - start
 
         cold_s, warm_s = run(), run()
-    table.add(f"train.py cold (empty feature cache), {n} images", cold_s, None, "s")
-    table.add(f"train.py warm (features and lung head cached), {n} images", warm_s, None, "s")
+    table.add(f"train.py --precision {precision} cold (empty feature cache), {n} images", cold_s, None, "s")
+    table.add(f"train.py --precision {precision} warm (features and lung head cached), {n} images", warm_s, None,
+              "s")
     return cold_s, warm_s
 
 
@@ -359,6 +407,7 @@ def main(argv=None) -> int:
     ratio = bench_lung_head(predictor, image, args.repeats, table)
     headline["lung_head_time_ratio"] = ratio and round(ratio, 3)
     headline["predict_images_per_s"] = round(bench_throughput(predictor, folder, table), 1)
+    headline.update(bench_precisions(predictor, image, folder, args.repeats, table))
     bench_features(predictor, table)
     originals = sorted((SHARED / "chest_xray" / "val").rglob("*.jpeg"))  # draft only matters at full resolution
     bench_rejected(predictor, originals or sorted((ROOT / "examples").glob("*.jpeg")), table)
@@ -372,8 +421,11 @@ def main(argv=None) -> int:
         missing = [str(d) for d in (data_dir, SHARED / "adult_dev", SHARED / "lung_masks") if not d.is_dir()]
         if missing:
             raise ValueError(f"the training benchmark needs {', '.join(missing)} (chest_xray: the Kaggle layout)")
-        cold, warm = bench_training(data_dir, 0 if args.full_train else 100, table)
-        headline.update(train_cold_s=round(cold, 1), train_warm_s=round(warm, 1))
+        per_class = 0 if args.full_train else 100
+        timings = {precision: bench_training(data_dir, per_class, table, precision) for precision in ("int8", "fp32")}
+        cold, warm = timings[predictor.bundle.precision]
+        headline.update(train_cold_s=round(cold, 1), train_warm_s=round(warm, 1),
+                        int8_fp32_train_cold_ratio=round(timings["int8"][0] / timings["fp32"][0], 3))
     print(json.dumps(headline))
     return 0
 

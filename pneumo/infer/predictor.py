@@ -137,7 +137,7 @@ class Predictor:
         self.population = population.PopulationCheck.load(population_file) if population_file else None
         self.decoder = decoder if decoder is not None else bundles.load_lung_decoder(bundle)
         self.reads_lungs_only = backends.reads_lung_zones(full_model)
-        self._run = backends.make_runner(full_model, backend, self.decoder)
+        self._run = backends.make_runner(full_model, backend, self.decoder, bundles.load_int8_ranges(bundle))
         self.backend = self._run.name
 
     @classmethod

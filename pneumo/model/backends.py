@@ -17,6 +17,7 @@ import numpy as np
 
 from ..config import BACKEND_ENV, CAM_LAYER, IMG_SIZE, backend_env
 from .build import split_after
+from .int8 import Int8Ranges
 from .lung_decoder import SKIP_LAYERS
 from .onnx_graph import OnnxTrunk, trunk_to_onnx
 from .pooling import GAP, ZONES, ZONES_LAYER, zone_pool, zone_positions
@@ -54,20 +55,25 @@ def reads_lung_zones(full_model) -> bool:
     return any(layer.name == ZONES_LAYER for layer in full_model.layers)
 
 
-def make_runner(full_model, backend: str | None = None, decoder=None):
-    """A callable: preprocessed images (n, size, size, 3) -> Run. `decoder`: the lung-field head, if any."""
+def make_runner(full_model, backend: str | None = None, decoder=None, int8: Int8Ranges | None = None):
+    """A callable: preprocessed images (n, size, size, 3) -> Run. `decoder`: the lung-field head, if any.
+    `int8`: the bundle's int8 ranges; ONNX Runtime then runs the int8 trunk, and TensorFlow, the float32
+    reference the tests compare it with."""
     backend = backend or default_backend()
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got '{backend}'.")
-    return OnnxRunner(full_model, decoder) if backend == "onnx" else TfRunner(full_model, decoder)
+    return OnnxRunner(full_model, decoder, int8) if backend == "onnx" else TfRunner(full_model, decoder)
 
 
-def make_feature_function(full_model, backend: str | None = None, decoder=None):
+def make_feature_function(full_model, backend: str | None = None, decoder=None, int8: Int8Ranges | None = None):
     """A callable: preprocessed images -> float32 rows: the global average of block5_pool (512), or with a lung
-    `decoder` that and the lung zones' averages side by side (512 + ZONES * 512), from one pass."""
+    `decoder` that and the lung zones' averages side by side (512 + ZONES * 512), from one pass. With `int8`
+    ranges, from the int8 trunk (ONNX Runtime only: heads are fitted on what serves)."""
     backend = backend or default_backend()
+    if int8 is not None and backend != "onnx":
+        raise ValueError(f"int8 features come from ONNX Runtime only; backend '{backend}' was asked for.")
     if backend == "onnx":
-        trunk = OnnxTrunk(trunk_to_onnx(full_model, decoder=decoder))
+        trunk = OnnxTrunk(trunk_to_onnx(full_model, decoder=decoder, int8=int8))
         run = lambda batch: trunk(batch, every=True)  # noqa: E731
     else:
         import keras
@@ -98,11 +104,11 @@ def sigmoid(logits) -> np.ndarray:
 class OnnxRunner:
     name = "onnx"
 
-    def __init__(self, full_model, decoder=None):
+    def __init__(self, full_model, decoder=None, int8: Int8Ranges | None = None):
         self.zones = reads_lung_zones(full_model)
         if self.zones and decoder is None:
             raise ValueError("this model pools over the lung zones: it needs its lung decoder.")
-        self.trunk = OnnxTrunk(trunk_to_onnx(full_model, decoder=decoder))
+        self.trunk = OnnxTrunk(trunk_to_onnx(full_model, decoder=decoder, int8=int8))
         self.head = NumpyHead(full_model)
 
     def __call__(self, batch: np.ndarray) -> Run:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..config import MODEL_ENV, PREPROCESSING_VERSION
 from . import build
+from .int8 import INT8_FILE, PRECISIONS, Int8Ranges
 from .lung_decoder import LUNGS_FILE, load_decoder
 from .pooling import LUNG_ZONES
 
@@ -40,6 +41,11 @@ class Bundle:
         if not block:
             return "validation"
         return f"calibrated: {block['folder']}, {sum(block['films'].values())} films"
+
+    @property
+    def precision(self) -> str:
+        """"fp32" or "int8": which trunk the heads were fitted on, so which one serves (bundles before it: fp32)."""
+        return self.config.get("precision", "fp32")
 
     def optional_file(self, name: str) -> Path | None:
         """A file of the bundle that older bundles may lack (the checks' statistics), or None."""
@@ -96,6 +102,18 @@ def load_bundle(folder: str | os.PathLike) -> Bundle:
     if not (path / HEAD_WEIGHTS).is_file():
         raise ValueError(f"'{path}' has no {HEAD_WEIGHTS}; the bundle is incomplete.")
     return Bundle(path, config)
+
+
+def load_int8_ranges(bundle: Bundle) -> Int8Ranges | None:
+    """The int8 trunk's activation ranges of an int8 bundle, else None."""
+    if bundle.precision == "fp32":
+        return None
+    if bundle.precision != "int8":
+        raise ValueError(f"'{bundle.path}' has precision {bundle.precision!r}; this package knows {PRECISIONS}.")
+    path = bundle.optional_file(INT8_FILE)
+    if path is None:
+        raise ValueError(f"'{bundle.path}' is an int8 bundle without {INT8_FILE}; the bundle is incomplete.")
+    return Int8Ranges.load(path)
 
 
 def load_lung_decoder(bundle: Bundle):

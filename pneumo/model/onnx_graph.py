@@ -12,36 +12,63 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import CAM_LAYER
+from .int8 import Int8Ranges, dequantized_initializers, qdq_nodes
 
 ACTIVATIONS, LUNGS = "activations", "lungs"  # output names
 
 
-def _conv(layer, source: str, nodes: list, weights: list) -> str:
-    """A Keras Conv2D (stride 1, 'same' padding, ReLU or sigmoid) as ONNX nodes; returns the output name."""
+def _conv(layer, source: str, nodes: list, weights: list, int8: dict | None = None) -> str:
+    """A Keras Conv2D (stride 1, 'same' padding, ReLU or sigmoid) as ONNX nodes; returns the output name.
+
+    `int8`: the int8 trunk's state, {"ranges": Int8Ranges, "scales": {float tensor: its quantization scale}}.
+    A convolution reading a quantized tensor gets int8 weights; every trunk convolution's output is quantized."""
     from onnx import helper, numpy_helper
 
     kernel, bias = layer.get_weights()
-    w, b = f"{layer.name}_w", f"{layer.name}_b"
-    weights += [numpy_helper.from_array(kernel.transpose(3, 2, 0, 1).astype(np.float32), w),
-                numpy_helper.from_array(bias.astype(np.float32), b)]
-    k = kernel.shape[0]
+    kernel = kernel.transpose(3, 2, 0, 1).astype(np.float32)
+    scales = int8["scales"] if int8 else {}
+    if source in scales:
+        w, b = dequantized_initializers(layer.name, kernel, bias.astype(np.float32), scales[source], nodes, weights)
+    else:
+        w, b = f"{layer.name}_w", f"{layer.name}_b"
+        weights += [numpy_helper.from_array(kernel, w), numpy_helper.from_array(bias.astype(np.float32), b)]
+    k = kernel.shape[2]
     nodes.append(helper.make_node("Conv", [source, w, b], [f"{layer.name}_conv"], pads=[k // 2] * 4,
                                   kernel_shape=[k, k]))
     activation = {"relu": "Relu", "sigmoid": "Sigmoid"}[layer.activation.__name__]
-    nodes.append(helper.make_node(activation, [f"{layer.name}_conv"], [layer.name]))
-    return layer.name
+    if not int8 or layer.name not in int8["ranges"].maxima:
+        nodes.append(helper.make_node(activation, [f"{layer.name}_conv"], [layer.name]))
+        return layer.name
+    nodes.append(helper.make_node(activation, [f"{layer.name}_conv"], [f"{layer.name}_float"]))
+    scales[layer.name] = int8["ranges"].scale(layer.name)
+    return qdq_nodes(f"{layer.name}_float", layer.name, scales[layer.name], nodes, weights)
 
 
-def _trunk_nodes(full_model, last_layer: str, nodes: list, weights: list) -> None:
+def conv_names(full_model) -> list[str]:
+    """The trunk's convolutions in order, up to CAM_LAYER: the tensors the int8 trunk quantizes."""
+    names = []
+    for layer in full_model.layers:
+        if type(layer).__name__ == "Conv2D":
+            names.append(layer.name)
+        if layer.name == CAM_LAYER:
+            return names
+    raise ValueError(f"layer '{CAM_LAYER}' not found in the model")
+
+
+def _trunk_nodes(full_model, last_layer: str, nodes: list, weights: list, int8: dict | None = None) -> None:
     from onnx import helper
 
     current = "x0"
     for layer in full_model.layers:
         kind = type(layer).__name__
         if kind == "Conv2D":
-            current = _conv(layer, current, nodes, weights)
+            current = _conv(layer, current, nodes, weights, int8)
         elif kind == "MaxPooling2D":
-            nodes.append(helper.make_node("MaxPool", [current], [layer.name], kernel_shape=[2, 2], strides=[2, 2]))
+            pooled = f"{layer.name}_float" if int8 else layer.name
+            nodes.append(helper.make_node("MaxPool", [current], [pooled], kernel_shape=[2, 2], strides=[2, 2]))
+            if int8:  # the same scale in and out: ONNX Runtime then pools the uint8 values directly
+                int8["scales"][layer.name] = int8["scales"][current]
+                qdq_nodes(pooled, layer.name, int8["scales"][layer.name], nodes, weights)
             current = layer.name
         if layer.name == last_layer:
             return
@@ -78,14 +105,16 @@ def _decoder_nodes(decoder, nodes: list, weights: list) -> str:
     return names[decoder.output.name]
 
 
-def trunk_to_onnx(full_model, last_layer: str = CAM_LAYER, decoder=None, extra: tuple[str, ...] = ()) -> bytes:
+def trunk_to_onnx(full_model, last_layer: str = CAM_LAYER, decoder=None, extra: tuple[str, ...] = (),
+                  int8: Int8Ranges | None = None) -> bytes:
     """Serialized ONNX model: NHWC float32 caffe-preprocessed images -> NHWC activations of `last_layer`
     (output "activations"), then those of the earlier layers named in `extra` (outputs "<name>_out") and,
-    with a lung decoder, its lung probabilities (output "lungs")."""
+    with a lung decoder, its lung probabilities (output "lungs"). With `int8` ranges the trunk is the int8 one
+    (pneumo.model.int8) and every output is dequantized float32."""
     from onnx import TensorProto, helper
 
     nodes, weights = [helper.make_node("Transpose", ["image"], ["x0"], perm=[0, 3, 1, 2])], []
-    _trunk_nodes(full_model, last_layer, nodes, weights)
+    _trunk_nodes(full_model, last_layer, nodes, weights, {"ranges": int8, "scales": {}} if int8 else None)
     outputs = []
     for name, out in [(last_layer, ACTIVATIONS), *((n, f"{n}_out") for n in extra)]:
         nodes.append(helper.make_node("Transpose", [name], [out], perm=[0, 2, 3, 1]))

@@ -65,6 +65,15 @@ def _head_text(head: dict) -> str:
     return f"{pooling} -> log1p -> BatchNorm -> Dense(1, sigmoid{decay})"
 
 
+def _precision_text(config: dict) -> str:
+    """Which trunk the heads were fitted on; an int8 trunk is served by ONNX Runtime from the stored ranges."""
+    if config.get("precision", "fp32") != "int8":
+        return "The trunk runs in float32.\n"
+    block = config["int8"]
+    return (f"The trunk runs in int8 (`{block['file']}`: activation ranges from {block['calibration_images']} fit "
+            "films; 7-bit weights from the ImageNet ones), and every head was fitted on its features.\n")
+
+
 def _body(config: dict) -> str:
     recipe = config["recipe"]
     return f"""# pneumo-vgg16: pneumonia on pediatric chest X-rays (research demo)
@@ -72,7 +81,7 @@ def _body(config: dict) -> str:
 A frozen ImageNet VGG16 with a small trained head ({_head_text(recipe["head"])}) that labels a frontal pediatric
 chest X-ray NORMAL or PNEUMONIA, with a Grad-CAM heatmap from `block5_conv3`. Only the trained heads' weights are
 here; the backbone is Keras' ImageNet VGG16 (`keras.applications.VGG16(include_top=False, weights="imagenet")`).
-
+{_precision_text(config)}
 **Not a medical device. Not for diagnosis or treatment decisions.**
 
 ## Intended use

@@ -2,8 +2,8 @@
 
 A VGG16 pass over the 5,216 training images takes ~10 minutes; the head trains in seconds. So features are
 cached, keyed by
-  cache version + backbone weights fingerprint + preprocessing version + view + what is pooled  (one folder)
-  SHA-1 of the image file's bytes                                                             (one row)
+  cache version + trunk fingerprint (weights, int8 ranges) + preprocessing version + view + pooled  (one folder)
+  SHA-1 of the image file's bytes                                                                (one row)
 so a changed image, preprocessing, backbone or lung decoder is recomputed, nothing else.
 Rows are written in small chunks, each atomically: Ctrl-C loses at most one
 chunk and the cache stays readable.
@@ -24,12 +24,19 @@ from tqdm.auto import tqdm
 from ..config import CAM_LAYER, IMG_SIZE, PREPROCESSING_VERSION
 from ..io import read_image
 from ..model.backends import make_feature_function
+from ..model.build import backbone_fingerprint
 from ..model.pooling import GAP, ZONES
 from ..preprocess import AugmentConfig, model_input_for_view
 
 CHUNK_ROWS = 256
 # Bump when what a cached row holds changes without its key saying so: every older cache is then rebuilt.
 CACHE_VERSION = 3
+
+
+def trunk_fingerprint(backbone_weights: str, int8=None) -> str:
+    """The backbone weights' fingerprint, and for the int8 trunk (Int8Ranges) its ranges': the caches' key."""
+    base = backbone_fingerprint(backbone_weights)
+    return base if int8 is None else f"{base}-int8-{int8.fingerprint()}"
 
 
 def file_hash(path: Path) -> str:
@@ -68,13 +75,14 @@ class FeatureExtractor:
     """Pooled backbone features by the default backend: the global average of block5_pool (512 values), or with
     a lung `decoder` that and the lung zones' averages side by side (512 + ZONES * 512).
 
-    Any model holding VGG16's layers works: the training extractor or a full model."""
+    Any model holding VGG16's layers works: the training extractor or a full model. `int8` (Int8Ranges): from
+    the int8 trunk."""
 
-    def __init__(self, full_model, backend: str | None = None, decoder=None):
+    def __init__(self, full_model, backend: str | None = None, decoder=None, int8=None):
         self.size = int(full_model.input_shape[1])
         channels = int(full_model.get_layer(CAM_LAYER).output.shape[-1])
         self.shape = ((1 + ZONES) * channels,) if decoder is not None else (channels,)
-        self._run = make_feature_function(full_model, backend, decoder)
+        self._run = make_feature_function(full_model, backend, decoder, int8)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self._run(np.asarray(batch, np.float32)), np.float32)

@@ -27,6 +27,7 @@ from ..infer.population import POPULATION_FILE
 from ..io import folders
 from ..model import build
 from ..model import bundle as bundles
+from ..model.int8 import INT8_FILE, INT8_VERSION, WEIGHT_LEVELS, Int8Ranges
 from ..model.lung_decoder import LUNGS_FILE, decoder_fingerprint, save_decoder
 from ..model.pooling import GAP, LUNG_ZONES
 from . import card, features, metrics, plots
@@ -65,15 +66,16 @@ class _Extractor:
     With a lung decoder (--pooling lung-zones) the head's features come with the global average from the same pass;
     `checks_only` extraction (the adult films) needs only the global average, from its own cache."""
 
-    def __init__(self, config: TrainConfig, decoder=None):
+    def __init__(self, config: TrainConfig, decoder=None, int8: Int8Ranges | None = None):
         self.config = config
         trunk = build.build_feature_extractor(config.backbone_weights, config.input_size)
-        self.gap = (GAP, features.FeatureExtractor(trunk))  # (what the cache calls the rows, what computes them)
+        # (what the cache calls the rows, what computes them)
+        self.gap = (GAP, features.FeatureExtractor(trunk, int8=int8))
         self.head = self.gap
         if decoder is not None:  # its own cache: the rows hold the zones too, and depend on the decoder
             name = f"{LUNG_ZONES}-{decoder_fingerprint(decoder)}"
-            self.head = (name, features.FeatureExtractor(trunk, decoder=decoder))
-        self.fingerprint = build.backbone_fingerprint(config.backbone_weights)
+            self.head = (name, features.FeatureExtractor(trunk, decoder=decoder, int8=int8))
+        self.fingerprint = features.trunk_fingerprint(config.backbone_weights, int8)
         self.computed = 0  # backbone passes in this run
 
     def __call__(self, samples: list[folders.Sample], desc: str, view: int = 0, augment=None,
@@ -99,10 +101,11 @@ def run(config: TrainConfig, log=print) -> Path:
     splits = folders.kaggle_splits(config.data_dir)
     splits.update({name: folders.scan_class_folder(folder) for name, folder in config.report_dirs.items()})
     fit_samples, val_samples = folders.split_by_patient(splits["train"], config.val_fraction, config.seed)
+    int8 = calibrate_int8(config, fit_samples, log) if config.precision == "int8" else None
     decoder = lung_stats = None
     if config.lung_masks:  # first: a head that pools over the lungs reads its maps (cached, seeded on its own)
-        decoder, lung_stats = fit_lung_head(config, log)
-    extract = _Extractor(config, decoder if config.pooling == LUNG_ZONES else None)
+        decoder, lung_stats = fit_lung_head(config, log, int8)
+    extract = _Extractor(config, decoder if config.pooling == LUNG_ZONES else None, int8)
     train = extract(splits["train"], "train")
     views = [extract(fit_samples, f"train view {view}", view) for view in range(1, config.views + 1)]
     others = {name: extract(samples, name) for name, samples in splits.items() if name != "train"}
@@ -122,6 +125,9 @@ def run(config: TrainConfig, log=print) -> Path:
     cfg["borderline"] = metrics.borderline_band(*predictions["validation"], threshold)
     cfg["borderline_validation"] = metrics.band_stats(*predictions["validation"], threshold, cfg["borderline"])
     cfg["skipped_files"] = [{"file": str(p), "error": e} for p, e in failed]
+    if int8 is not None:
+        cfg["int8"] = {"file": INT8_FILE, "version": INT8_VERSION, "calibration_images": int8.images,
+                       "weight_levels": WEIGHT_LEVELS, "fingerprint": int8.fingerprint()}
     cfg["ood"] = {"cutoff": gaussian.cutoff, "percentile": gaussian.percentile, "file": chest_check.OOD_FILE}
     check = None
     if config.adult_dirs:
@@ -134,14 +140,16 @@ def run(config: TrainConfig, log=print) -> Path:
     # counted once the population check's films are through too (the lung head's views are not in it)
     cfg["backbone_passes_this_run"], cfg["training_seconds"] = extract.computed, round(time.time() - started, 1)
     out = bundles.write(config.output, lambda folder: fill_bundle(folder, cfg, head, predictions, gaussian, check,
-                                                                  decoder))
+                                                                  decoder, int8))
     report(scores, threshold, config.threshold_rule, failed, log)
     return out
 
 
-def fill_bundle(folder: Path, config: dict, head, predictions: dict, gaussian, check=None, decoder=None):
-    """Config, head weights, both checks' statistics, the lung head, plots and model card."""
+def fill_bundle(folder: Path, config: dict, head, predictions: dict, gaussian, check=None, decoder=None, int8=None):
+    """Config, head weights, both checks' statistics, the lung head, the int8 ranges, plots and model card."""
     head.save_weights(folder / bundles.HEAD_WEIGHTS)
+    if int8 is not None:
+        int8.save(folder / INT8_FILE)
     gaussian.save(folder / chest_check.OOD_FILE)
     if check is not None:
         check.save(folder / POPULATION_FILE)
@@ -151,6 +159,20 @@ def fill_bundle(folder: Path, config: dict, head, predictions: dict, gaussian, c
     plots.save_confusion(config["metrics"], folder / "confusion.png")
     (folder / bundles.CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     (folder / "README.md").write_text(card.model_card(config))
+
+
+def calibrate_int8(config: TrainConfig, fit_samples: list, log=print) -> Int8Ranges:
+    """The int8 trunk's activation ranges, from the float trunk on a seeded choice of fit films (plain views)."""
+    from ..io import read_image
+    from ..model.int8 import CALIBRATION_IMAGES, calibrate
+    from ..preprocess import to_model_input
+
+    rng = np.random.default_rng(config.seed)
+    chosen = rng.choice(len(fit_samples), min(CALIBRATION_IMAGES, len(fit_samples)), replace=False)
+    images = np.stack([to_model_input(read_image(fit_samples[i].path), config.input_size) for i in sorted(chosen)])
+    ranges = calibrate(build.build_backbone(config.backbone_weights, config.input_size), images)
+    log(f"int8 trunk: activation ranges from {len(images)} fit films (fingerprint {ranges.fingerprint()})")
+    return ranges
 
 
 def fit_heads(config: TrainConfig, fit_x, fit_y, val_x, val_y, log):
@@ -221,6 +243,7 @@ def bundle_config(config: TrainConfig, threshold: float, scores: dict, counts: d
         # What a user needs: a local weights file is only a copy of Keras' ImageNet weights.
         "backbone_weights": build.RANDOM if config.backbone_weights == build.RANDOM else "imagenet",
         "backbone_fingerprint": build.backbone_fingerprint(config.backbone_weights),
+        "precision": config.precision,
         "input_size": config.input_size,
         "class_names": list(CLASS_NAMES),
         "preprocessing_version": PREPROCESSING_VERSION,

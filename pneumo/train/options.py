@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..config import IMG_SIZE, feature_cache_dir
 from ..model.build import HeadConfig, backbone_weights_setting
+from ..model.int8 import PRECISIONS
 from ..model.pooling import GAP, LUNG_ZONES, POOLINGS
 from ..preprocess import AugmentConfig
 from .metrics import THRESHOLD_RULES
@@ -65,6 +66,9 @@ class TrainConfig:
     pooling: str = option(LUNG_ZONES, help="'lung-zones' (block5_conv3 averaged over each lung's upper and lower "
                           "half: the shipped model) or 'gap' (global average: the design's plain form, a baseline)",
                           choices=POOLINGS, check=lambda v: v in POOLINGS, expect=f"must be one of {POOLINGS}")
+    precision: str = option("fp32", help="the trunk the heads are fitted on and that serves: 'int8' (quantized, "
+                            "calibrated on fit films: faster on CPUs with VNNI) or 'fp32'", choices=PRECISIONS,
+                            check=lambda v: v in PRECISIONS, expect=f"must be one of {PRECISIONS}")
     cache_dir: Path = option(default_factory=feature_cache_dir, help="backbone feature cache", recipe=False,
                              type=Path)
     backbone_weights: str | None = option(None, recipe=False, help="VGG16 no-top weights: 'imagenet' or a "

@@ -169,5 +169,6 @@ def run_evaluate(predictor, folder: Path) -> int:
     if block and block["folder"] == Path(folder).resolve().name:
         print(f"note: the threshold was set on a folder of this name ({source}): figures at it are in-sample, "
               "not a measurement; the AUC is not affected.", file=sys.stderr)
-    print(json.dumps({"folder": str(folder), **metrics, "threshold_source": source, **counts, "skipped": skipped}))
+    print(json.dumps({"folder": str(folder), **metrics, "threshold_source": source,
+                      "precision": predictor.bundle.precision, **counts, "skipped": skipped}))
     return 0
