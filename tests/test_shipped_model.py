@@ -29,6 +29,7 @@ def test_shipped_bundle_reproduces_its_stored_kaggle_val_metrics(shipped):
     assert measured["confusion"] == stored["confusion"] and measured["auc"] == pytest.approx(stored["auc"], abs=1e-3)
 
 
+INT8_MAX_SHIFT = 0.1  # |int8 - float trunk| probability on the examples, set from a measurement (decisions.md)
 SHIFT_DEV = ROOT.parent / "shared" / "data" / "shift_dev"
 
 
@@ -47,16 +48,35 @@ def test_calibrate_on_shift_dev_reproduces_the_shipped_threshold(shipped, tmp_pa
 
 
 def test_fast_path_matches_keras_on_the_real_model(shipped):
-    """ONNX Runtime + closed-form head gradient vs Keras model.predict, on the example X-rays (issue: +-1e-3)."""
-    from pneumo.infer.predictor import Predictor
+    """ONNX Runtime's float trunk + closed-form head gradient vs Keras (model.predict and the GradientTape path), on
+    the example X-rays (issue: +-1e-3). For an int8 bundle this checks the float reference the int8 trunk copies."""
     from pneumo.io import read_image
+    from pneumo.model.backends import make_runner
     from pneumo.preprocess import to_model_input
 
-    tf_backend = Predictor(shipped.bundle, shipped.model, backend="tf")
+    fast, tape = (make_runner(shipped.model, backend, shipped.decoder) for backend in ("onnx", "tf"))
+    for path in sorted((ROOT / "examples").glob("*.jpeg")):
+        x = to_model_input(read_image(path))[None]
+        a, b = fast(x), tape(x)
+        keras_prob = float(shipped.model.predict(x, verbose=0)[0, 0])
+        assert abs(a.probs[0] - keras_prob) < 1e-3 and abs(b.probs[0] - keras_prob) < 1e-3
+        assert np.abs(a.weights - b.weights).max() < 1e-3 * np.abs(b.weights).max()
+        assert np.abs(a.activations - b.activations).max() < 1e-3 * np.abs(b.activations).max()
+
+
+@pytest.mark.skipif(json.loads((ROOT / "weights" / "config.json").read_text()).get("precision") != "int8",
+                    reason="the shipped bundle is fp32")
+def test_int8_served_stays_near_the_float_reference(shipped):
+    """What serves (the int8 trunk) against the float trunk under the same heads, on the examples: the heads were
+    fitted on int8 features, so the float trunk is a reference, not the model; they may differ, within bounds."""
+    from pneumo.infer.predictor import Predictor
+    from pneumo.io import read_image
+
+    assert shipped.backend == "onnx"
+    reference = Predictor(shipped.bundle, shipped.model, backend="tf")
     for path in sorted((ROOT / "examples").glob("*.jpeg")):
         image = read_image(path)
-        fast, reference = shipped.analyze(image), tf_backend.analyze(image)
-        keras_prob = float(shipped.model.predict(to_model_input(image)[None], verbose=0)[0, 0])
-        assert abs(fast.probability - keras_prob) < 1e-3 and abs(reference.probability - keras_prob) < 1e-3
-        assert np.abs(fast.heatmap - reference.heatmap).max() < 1e-3
-        assert fast.looks_like_chest_xray, path.name
+        served, float_trunk = shipped.analyze(image), reference.analyze(image)
+        assert abs(served.probability - float_trunk.probability) < INT8_MAX_SHIFT, path.name
+        assert served.assessed == float_trunk.assessed, path.name
+        assert np.corrcoef(served.heatmap.ravel(), float_trunk.heatmap.ravel())[0, 1] > 0.9, path.name
