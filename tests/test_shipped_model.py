@@ -36,15 +36,28 @@ SHIFT_DEV = ROOT.parent / "shared" / "data" / "shift_dev"
 @pytest.mark.skipif(not SHIFT_DEV.is_dir(), reason="needs ../shared/data/shift_dev")
 def test_calibrate_on_shift_dev_reproduces_the_shipped_threshold(shipped, tmp_path):
     """The README's promise: `python -m pneumo calibrate ../shared/data/shift_dev --output DIR` with its
-    defaults writes exactly the threshold shipped in weights/."""
+    defaults writes the threshold shipped in weights/ (to 1e-4)."""
     from pneumo.ui.calibrate import check_folder, run_calibrate
 
     out = tmp_path / "calibrated"
     run_calibrate(shipped, SHIFT_DEV, check_folder(SHIFT_DEV, out, out=print), out, out=print)
     written, stored = (json.loads((p / "config.json").read_text()) for p in (out, ROOT / "weights"))
-    assert written["threshold"] == stored["threshold"]
-    assert written["calibration"] == stored["calibration"] and written["borderline"] == stored["borderline"]
+    # Counts and texts exactly; scores to 1e-4: float kernels (the first convolution, the lung decoder) round
+    # differently on CPUs with and without AVX-512, and the threshold is a score.
+    assert same(written["threshold"], stored["threshold"])
+    assert same(written["calibration"], stored["calibration"]) and same(written["borderline"], stored["borderline"])
     assert shipped.bundle.threshold_source == "calibrated: shift_dev, 157 films"
+
+
+def same(a, b, tolerance: float = 1e-4) -> bool:
+    """Equal structures: ints, strings and keys exactly, floats within `tolerance`."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k], tolerance) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(same(x, y, tolerance) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        return abs(a - b) <= tolerance
+    return a == b
 
 
 def test_fast_path_matches_keras_on_the_real_model(shipped):
