@@ -16,10 +16,9 @@ from pneumo.model.int8 import (
     INT8_FILE,
     WEIGHT_LEVELS,
     Int8Ranges,
-    calibrate,
     quantized_weights,
 )
-from pneumo.model.onnx_graph import OnnxTrunk, conv_names, trunk_to_onnx
+from pneumo.model.onnx_graph import OnnxTrunk, calibrate_int8, conv_names, trunk_to_onnx
 
 SIZE = 64
 
@@ -38,7 +37,7 @@ def images():
 
 @pytest.fixture(scope="module")
 def ranges(backbone, images):
-    return calibrate(backbone, images[:8])
+    return calibrate_int8(backbone, images[:8])
 
 
 def test_weights_use_seven_bits_and_round_to_the_nearest_level():

@@ -199,7 +199,8 @@ def bench_lung_head(predictor, path: Path, repeats: int, table: Table) -> float 
 def other_precision(predictor, tmp: Path) -> Predictor:
     """The same bundle at the other precision, for timing only: speed depends on neither the heads' weights nor the
     int8 ranges. An int8 bundle's fp32 twin says "fp32"; an fp32 bundle's int8 twin gets ranges from examples/."""
-    from pneumo.model.int8 import INT8_FILE, calibrate
+    from pneumo.model.int8 import INT8_FILE
+    from pneumo.model.onnx_graph import calibrate_int8
 
     twin = tmp / "twin"
     shutil.copytree(predictor.bundle.path, twin, ignore=shutil.ignore_patterns(INT8_FILE))
@@ -207,7 +208,7 @@ def other_precision(predictor, tmp: Path) -> Predictor:
     config["precision"] = "fp32" if predictor.bundle.precision == "int8" else "int8"
     if config["precision"] == "int8":
         images = np.stack([to_model_input(read_image(p)) for p in sorted((ROOT / "examples").glob("*.jpeg"))])
-        calibrate(predictor.model, images).save(twin / INT8_FILE)
+        calibrate_int8(predictor.model, images).save(twin / INT8_FILE)
     (twin / CONFIG).write_text(json.dumps(config))
     return Predictor.load(twin, backend=predictor.backend)
 

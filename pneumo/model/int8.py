@@ -65,19 +65,6 @@ class Int8Ranges:
             return cls(maxima, int(arrays["images"]))
 
 
-def calibrate(full_model, images: np.ndarray, batch_size: int = 16) -> Int8Ranges:
-    """Ranges from the float trunk's activations on `images` (preprocessed, (n, size, size, 3))."""
-    from .onnx_graph import OnnxTrunk, conv_names, trunk_to_onnx
-
-    names = conv_names(full_model)
-    trunk = OnnxTrunk(trunk_to_onnx(full_model, names[-1], extra=tuple(names[:-1])))
-    maxima = np.zeros(len(names))
-    for start in range(0, len(images), batch_size):
-        last, *earlier = trunk(images[start:start + batch_size], every=True)
-        maxima = np.maximum(maxima, [float(out.max()) for out in (*earlier, last)])
-    return Int8Ranges(dict(zip(names, maxima.tolist())), len(images))
-
-
 def quantized_weights(kernel: np.ndarray, bias: np.ndarray, input_scale: float):
     """OIHW float kernel and bias -> (int8 kernel, per-channel scales, int32 bias, the bias' scales)."""
     absmax = np.abs(kernel).reshape(len(kernel), -1).max(axis=1)

@@ -146,3 +146,14 @@ class OnnxTrunk:
     def __call__(self, images: np.ndarray, every: bool = False):
         found = self.session.run(self.outputs, {"image": np.ascontiguousarray(images, np.float32)})
         return found if every else found[0]
+
+
+def calibrate_int8(full_model, images: np.ndarray, batch_size: int = 16) -> Int8Ranges:
+    """Ranges from the float trunk's activations on `images` (preprocessed, (n, size, size, 3))."""
+    names = conv_names(full_model)
+    trunk = OnnxTrunk(trunk_to_onnx(full_model, names[-1], extra=tuple(names[:-1])))
+    maxima = np.zeros(len(names))
+    for start in range(0, len(images), batch_size):
+        last, *earlier = trunk(images[start:start + batch_size], every=True)
+        maxima = np.maximum(maxima, [float(out.max()) for out in (*earlier, last)])
+    return Int8Ranges(dict(zip(names, maxima.tolist())), len(images))
