@@ -18,7 +18,7 @@ from pneumo.model.int8 import (
     Int8Ranges,
     quantized_weights,
 )
-from pneumo.model.onnx_graph import OnnxTrunk, calibrate_int8, conv_names, trunk_to_onnx
+from pneumo.model.onnx_graph import OnnxTrunk, activation_ranges, conv_names, trunk_to_onnx
 
 SIZE = 64
 
@@ -37,7 +37,7 @@ def images():
 
 @pytest.fixture(scope="module")
 def ranges(backbone, images):
-    return calibrate_int8(backbone, images[:8])
+    return activation_ranges(backbone, images[:8])
 
 
 def test_weights_use_seven_bits_and_round_to_the_nearest_level():

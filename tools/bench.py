@@ -200,7 +200,7 @@ def other_precision(predictor, tmp: Path) -> Predictor:
     """The same bundle at the other precision, for timing only: speed depends on neither the heads' weights nor the
     int8 ranges. An int8 bundle's fp32 twin says "fp32"; an fp32 bundle's int8 twin gets ranges from examples/."""
     from pneumo.model.int8 import INT8_FILE
-    from pneumo.model.onnx_graph import calibrate_int8
+    from pneumo.model.onnx_graph import activation_ranges
 
     twin = tmp / "twin"
     shutil.copytree(predictor.bundle.path, twin, ignore=shutil.ignore_patterns(INT8_FILE))
@@ -208,7 +208,7 @@ def other_precision(predictor, tmp: Path) -> Predictor:
     config["precision"] = "fp32" if predictor.bundle.precision == "int8" else "int8"
     if config["precision"] == "int8":
         images = np.stack([to_model_input(read_image(p)) for p in sorted((ROOT / "examples").glob("*.jpeg"))])
-        calibrate_int8(predictor.model, images).save(twin / INT8_FILE)
+        activation_ranges(predictor.model, images).save(twin / INT8_FILE)
     (twin / CONFIG).write_text(json.dumps(config))
     return Predictor.load(twin, backend=predictor.backend)
 

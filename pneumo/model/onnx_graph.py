@@ -148,7 +148,7 @@ class OnnxTrunk:
         return found if every else found[0]
 
 
-def calibrate_int8(full_model, images: np.ndarray, batch_size: int = 16) -> Int8Ranges:
+def activation_ranges(full_model, images: np.ndarray, batch_size: int = 16) -> Int8Ranges:
     """Ranges from the float trunk's activations on `images` (preprocessed, (n, size, size, 3))."""
     names = conv_names(full_model)
     trunk = OnnxTrunk(trunk_to_onnx(full_model, names[-1], extra=tuple(names[:-1])))

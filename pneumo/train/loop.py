@@ -165,13 +165,13 @@ def calibrate_int8(config: TrainConfig, fit_samples: list, log=print) -> Int8Ran
     """The int8 trunk's activation ranges, from the float trunk on a seeded choice of fit films (plain views)."""
     from ..io import read_image
     from ..model.int8 import CALIBRATION_IMAGES
-    from ..model.onnx_graph import calibrate_int8
+    from ..model.onnx_graph import activation_ranges
     from ..preprocess import to_model_input
 
     rng = np.random.default_rng(config.seed)
     chosen = rng.choice(len(fit_samples), min(CALIBRATION_IMAGES, len(fit_samples)), replace=False)
     images = np.stack([to_model_input(read_image(fit_samples[i].path), config.input_size) for i in sorted(chosen)])
-    ranges = calibrate_int8(build.build_backbone(config.backbone_weights, config.input_size), images)
+    ranges = activation_ranges(build.build_backbone(config.backbone_weights, config.input_size), images)
     log(f"int8 trunk: activation ranges from {len(images)} fit films (fingerprint {ranges.fingerprint()})")
     return ranges
 
