@@ -29,7 +29,9 @@ def test_shipped_bundle_reproduces_its_stored_kaggle_val_metrics(shipped):
     assert measured["confusion"] == stored["confusion"] and measured["auc"] == pytest.approx(stored["auc"], abs=1e-3)
 
 
-INT8_MAX_SHIFT = 0.1  # |int8 - float trunk| probability on the examples, set from a measurement (decisions.md)
+# |int8 - float trunk| probability on the examples. The int8 bundle of docs/decisions.md ("The int8 trunk")
+# measured 0.019 at most (heatmap correlation >= 0.972); 0.1 leaves room for another int8 run.
+INT8_MAX_SHIFT = 0.1
 SHIFT_DEV = ROOT.parent / "shared" / "data" / "shift_dev"
 
 
@@ -75,6 +77,7 @@ def test_fast_path_matches_keras_on_the_real_model(shipped):
         assert abs(a.probs[0] - keras_prob) < 1e-3 and abs(b.probs[0] - keras_prob) < 1e-3
         assert np.abs(a.weights - b.weights).max() < 1e-3 * np.abs(b.weights).max()
         assert np.abs(a.activations - b.activations).max() < 1e-3 * np.abs(b.activations).max()
+        assert shipped.analyze(read_image(path), with_cam=False).looks_like_chest_xray, path.name
 
 
 @pytest.mark.skipif(json.loads((ROOT / "weights" / "config.json").read_text()).get("precision") != "int8",

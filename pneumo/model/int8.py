@@ -1,6 +1,6 @@
 """The int8 trunk: VGG16's convolutions with quantize/dequantize (QDQ) pairs, rebuilt from the Keras weights.
 
-What a bundle stores is only each convolution's calibrated activation range (`int8.npz`, a few hundred bytes);
+What a bundle stores is only each convolution's calibrated activation range (`int8.npz`, under 2 KB);
 the weights' int8 scales are computed from the Keras ImageNet weights at load, so the same graph comes back
 every time and the bundle stays small. ONNX Runtime fuses each DequantizeLinear -> Conv -> Relu ->
 QuantizeLinear group into one integer convolution.
