@@ -4,6 +4,8 @@ The shipped model (weights/), its lung-field head and its adult-film check:
     python train.py --data-dir DATA --adult-dir ADULTS --lung-masks MASKS --output bundle
 The design's plain form (frozen VGG16, global average pooling, BatchNorm head), a baseline:
     python train.py --data-dir DATA --pooling gap --output baseline
+Refit only the two checks of a bundle (heads, lung head and threshold kept):
+    python train.py --refit-checks weights --data-dir DATA --adult-dir ADULTS --lung-masks MASKS --output bundle
 Publish:  python train.py ... --output bundle --push-to-hub alice/pneumo-vgg16
 
 Every training option is declared once, in pneumo/train/options.py; the recipe: docs/training.md.
@@ -37,9 +39,14 @@ def main(argv=None) -> int:
         from pneumo import import_tensorflow_quietly
 
         import_tensorflow_quietly()
-        from pneumo.train.loop import run
+        if config.refit_checks:
+            from pneumo.train.refit import refit_checks
 
-        out = run(config)
+            out = refit_checks(config)
+        else:
+            from pneumo.train.loop import run
+
+            out = run(config)
         print(f"bundle written to {out}")
         if args.push_to_hub:
             from pneumo.hub import push

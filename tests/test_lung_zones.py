@@ -179,6 +179,7 @@ def test_zones_bundle_runs_alike_on_both_backends(zones_bundle):
     config = json.loads((zones_bundle / "config.json").read_text())
     assert config["recipe"]["head"]["pooling"] == "lung-zones" and "--heads 2" in config["command"]
     assert {"lungs.npz", "population.npz", "ood.npz"} <= {p.name for p in zones_bundle.iterdir()}
+    assert config["chest_check"]["lung_template"] is True, "with a lung head the chest check reads where lungs lie"
     onnx, tf_backend = (Predictor.load(zones_bundle, backend=b) for b in ("onnx", "tf"))
     image = DecodedImage(two_lungs(96)[0], "PNG")
     a, b = onnx.analyze(image), tf_backend.analyze(image)
@@ -191,8 +192,10 @@ def test_zones_bundle_runs_alike_on_both_backends(zones_bundle):
 
 
 def test_feature_extractors_give_the_global_average_then_the_zones(zones_bundle):
-    """Training features: the checks' global average of block5_pool, then the zones, on either backend."""
+    """Training features: the checks' global average of block5_pool, the zones, then the lung signature the chest
+    X-ray check reads, on either backend; the signature is the one serving computes."""
     from pneumo.infer.predictor import Predictor
+    from pneumo.model.pooling import lung_signature
     from pneumo.train.features import FeatureExtractor
 
     predictor = Predictor.load(zones_bundle, backend="onnx")
@@ -201,8 +204,12 @@ def test_feature_extractors_give_the_global_average_then_the_zones(zones_bundle)
     assert onnx.shape == (2, 512) and np.allclose(onnx, keras_features, atol=1e-3)
     assert np.allclose(onnx, predictor.predict_inputs(batch)[1], atol=1e-4)
     both = [FeatureExtractor(predictor.model, b, decoder=predictor.decoder)(batch) for b in ("onnx", "tf")]
-    assert both[0].shape == (2, 512 * 5) and np.allclose(both[0][:, :512], onnx, atol=1e-5)
-    assert np.allclose(both[0], both[1], atol=1e-3)
+    cells = (SIZE // 16) ** 2  # block5_conv3's grid
+    assert both[0].shape == (2, 512 * 5 + cells) and np.allclose(both[0][:, :512], onnx, atol=1e-5)
+    assert np.allclose(both[0][:, :512 * 5], both[1][:, :512 * 5], atol=1e-3)
+    served = lung_signature(predictor._run(batch).lungs, predictor.grid)
+    assert served.shape == (2, cells) and np.array_equal(both[0][:, 512 * 5:], served)
+    assert np.abs(both[1][:, 512 * 5:] - served).mean() < 0.05, "TF's lung map may flip a pixel at 0.5, no more"
 
 
 def test_a_zones_bundle_without_its_lung_head_is_refused(zones_bundle, tmp_path):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pytest
 import synth
 from conftest import ROOT, SHARED, real_backbone
 
+from pneumo.infer import age
 from pneumo.infer.population import PopulationCheck, fit_logistic, form_directions
 from pneumo.io import read_image
 
@@ -69,16 +72,17 @@ def test_empty_inputs_are_a_clear_error():
         PopulationCheck.fit(np.ones((5, 3)), np.ones((0, 3)), np.ones((5, 3)))
 
 
-@pytest.mark.parametrize("header, flagged", [
-    (dict(PatientAge="045Y"), "age over 10 years"),
-    (dict(PatientBirthDate="19710302", StudyDate="20170611"), "age over 10 years"),
-    (dict(PatientAge="003Y"), None),
-    (dict(PatientAge="018M", ViewPosition="AP"), None),
-    (dict(PatientBirthDate="20210101", StudyDate="20240101"), None),
+@pytest.mark.parametrize("header, years", [
+    (dict(PatientAge="045Y"), 45.0),
+    (dict(PatientBirthDate="19710302", StudyDate="20170611"), (date(2017, 6, 11) - date(1971, 3, 2)).days / 365.25),
+    (dict(PatientAge="003Y"), 3.0),
+    (dict(PatientAge="018M", ViewPosition="AP"), 1.5),
+    (dict(PatientAge="026W"), 0.5),
+    (dict(PatientBirthDate="20210101", StudyDate="20240101"), 3.0),
     (dict(PatientAge="garbled"), None),
-    (dict(ViewPosition="LL"), "lateral view"),
+    (dict(ViewPosition="LL"), None),
 ])
-def test_dicom_header_age_and_view(header, flagged, caplog, recwarn):
+def test_dicom_header_age(header, years, caplog, recwarn):
     import logging
     import warnings
 
@@ -89,11 +93,51 @@ def test_dicom_header_age_and_view(header, flagged, caplog, recwarn):
     recwarn.clear()
     with caplog.at_level(logging.DEBUG):
         image = read_image(data, "h.dcm")
-    found = image.info["population_reasons"]
-    assert (flagged in " ".join(found)) if flagged else found == []
-    said = json.dumps(image.info) + caplog.text + " ".join(str(w.message) for w in recwarn)
-    for value in header.values():  # the values are never returned, logged or warned about
-        assert value not in said
+    if years is None:
+        assert "age_years" not in image.info
+    else:
+        assert image.info["age_years"] == pytest.approx(years, abs=0.01)
+    said = json.dumps({k: v for k, v in image.info.items() if k != "age_years"}) + caplog.text + " ".join(
+        str(w.message) for w in recwarn)
+    for key in ("PatientAge", "PatientBirthDate", "StudyDate"):  # the header's own values are never kept or logged
+        if key in header:
+            assert header[key] not in said
+
+
+@pytest.mark.parametrize("unlike, declared, header, expect", [
+    # (pixels say unlike, declared age, header age) -> (in population, headline, cautions, age, source)
+    (False, None, None, (True, None, 0, None, None)),
+    (True, None, None, (False, age.UNLIKE_HEADLINE, 0, None, None)),
+    (True, 4.0, None, (True, None, 1, 4.0, "declared")),  # another hospital's 4-year-old: assessed, with care
+    (False, 4.0, None, (True, None, 0, 4.0, "declared")),
+    (False, 30.0, None, (False, age.ADULT_HEADLINE, 0, 30.0, "declared")),  # pixels never outrank an age
+    (False, 12.0, None, (False, age.AGE_HEADLINE, 0, 12.0, "declared")),
+    (False, 0.5, None, (False, age.AGE_HEADLINE, 0, 0.5, "declared")),  # infants are outside the intended use
+    (False, 6.0, None, (False, age.AGE_HEADLINE, 0, 6.0, "declared")),  # the sixth birthday ends it
+    (True, None, 3.0, (True, None, 1, 3.0, "dicom")),
+    (False, None, 45.0, (False, age.ADULT_HEADLINE, 0, 45.0, "dicom")),
+    (False, 4.0, 4.6, (True, None, 0, 4.0, "declared")),  # within a year: the declared age is used
+    (False, 4.0, 35.0, (False, age.CONFLICT_HEADLINE, 0, None, None)),  # a contradiction is never resolved silently
+])
+def test_the_age_decides_where_the_pixels_cannot(unlike, declared, header, expect):
+    answer = age.decide(unlike, declared, header)
+    inside, headline, cautions, years, source = expect
+    assert (not answer.reasons, answer.headline, len(answer.cautions), answer.age, answer.source) == expect
+    assert "adult" not in " ".join(answer.reasons + answer.cautions).lower() or headline == age.ADULT_HEADLINE
+    if not inside:
+        assert answer.sentence == f"{headline} ({'; '.join(answer.reasons)})."
+
+
+@pytest.mark.parametrize("value, expect", [(None, None), ("", None), (" ", None), (3, 3.0), ("2.5", 2.5), (0, 0.0)])
+def test_declared_ages_are_read(value, expect):
+    assert age.parse_age(value) == expect
+
+
+@pytest.mark.parametrize("value, message", [("three", "a number of years"), (-1, "between 0 and 120"),
+                                            (150, "between 0 and 120"), (float("nan"), "between 0 and 120")])
+def test_bad_declared_ages_are_one_sentence(value, message):
+    with pytest.raises(ValueError, match=message):
+        age.parse_age(value)
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +146,10 @@ def adult_bundle(tiny_config_factory, tmp_path_factory):
     from pneumo.train.loop import run
 
     adults = synth.adult_folder(tmp_path_factory.mktemp("adults"))
+    # NIH's own metadata: two of the eight "adult" patients are children, who must not be fitted as adults
+    ages = {f"{10000000 + patient:08d}": 12 if patient in (2, 5) else 40 + patient for patient in range(8)}
+    (adults / "metadata.csv").write_text("file,patient_id,age\n" + "".join(
+        f"{p.name},{p.stem[:8]},{ages[p.stem[:8]]}\n" for p in sorted(adults.glob("*.png"))))
     config = tiny_config_factory(tmp_path_factory.mktemp("bundles") / "with-population", adult_dirs=(adults,),
                                  population_views=1, cache_dir=tmp_path_factory.mktemp("cache"))  # passes counted
     return run(config, log=lambda *_: None), adults
@@ -111,39 +159,64 @@ def test_training_writes_the_check_and_its_measurements(adult_bundle):
     bundle, _ = adult_bundle
     stats = json.loads((bundle / "config.json").read_text())["population"]
     assert (bundle / "population.npz").is_file()
-    assert stats["adult_fit_images"] + stats["adult_holdout_images"] == 16 and stats["adult_holdout_images"] > 0
-    assert 0 <= stats["validation_children_flagged"] <= 0.2 and 0 <= stats["holdout_adults_flagged"] <= 1
-    assert "--adult-dir ADULTS" in json.loads((bundle / "config.json").read_text())["command"]
-    # from an empty cache: every pediatric film, each adult film and its one form view, one form view of every
-    # 8th fit child: all counted
+    assert stats["under_18_images"] == 4, "two patients under 18, two films each, by metadata.csv"
+    assert stats["adult_fit_images"] + stats["adult_holdout_images"] == 12 and stats["adult_holdout_images"] > 0
+    assert {"holdout_adults_flagged", "under_18_flagged"} <= set(stats)
     config = json.loads((bundle / "config.json").read_text())
+    assert "--adult-dir ADULTS" in config["command"]
+    # the chest X-ray check fitted on the adult folder's fit half (every age) and set its cut-off on the rest
+    chest = config["chest_check"]
+    assert chest["fit_films"]["adult folders"] + chest["held_out_flagged"]["adult folders"]["films"] == 16
+    # from an empty cache: every pediatric film, each adult film (whatever its age) and one form view of each adult
+    # fit film, one form view of every 8th fit child: all counted
     children = sum(n for split in config["data_counts"].values() for n in split.values())
     form_children = -(-sum(config["data_counts"]["fit"].values()) // 8)
-    assert config["backbone_passes_this_run"] == (children + 2 * stats["adult_fit_images"]
-                                                  + stats["adult_holdout_images"] + form_children)
+    assert config["backbone_passes_this_run"] == children + 16 + stats["adult_fit_images"] + form_children
 
 
-def test_predict_json_carries_in_population(adult_bundle, tmp_path):
+def test_predict_json_carries_in_population(adult_bundle, tiny_data, tmp_path):
+    from PIL import Image
+
     from pneumo.infer.predictor import Predictor
 
     predictor = Predictor.load(adult_bundle[0])
-    assert predictor.population is not None
+    assert predictor.population_check is not None
+    # A training child's own pixels, 8-bit as stored: a film the chest X-ray check accepts, so only the age speaks.
+    child = np.asarray(Image.open(sorted((tiny_data / "val" / "NORMAL").iterdir())[0]).convert("L"))
     old = tmp_path / "old.dcm"
-    old.write_bytes(synth.dicom_bytes(synth.xray(2).astype(np.uint16) * 16, extra=dict(PatientAge="067Y")))
+    old.write_bytes(synth.dicom_bytes(child.astype(np.uint16), bits=8, extra=dict(PatientAge="067Y")))
+    assert predictor.predict_file(old)["looks_like_chest_xray"] is True
     result = predictor.predict_file(old)
-    assert result["in_population"] is False and result["assessed"] is False
-    assert any("trained on children aged 1-5" in w and "age over 10" in w for w in result["warnings"])
-    assert "067" not in json.dumps(result)
+    assert (result["in_population"], result["assessed"], result["label"]) == (False, False, None)
+    assert (result["age"], result["age_source"]) == (67.0, "dicom")
+    assert result["warnings"] == [f"{age.ADULT_HEADLINE} (the DICOM header's age is 67 years)."]
+    contradicted = predictor.predict_file(old, declared_age=4)
+    assert contradicted["assessed"] is False and contradicted["age"] is None
+    assert contradicted["warnings"] == [f"{age.CONFLICT_HEADLINE} (the declared age is 4 years, the DICOM header's "
+                                        "67 years)."]
 
 
 # --- The shipped bundle on real films (needs the real backbone and ../shared) ----------------------------
 
 def held_out_adults(n: int):
-    from pneumo.io.folders import scan_images, split_by_patient
+    """Held-out adult_dev patients aged 18 or more (metadata.csv): films neither check was fitted on."""
+    from pneumo.io.folders import read_ages, scan_images, split_by_patient
 
     recipe = json.loads((ROOT / "weights" / "config.json").read_text())["recipe"]
     _, held_out = split_by_patient(scan_images(ADULTS), recipe["adult_holdout"], recipe["seed"])
+    ages = read_ages(ADULTS)
+    held_out = [s for s in held_out if ages[s.path] >= 18]
     return [s.path for s in held_out[:: max(1, len(held_out) // n)][:n]]
+
+
+def nih_child() -> Path:
+    """adult_dev's one young child: a 5-year-old of the NIH Clinical Center (metadata.csv), another hospital's."""
+    return ADULTS / "NORMAL" / "00003438_000.png"
+
+
+def hand() -> Path:
+    """A child's hand radiograph (not_chest_dev): a radiograph, but not of a chest."""
+    return SHARED / "data" / "not_chest_dev" / "hand" / "radinformatics_boneage_example_0.png"
 
 
 def some_children(n: int):
@@ -164,7 +237,20 @@ def test_shipped_check_flags_adults_and_passes_children(shipped):
     children = [shipped.analyze(read_image(p), with_cam=False) for p in some_children(4)]
     assert [p.in_population for p in adults] == [False] * 6
     assert [p.in_population for p in children] == [True] * 6
-    assert all(not p.assessed and "trained on children aged 1-5" in " ".join(p.warnings) for p in adults)
+    assert [p.looks_like_chest_xray for p in adults + children] == [True] * 12, "chest films of two hospitals"
+    assert all(p.warnings == [f"{age.UNLIKE_HEADLINE} ({age.UNLIKE})."] for p in adults), "never 'adult' unasked"
+
+
+def test_shipped_another_hospitals_child_with_and_without_its_age(shipped):
+    image = read_image(nih_child())
+    unknown = shipped.analyze(image, with_cam=False)
+    assert (unknown.looks_like_chest_xray, unknown.assessed, unknown.population.headline) == (
+        True, False, age.UNLIKE_HEADLINE)
+    declared = shipped.analyze(image, with_cam=False, declared_age=5)
+    assert declared.assessed and declared.verdict == "NORMAL" and declared.warnings == [age.CAUTION.format(
+        age="5 years")], "a normal 5-year-old of another hospital: assessed, and said to be unvalidated"
+    hand_at_three = shipped.analyze(read_image(hand()), with_cam=False, declared_age=3)
+    assert hand_at_three.assessed is False and hand_at_three.failed_check == "chest"
 
 
 def test_shipped_check_holds_for_films_as_a_pacs_exports_them(shipped):
@@ -178,14 +264,25 @@ def test_shipped_check_holds_for_films_as_a_pacs_exports_them(shipped):
     assert [analyze(p).in_population for p in some_children(1)] == [True] * 3
 
 
-def test_cli_says_in_population(shipped):
+def test_cli_says_in_population_and_takes_the_age(shipped):
     from test_cli import pneumo
 
-    files = held_out_adults(2) + some_children(1)
-    result = pneumo("predict", *map(str, files), env_extra={"PNEUMO_BACKBONE_WEIGHTS": real_backbone()})
+    env = {"PNEUMO_BACKBONE_WEIGHTS": real_backbone()}
+    files = [*held_out_adults(2), nih_child(), hand(), *some_children(1)]
+    result = pneumo("predict", *map(str, files), env_extra=env)
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [line["in_population"] for line in lines] == [False, False, True, True, True]
-    assert result.returncode == 0
+    assert [line["in_population"] for line in lines] == [False, False, False, False, True, True, True]
+    assert [line["looks_like_chest_xray"] for line in lines] == [True, True, True, False, True, True, True]
+    assert [line["age_source"] for line in lines] == [None] * 7 and result.returncode == 0
+    young = pneumo("predict", "--age", "3", str(nih_child()), str(hand()), env_extra=env)
+    child, limb = (json.loads(line) for line in young.stdout.splitlines())
+    assert (child["assessed"], child["label"], child["age"], child["age_source"]) == (True, "NORMAL", 3.0, "declared")
+    assert (limb["assessed"], limb["looks_like_chest_xray"], limb["label"]) == (False, False, None)
+    old = pneumo("predict", "--age", "30", *map(str, some_children(1)), env_extra=env)
+    assert [json.loads(line)["assessed"] for line in old.stdout.splitlines()] == [False] * 3
+    refused = pneumo("predict", "--age", "-2", str(hand()), env_extra=env)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert "error: the patient's age must be between 0 and 120 years, got -2.0." in refused.stderr.splitlines()
 
 
 @pytest.mark.server
@@ -193,11 +290,17 @@ def test_app_api_says_in_population(shipped, shipped_server):
     from gradio_client import Client, handle_file
 
     client = Client(shipped_server[0], verbose=False)
-    adult, _ = client.predict(handle_file(str(held_out_adults(1)[0])), api_name="/predict")
+    adult, _ = client.predict(handle_file(str(held_out_adults(1)[0])), api_name="/predict")  # the old one-argument call
     child, _ = client.predict(handle_file(str(some_children(1)[0])), api_name="/predict")
-    assert adult["in_population"] is False and adult["assessed"] is False
+    assert adult["in_population"] is False and adult["assessed"] is False and adult["age"] is None
     assert child["in_population"] is True and child["assessed"] is True
-    assert 0.0 <= child["heat_in_lungs"] <= 1.0, "the shipped bundle has a lung head"
+    assert 0.5 <= child["heat_in_lungs"] <= 1.0, "the shipped bundle has a lung head; most heat is on the lungs"
+    nih, _ = client.predict(handle_file(str(nih_child())), 5, api_name="/predict")
+    assert (nih["assessed"], nih["label"], nih["age"], nih["age_source"]) == (True, "NORMAL", 5.0, "declared")
+    limb, _ = client.predict(handle_file(str(hand())), 3, api_name="/predict")
+    assert limb["assessed"] is False and limb["looks_like_chest_xray"] is False
+    old, _ = client.predict(handle_file(str(some_children(1)[0])), 30, api_name="/predict")
+    assert old["assessed"] is False and old["warnings"][0].startswith(age.ADULT_HEADLINE)
 
 
 def test_form_views_change_texture_not_content_and_have_their_own_cache(tmp_path):

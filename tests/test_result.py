@@ -7,35 +7,58 @@ from html import escape
 import numpy as np
 import pytest
 
-from pneumo.infer import chest_check, population
+from pneumo.infer import age, chest_check
 from pneumo.infer.predictor import Prediction
 from pneumo.ui.result import NOT_CHEST, decision_html, reading_guide
 
-ADULT = population.PIXEL_REASON
 COLOUR = "it is a colour image; radiographs are grayscale"
 
 
-def prediction(probability=0.9, chest=(), adult=(), band=(0.8, 0.95)) -> Prediction:
-    return Prediction(probability, 0.83, np.zeros((14, 14)), np.zeros(512), list(chest), list(adult),
-                      band=band, threshold_source="calibrated: site, 100 films")
+def prediction(probability=0.9, chest=(), unlike=False, band=(0.8, 0.95), declared=None, header=None) -> Prediction:
+    return Prediction(probability, 0.83, np.zeros((14, 14)), np.zeros(512), list(chest), unlike,
+                      band=band, threshold_source="calibrated: site, 100 films", declared_age=declared,
+                      header_age=header)
 
 
-@pytest.mark.parametrize("chest, adult, expected", [
-    ((), (), None),
-    ((COLOUR,), (ADULT,), "chest"),  # a colourful gradient that "looks adult" is not an adult
-    ((COLOUR, chest_check.FAR), (), "chest"),
-    ((chest_check.FAR,), (ADULT,), "population"),  # an adult chest film is far from the children's films too
-    ((chest_check.FAR,), (), "chest"),
-    ((), (ADULT,), "population"),
+@pytest.mark.parametrize("chest, unlike, declared, expected, headline", [
+    ((), False, None, None, None),
+    ((COLOUR,), True, None, "chest", NOT_CHEST),  # a colourful gradient that "looks unlike a child" has no age
+    ((COLOUR, chest_check.FAR), False, None, "chest", NOT_CHEST),
+    ((chest_check.FAR,), True, None, "chest", NOT_CHEST),  # unlike every chest film: no age makes it one
+    ((chest_check.FAR,), False, 3.0, "chest", NOT_CHEST),  # a hand stays a hand at any declared age
+    ((), True, None, "population", age.UNLIKE_HEADLINE),
+    ((), True, 3.0, None, None),
+    ((), False, 40.0, "population", age.ADULT_HEADLINE),
+    ((), False, 9.0, "population", age.AGE_HEADLINE),
 ])
-def test_the_most_specific_failed_check_heads_the_answer(chest, adult, expected):
-    p = prediction(chest=chest, adult=adult)
+def test_the_most_specific_failed_check_heads_the_answer(chest, unlike, declared, expected, headline):
+    p = prediction(chest=chest, unlike=unlike, declared=declared)
     assert p.failed_check == expected and p.assessed == (expected is None)
+    html = decision_html(p, "x.png")
     if expected == "chest":
-        assert p.warnings[0].startswith("This may not be a frontal chest X-ray") and ADULT not in p.warnings[0]
-        assert escape(NOT_CHEST) in decision_html(p, "x.png") and "Adult" not in decision_html(p, "x.png")
+        assert p.warnings == [f"This may not be a frontal chest X-ray: {'; '.join(chest)}."]
     if expected == "population":
-        assert p.warnings[0].startswith(population.HEADLINE) and population.HEADLINE in decision_html(p, "x.png")
+        assert p.warnings == [p.population.sentence] and p.warnings[0].startswith(headline)
+    if headline:
+        assert escape(headline) in html and "Not assessed" in html
+    assert ("Adult" in html) == (headline == age.ADULT_HEADLINE), "only a known age says 'adult'"
+
+
+def test_a_film_assessed_by_its_declared_age_carries_the_caution_on_the_page_and_in_the_json():
+    p = prediction(probability=0.2, unlike=True, declared=4.0)
+    found = p.to_json()
+    assert found["assessed"] is True and found["label"] == "NORMAL" and found["in_population"] is True
+    assert (found["age"], found["age_source"]) == (4.0, "declared")
+    assert found["warnings"] == [age.CAUTION.format(age="4 years")]
+    html = decision_html(p, "x.png")
+    assert escape(found["warnings"][0]) in html and "Not assessed" not in html
+    assert "The age you gave, 4 years, is in the intended range." in reading_guide(p, "")
+
+
+def test_the_guide_of_a_film_unlike_the_training_children_asks_for_the_age():
+    assert "enter the age beside the upload" in reading_guide(prediction(unlike=True), "")
+    assert "enter the age" not in reading_guide(prediction(declared=30.0), ""), "an age was given: nothing to ask"
+    assert "enter the age" not in reading_guide(prediction(chest=(COLOUR,)), "")
 
 
 def test_not_assessed_json_has_no_label_and_no_borderline():

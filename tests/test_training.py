@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from conftest import ROOT
+from PIL import Image
 
 import train
 from pneumo.model import bundle as bundles
@@ -203,3 +204,39 @@ def test_ctrl_c_during_extraction_keeps_the_cache_usable(tiny_config_factory, ti
     out = run(cfg, log=lambda *_: None)
     images = sum(1 for p in tiny_data.rglob("*") if p.is_file())
     assert backbone_passes(out) == images - saves[0], "the chunk saved before Ctrl-C was reused"
+
+
+def test_refit_checks_keeps_everything_but_the_checks(tiny_bundle, tiny_config_factory, tmp_path):
+    """`train.py --refit-checks`: new checks from this run's folders; heads, threshold and the rest byte for byte."""
+    import synth
+
+    from pneumo.train.refit import refit_checks
+
+    (tmp_path / "adults").mkdir()
+    adults = synth.adult_folder(tmp_path / "adults")
+    not_chest = tmp_path / "knees"
+    not_chest.mkdir()
+    for k in range(3):
+        Image.fromarray(synth.knee(k, (160, 120))).save(not_chest / f"knee{k}.png")
+    config = tiny_config_factory(tmp_path / "refit", adult_dirs=(adults,), not_chest_dirs=(not_chest,),
+                                 refit_checks=tiny_bundle, seed=7, val_fraction=0.2)  # the bundle's own split wins
+    out = refit_checks(config, log=lambda *_: None)
+    before, after = (json.loads((b / "config.json").read_text()) for b in (tiny_bundle, out))
+    for name in ("head.weights.h5", "roc.png", "confusion.png"):
+        assert (out / name).read_bytes() == (tiny_bundle / name).read_bytes()
+    assert (out / "population.npz").is_file() and not (tiny_bundle / "population.npz").exists()
+    assert after["threshold"] == before["threshold"] and after["metrics"] == before["metrics"]
+    assert after["chest_check"]["fit_films"]["adult folders"] > 0 and after["population"]["adult_fit_images"] > 0
+    assert after["chest_check"]["not_chest_caught_by_score"]["films"] == 3
+    assert after["checks_refit"]["command"] == ("python train.py --refit-checks BUNDLE --data-dir DATA --adult-dir "
+                                                "ADULTS --not-chest OTHERS --output OUT")
+    assert after["chest_check"]["held_out_flagged"]["pediatric validation patients"]["films"] == sum(
+        before["data_counts"]["validation"].values()), "the bundle's own validation patients set the cut-off"
+    assert "Both checks were refit on" in (out / "README.md").read_text()
+
+
+def test_refit_checks_refuses_a_folder_that_is_not_a_bundle(tiny_data, tmp_path, capsys):
+    argv = ["--data-dir", str(tiny_data), "--backbone-weights", "random", "--pooling", "gap", "--refit-checks",
+            str(tmp_path), "--output", str(tmp_path / "out")]
+    assert train.main(argv) == 2
+    assert "--refit-checks must be a model bundle folder (with config.json)" in capsys.readouterr().err

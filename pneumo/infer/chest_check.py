@@ -1,10 +1,15 @@
-""""Does this look like a frontal chest X-ray?" — a warning, not a diagnosis.
+""""Is this a frontal chest X-ray?" — a warning, not a diagnosis.
 
-Two kinds of evidence:
-- cheap checks on the decoded image: colour (radiographs are gray), extreme aspect ratios;
-- distance of the image's pooled VGG16 features from the training X-rays: a Gaussian fitted on the
-  training features, Mahalanobis distance with a shrunk covariance; the cut-off is a high percentile of
-  the validation patients' distances, so few real chest X-rays are flagged.
+Three kinds of evidence, each of which can say "no":
+- cheap checks on the decoded image: colour (radiographs are gray), extreme aspect ratios, a DICOM modality that is
+  not a radiograph, a DICOM view that is lateral;
+- the lung-field head (lung_fields.lung_reasons): no plausible pair of lungs;
+- the content: how far the pooled VGG16 features lie from chest X-rays of several hospitals (a Mahalanobis
+  distance under one Gaussian fitted on children of the training hospital and adults of others), less how well the
+  lung map matches where lungs usually lie in the view. A film whose lungs sit where lungs sit may be further
+  from the films seen so far (another hospital, another age) than one whose lung map looks like nothing; a hand or
+  a pelvis is both far and lungless. The cut-off is set on chest films of every source that the Gaussian was not
+  fitted on, so that few chest films of any of them are refused (docs/safety.md).
 The model's probability is meaningless for images this check flags (a photo of a cat gets a number too).
 """
 
@@ -19,42 +24,78 @@ from ..io.image import DecodedImage
 
 MAX_COLOURFULNESS = 12.0  # gray radiographs score ~0; scanned film with a tint stays below ~10
 ASPECT_RANGE = (0.45, 2.2)  # width / height; pediatric AP films in the data span ~0.7-1.8
-OOD_FILE = "ood.npz"
+LATERAL_VIEWS = {"LL", "RL", "LAT", "LATERAL"}  # DICOM ViewPosition codes of a lateral projection
+CHEST_FILE = "ood.npz"
+VERSION = "chest-gauss-log1p-gap-minus-lungcorr-v2"  # bump when the score changes: older files are refused
+SHRINKAGE = 0.1  # towards the diagonal: 512 dimensions from a few thousand films are noisy
+FAR = "its content is unlike the chest X-rays the model knows"
+
+
+def _log_features(features: np.ndarray) -> np.ndarray:
+    # Pooled ReLU features are heavy-tailed; log1p makes them closer to Gaussian.
+    return np.log1p(np.maximum(np.atleast_2d(features), 0).astype(np.float64))
 
 
 @dataclass
-class FeatureGaussian:
-    mean: np.ndarray  # (d,)
+class ChestCheck:
+    mean: np.ndarray  # (d,) of the log features
     precision: np.ndarray  # (d, d) inverse of the shrunk covariance
-    cutoff: float  # Mahalanobis distance above which an image is flagged
-    percentile: float
+    template: np.ndarray | None  # (cells,) mean lung signature of chest films; None: a bundle without a lung head
+    cutoff: float  # scores above it are flagged
+    percentile: float  # of each held-out source's scores; the cut-off is the highest of them
 
     @classmethod
-    def fit(cls, train_features: np.ndarray, val_features: np.ndarray, percentile: float = 99.5,
-            shrinkage: float = 0.1) -> FeatureGaussian:
-        """Gaussian on `train_features`; cut-off at `percentile` of the validation distances."""
-        x = np.log1p(np.maximum(train_features, 0).astype(np.float64))  # pooled ReLU features are skewed
+    def fit(cls, fit: list[tuple[np.ndarray, np.ndarray | None]], held_out: dict[str, tuple],
+            percentile: float = 99.5) -> ChestCheck:
+        """`fit`: (features, lung signatures or None) of chest films per source, what the Gaussian and the template
+        are fitted on; `held_out`: {source: (features, signatures)} of other chest films, where the cut-off is set."""
+        if not fit or not held_out or any(len(f) == 0 for f, _ in [*fit, *held_out.values()]):
+            raise ValueError("the chest X-ray check needs chest films to fit on and held-out chest films of each "
+                             f"source; got {[len(f) for f, _ in fit]} and "
+                             f"{ {k: len(f) for k, (f, _) in held_out.items()} }.")
+        x = _log_features(np.concatenate([f for f, _ in fit]))
         mean = x.mean(axis=0)
         cov = np.cov(x - mean, rowvar=False)
-        # Shrink towards the diagonal: 512 dimensions from a few thousand images are noisy.
-        cov = (1 - shrinkage) * cov + shrinkage * np.diag(np.diag(cov)) + 1e-6 * np.eye(len(mean))
-        model = cls(mean, np.linalg.inv(cov), float("inf"), percentile)
-        model.cutoff = float(np.percentile(model.distance(val_features), percentile))
-        return model
+        cov = (1 - SHRINKAGE) * cov + SHRINKAGE * np.diag(np.diag(cov)) + 1e-6 * np.eye(len(mean))
+        # Each source's films weigh alike in "where lungs lie", whatever their numbers.
+        signatures = [s for _, s in fit]
+        template = None if any(s is None for s in signatures) else np.mean([s.mean(axis=0) for s in signatures], 0)
+        check = cls(mean, np.linalg.inv(cov), template, float("inf"), percentile)
+        check.cutoff = max(float(np.percentile(check.score(*pair), percentile)) for pair in held_out.values())
+        return check
 
     def distance(self, features: np.ndarray) -> np.ndarray:
-        x = np.log1p(np.maximum(np.atleast_2d(features), 0).astype(np.float64)) - self.mean
+        x = _log_features(features) - self.mean
         return np.sqrt(np.einsum("ij,jk,ik->i", x, self.precision, x))
 
+    def lung_match(self, signatures: np.ndarray | None) -> np.ndarray | float:
+        """Correlation of each lung signature with the template (0 without a template)."""
+        if self.template is None or signatures is None:
+            return 0.0
+        a = np.atleast_2d(signatures).astype(np.float64)
+        a = a - a.mean(axis=1, keepdims=True)
+        b = self.template - self.template.mean()
+        return a @ b / (np.linalg.norm(a, axis=1) * np.linalg.norm(b) + 1e-9)
+
+    def score(self, features: np.ndarray, signatures: np.ndarray | None = None) -> np.ndarray:
+        """log(distance) - lung match: above the cut-off, unlike a chest X-ray."""
+        return np.log(self.distance(features) + 1e-9) - self.lung_match(signatures)
+
     def save(self, path: Path) -> None:
-        np.savez(path, mean=self.mean.astype(np.float32), precision=self.precision.astype(np.float32),
-                 cutoff=self.cutoff, percentile=self.percentile)
+        np.savez(path, mean=self.mean, precision=self.precision.astype(np.float32), cutoff=self.cutoff,
+                 percentile=self.percentile, version=VERSION,
+                 template=np.zeros(0) if self.template is None else self.template)
 
     @classmethod
-    def load(cls, path: Path) -> FeatureGaussian:
+    def load(cls, path: Path) -> ChestCheck:
         with np.load(path) as f:
-            return cls(f["mean"].astype(np.float64), f["precision"].astype(np.float64), float(f["cutoff"]),
-                       float(f["percentile"]))
+            version = str(f["version"]) if "version" in f else "none"
+            if version != VERSION:
+                raise ValueError(f"'{path}' holds a chest X-ray check of version {version!r}; this package reads "
+                                 f"{VERSION!r}. Refit the checks with train.py --refit-checks, or retrain.")
+            template = f["template"].astype(np.float64)
+            return cls(f["mean"].astype(np.float64), f["precision"].astype(np.float64),
+                       template if template.size else None, float(f["cutoff"]), float(f["percentile"]))
 
 
 def image_reasons(image: DecodedImage) -> list[str]:
@@ -68,17 +109,15 @@ def image_reasons(image: DecodedImage) -> list[str]:
     modality = str(image.info.get("Modality", "")).upper()
     if modality and modality not in ("CR", "DX", "DR", "RG", "OT"):
         reasons.append(f"the DICOM modality is {modality}, not a radiograph (CR/DX)")
+    if str(image.info.get("ViewPosition", "")).strip().upper() in LATERAL_VIEWS:
+        reasons.append("the DICOM header says it is a lateral view")
     return reasons
 
 
-# The one reason that is not specific to "not a chest X-ray": adults' chest films are far from the training films
-# too, so when the population check also fails, "Adult film?" is the better headline (Prediction.failed_check).
-FAR = "its content is far from the pediatric chest X-rays the model was trained on"
-
-
-def check(image: DecodedImage, features: np.ndarray, gaussian: FeatureGaussian | None) -> list[str]:
-    """Reasons the image does not look like the training chest X-rays (empty list: looks fine)."""
+def check(image: DecodedImage, features: np.ndarray, signature: np.ndarray | None,
+          chest: ChestCheck | None) -> list[str]:
+    """Reasons the image does not look like a frontal chest X-ray (empty list: looks like one)."""
     reasons = image_reasons(image)
-    if gaussian is not None and float(gaussian.distance(features)[0]) > gaussian.cutoff:
+    if chest is not None and float(chest.score(features, signature)[0]) > chest.cutoff:
         reasons.append(FAR)
     return reasons

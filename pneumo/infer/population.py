@@ -2,15 +2,17 @@
 
 Separate from "is this a chest X-ray?" (chest_check.py): an adult chest film is a chest X-ray, yet the model's
 answer on adults is no better than a coin (docs/safety.md). Two kinds of evidence:
-- the pixels: a logistic regression on the pooled VGG16 features the classifier computes anyway
-  (log-compressed, standardised), trained on pediatric training films against adult films; its
-  cut-off is a high percentile of the pediatric *validation* patients' scores, so few children are flagged.
+- the patient's age, where known: declared by the user, or in the DICOM header. It decides: in the intended range
+  (1 to under 6 years) the film is assessed, outside it it is not, whatever the pixels say;
+- without an age, the pixels: a logistic regression on the pooled VGG16 features the classifier computes anyway
+  (log-compressed, standardised), trained on pediatric training films against films of patients aged 18 or more;
+  its cut-off is a high percentile of the pediatric *validation* patients' scores, so few children are flagged.
+  Every child it saw comes from one hospital and every adult from others, so it tells "unlike the training
+  children" (older, or another hospital's) and nothing finer: its answer never says "adult" (docs/safety.md).
   The two groups also differ in *form* (224 px JPEGs against large smooth films), which a classifier would
   happily learn instead of anatomy. So both sides get views of random sharpness and compression
   (preprocess.FormConfig), and the directions in which a film's features move when only its form changes
-  (the top FORM_DIMS principal directions of plain-minus-form differences) are projected out first;
-- the DICOM header, where present: an age over MAX_AGE_YEARS or a lateral view. Only the conclusion
-  leaves dicom.py, never the age, dates or view themselves.
+  (the top FORM_DIMS principal directions of plain-minus-form differences) are projected out first.
 """
 
 from __future__ import annotations
@@ -20,8 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.image import DecodedImage
-
 POPULATION_FILE = "population.npz"
 VERSION = "logreg-log1p-gap-forms-proj20-v1"  # bump when the features or the score change: old files are refused
 FORM_DIMS = 20  # enough to stop full-size pediatric originals looking "adult"; docs/safety.md
@@ -29,8 +29,6 @@ FORM_DIMS = 20  # enough to stop full-size pediatric originals looking "adult"; 
 # other hospitals as 224 px JPEGs; a refused child is safer than an answered adult, so 0.01 stays
 # (docs/decisions.md, "The population check").
 L2 = 0.01
-HEADLINE = "Adult film? This model was trained on children aged 1-5; its answer does not apply"
-PIXEL_REASON = "the image looks like an adult chest X-ray"
 
 
 def _log_features(features: np.ndarray) -> np.ndarray:
@@ -135,14 +133,3 @@ def fit_with_forms(children: np.ndarray, child_views: list[np.ndarray], adult_vi
                                form_directions(pairs, dims) if pairs else None, l2=l2)
 
 
-def reasons(image: DecodedImage, features: np.ndarray, check: PopulationCheck | None) -> list[str]:
-    """Why `image` is outside the pediatric population (empty list: inside, as far as we can tell)."""
-    found = list(image.info.get("population_reasons", []))  # from the DICOM header, values never kept
-    if check is not None and bool(check.flags(features)[0]):
-        found.append(PIXEL_REASON)
-    return found
-
-
-def sentence(found: list[str]) -> str:
-    """The one plain sentence a result carries when the film is outside the population."""
-    return f"{HEADLINE} ({'; '.join(found)})."

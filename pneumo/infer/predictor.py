@@ -7,20 +7,21 @@ list of files through the model, with unreadable files reported in place, not fa
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..config import CLASS_NAMES
+from ..config import CAM_LAYER, CLASS_NAMES
 from ..hub import resolve_source
 from ..io import DecodedImage, read_image
 from ..model import backends
 from ..model import bundle as bundles
+from ..model.pooling import lung_signature
 from ..preprocess import to_model_input
-from . import chest_check, gradcam, lung_fields, population
+from . import age, chest_check, gradcam, lung_fields, population
 
 BATCH = 16
 
@@ -31,13 +32,23 @@ class Prediction:
     threshold: float
     heatmap: np.ndarray | None  # (h, w) in [0, 1] for the predicted class, or None
     check_features: np.ndarray  # global average of block5_pool, what the "chest X-ray?" and population checks read
-    chest_reasons: list[str] = field(default_factory=list)  # why it may not be a chest X-ray
-    population_reasons: list[str] = field(default_factory=list)  # why it may not be a child's film
+    chest_reasons: list[str] = field(default_factory=list)  # why it may not be a frontal chest X-ray
+    pixels_unlike: bool = False  # the population check's pixels: unlike the training children
     image_size: tuple[int, int] = (0, 0)  # (width, height) of the decoded image the heatmap belongs to
     lungs: np.ndarray | None = None  # lung-field probability over the model's view, if the bundle has the head
     reads_lungs_only: bool = False  # the model pools block5_conv3 over the lung zones (not --pooling gap)
     threshold_source: str = "validation"  # or "calibrated: <folder>, <n> films" (Bundle.threshold_source)
     band: tuple[float, float] | None = None  # the bundle's borderline band, if it has one
+    declared_age: float | None = None  # years, as the user gave it
+    header_age: float | None = None  # years, from the DICOM header
+
+    def with_age(self, declared: float | None) -> Prediction:
+        """The same film with another declared age: only the population answer changes, no model pass."""
+        return replace(self, declared_age=declared)
+
+    @cached_property
+    def population(self) -> age.Answer:
+        return age.decide(self.pixels_unlike, self.declared_age, self.header_age)
 
     @cached_property
     def lung_fields(self) -> np.ndarray | None:
@@ -57,39 +68,38 @@ class Prediction:
 
     @property
     def in_population(self) -> bool:
-        return not self.population_reasons
+        return not self.population.reasons
 
     @property
     def assessed(self) -> bool:
-        """The model's answer applies: a chest X-ray from the population it was trained on."""
+        """The model's answer applies: a frontal chest X-ray of a patient in the intended population."""
         return self.looks_like_chest_xray and self.in_population
 
     @property
     def failed_check(self) -> str | None:
         """The check that explains why the answer does not apply: "chest", "population" or None (assessed).
 
-        A sign that the image is not a chest X-ray (colour, shape, modality, no lungs) comes first: then the
-        population check means nothing (a colourful photo is not an adult). Being merely far from the training
-        films is what adults' films are too, so with a failed population check that one reads "population"."""
-        if any(reason != chest_check.FAR for reason in self.chest_reasons):
+        "Not a chest X-ray" comes first: then the population check means nothing (a photo has no age)."""
+        if self.chest_reasons:
             return "chest"
-        if self.population_reasons:
-            return "population"
-        return "chest" if self.chest_reasons else None
+        return "population" if self.population.reasons else None
 
     @property
     def reasons(self) -> list[str]:
-        """The reasons of the failed check (for "population", with the distance reason if it fired too)."""
+        """The reasons of the failed check."""
         if self.failed_check == "chest":
             return list(self.chest_reasons)
-        return self.population_reasons + self.chest_reasons if self.failed_check else []
+        return list(self.population.reasons) if self.failed_check else []
 
     @property
     def warnings(self) -> list[str]:
-        """Why the answer does not apply, in one sentence: the failed check's (see `failed_check`)."""
+        """Why the answer does not apply, in one sentence (the failed check's); or, for an answer that applies,
+        the cautions it comes with."""
         if self.failed_check == "chest":
             return [f"This may not be a frontal chest X-ray: {'; '.join(self.reasons)}."]
-        return [population.sentence(self.reasons)] if self.failed_check else []
+        if self.failed_check == "population":
+            return [self.population.sentence]
+        return list(self.population.cautions)
 
     @property
     def label(self) -> str:
@@ -118,7 +128,9 @@ class Prediction:
                 "borderline": self.borderline,
                 "assessed": self.assessed, "looks_like_chest_xray": self.looks_like_chest_xray,
                 "in_population": self.in_population, "warnings": self.warnings,
-                "heat_in_lungs": None if self.heat_in_lungs is None else round(self.heat_in_lungs, 4)}
+                "heat_in_lungs": None if self.heat_in_lungs is None else round(self.heat_in_lungs, 4),
+                "age": None if self.population.age is None else round(self.population.age, 1),
+                "age_source": self.population.source}
 
 
 class Predictor:
@@ -131,10 +143,11 @@ class Predictor:
         band = bundle.config.get("borderline")  # absent from bundles made before it
         self.borderline: tuple[float, float] | None = tuple(band) if band else None
         self.input_size = int(bundle.config["input_size"])
-        gaussian_file = bundle.optional_file(chest_check.OOD_FILE)  # both checks: absent from older bundles
-        self.gaussian = chest_check.FeatureGaussian.load(gaussian_file) if gaussian_file else None
+        self.grid = tuple(full_model.get_layer(CAM_LAYER).output.shape[1:3])  # block5_conv3's: the lung signature's
+        chest_file = bundle.optional_file(chest_check.CHEST_FILE)  # both checks: absent from older bundles
+        self.chest = chest_check.ChestCheck.load(chest_file) if chest_file else None
         population_file = bundle.optional_file(population.POPULATION_FILE)
-        self.population = population.PopulationCheck.load(population_file) if population_file else None
+        self.population_check = population.PopulationCheck.load(population_file) if population_file else None
         self.decoder = decoder if decoder is not None else bundles.load_lung_decoder(bundle)
         self.reads_lungs_only = backends.reads_lung_zones(full_model)
         self._run = backends.make_runner(full_model, backend, self.decoder, bundles.load_int8_ranges(bundle))
@@ -151,19 +164,22 @@ class Predictor:
         predictor.predict_inputs(np.zeros((1, *full.input_shape[1:]), np.float32))  # trace + allocate now
         return predictor
 
-    def analyze(self, image: DecodedImage, with_cam: bool = True) -> Prediction:
+    def analyze(self, image: DecodedImage, with_cam: bool = True, declared_age: float | None = None) -> Prediction:
         """Probability of pneumonia and (optionally) the Grad-CAM heatmap of the predicted class."""
-        return self.predictions([image], to_model_input(image, self.input_size)[None], with_cam)[0]
+        return self.predictions([image], to_model_input(image, self.input_size)[None], with_cam, declared_age)[0]
 
     def prediction(self, image: DecodedImage, probability: float, check_features: np.ndarray,
-                   heat: np.ndarray | None = None, lung_map: np.ndarray | None = None) -> Prediction:
+                   heat: np.ndarray | None = None, lung_map: np.ndarray | None = None,
+                   declared_age: float | None = None) -> Prediction:
         """A Prediction with both checks run: is it a chest X-ray (with lungs in it), is it from the pediatric
-        population."""
-        chest = chest_check.check(image, check_features, self.gaussian)
+        population (by age where known, else by its pixels)."""
+        signature = None if lung_map is None else lung_signature(lung_map[None], self.grid)
+        chest = chest_check.check(image, check_features[None], signature, self.chest)
         chest += lung_fields.lung_reasons(lung_map) if lung_map is not None else []
-        return Prediction(probability, self.threshold, heat, check_features, chest,
-                          population.reasons(image, check_features[None], self.population), image.size, lung_map,
-                          self.reads_lungs_only, self.bundle.threshold_source, self.borderline)
+        unlike = self.population_check is not None and bool(self.population_check.flags(check_features[None])[0])
+        return Prediction(probability, self.threshold, heat, check_features, chest, unlike, image.size, lung_map,
+                          self.reads_lungs_only, self.bundle.threshold_source, self.borderline,
+                          declared_age=declared_age, header_age=image.info.get("age_years"))
 
     def predict_inputs(self, inputs: np.ndarray, batch_size: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, the checks' features) for preprocessed inputs (n, size, size, 3)."""
@@ -174,7 +190,8 @@ class Predictor:
             features.append(run.check_features)
         return np.concatenate(probs), np.concatenate(features)
 
-    def predictions(self, images: list[DecodedImage], inputs: np.ndarray, with_cam: bool = False) -> list[Prediction]:
+    def predictions(self, images: list[DecodedImage], inputs: np.ndarray, with_cam: bool = False,
+                    declared_age: float | None = None) -> list[Prediction]:
         """Predictions (with both checks, and heatmaps if asked) for a batch of decoded images and their inputs."""
         run = self._run(np.asarray(inputs, np.float32))
         out = []
@@ -183,12 +200,12 @@ class Predictor:
                                                 None if run.positions is None else run.positions[k]) \
                 if with_cam else None
             out.append(self.prediction(image, float(run.probs[k]), run.check_features[k], heat,
-                                       None if run.lungs is None else run.lungs[k]))
+                                       None if run.lungs is None else run.lungs[k], declared_age))
         return out
 
-    def predict_file(self, path: str | Path) -> dict:
+    def predict_file(self, path: str | Path, declared_age: float | None = None) -> dict:
         """JSON-ready result for one file; raises ValueError for unreadable files."""
-        prediction = self.analyze(read_image(path), with_cam=False)
+        prediction = self.analyze(read_image(path), with_cam=False, declared_age=declared_age)
         return {"file": str(path), **prediction.to_json()}
 
 
@@ -208,14 +225,16 @@ def decode_batches(paths: list[Path], desc: str, size: int):
         yield batch
 
 
-def predict_paths(predictor: Predictor, paths: list[Path], desc: str = "predict", with_cam: bool = False):
+def predict_paths(predictor: Predictor, paths: list[Path], desc: str = "predict", with_cam: bool = False,
+                  declared_age: float | None = None):
     """Yield (path, Prediction or None, error or None) in input order, batching the model calls.
 
-    `with_cam`: each Prediction also carries its Grad-CAM heatmap (from the same forward pass)."""
+    `with_cam`: each Prediction also carries its Grad-CAM heatmap (from the same forward pass); `declared_age`: the
+    patients' age in years, for every file."""
     for batch in decode_batches(paths, desc, predictor.input_size):
         good = [item for item in batch if item[1] is not None]
-        found = predictor.predictions([image for _, image, _ in good], np.stack([x for *_, x in good]), with_cam) \
-            if good else []
+        found = predictor.predictions([image for _, image, _ in good], np.stack([x for *_, x in good]), with_cam,
+                                      declared_age) if good else []
         results = {id(item): prediction for item, prediction in zip(good, found)}
         for item in batch:
             yield (item[0], None, item[2]) if item[1] is None else (item[0], results[id(item)], None)

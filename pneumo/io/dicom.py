@@ -1,9 +1,9 @@
 """DICOM decoding: modality LUT, VOI LUT or window, MONOCHROME1, 8-bit output.
 
 Only technical fields are kept in `DecodedImage.info`; patient fields (name,
-id, birth date ...) are never copied out of the dataset. Age and view are read
-only to conclude "outside the pediatric population" (`population_reasons`):
-the values themselves never leave this module.
+id, birth date ...) are never copied out of the dataset. The one exception is the
+patient's age in years (`age_years`, from PatientAge or the birth and study dates):
+it decides whether the film is inside the model's intended use (pneumo.infer.age).
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import numpy as np
 
 from .image import EXPECTED, MAX_PIXELS, DecodedImage
 
-SAFE_FIELDS = ("Modality", "PhotometricInterpretation", "BitsStored", "Rows", "Columns", "BodyPartExamined")
-MAX_AGE_YEARS = 10  # the training children are 1-5; well past that, anatomy and the model's answer differ
-LATERAL_VIEWS = {"LL", "RL", "LAT", "LATERAL"}  # DICOM ViewPosition codes of a lateral projection
+SAFE_FIELDS = ("Modality", "PhotometricInterpretation", "BitsStored", "Rows", "Columns", "BodyPartExamined",
+               "ViewPosition")
 AGE_UNITS = {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1.0}  # PatientAge is nnnD/W/M/Y
 
 
@@ -44,7 +43,9 @@ def decode_dicom(data: bytes, name: str) -> DecodedImage:
             gray = 255 - gray
     info = {key: _plain(ds.get(key)) for key in SAFE_FIELDS if key in ds}
     info["window"] = window
-    info["population_reasons"] = header_population_reasons(ds)
+    age = _age_years(ds)
+    if age is not None:
+        info["age_years"] = age
     return DecodedImage(np.ascontiguousarray(gray), "DICOM", 0.0, info)
 
 
@@ -148,17 +149,6 @@ def _first(value) -> float | None:
 
 def _plain(value):
     return value if isinstance(value, (int, float)) else str(value)
-
-
-def header_population_reasons(ds) -> list[str]:
-    """What the header says against a 1-5-year-old's frontal film, without the values themselves."""
-    found = []
-    age = _age_years(ds)
-    if age is not None and age > MAX_AGE_YEARS:
-        found.append(f"the DICOM header gives an age over {MAX_AGE_YEARS} years")
-    if str(ds.get("ViewPosition", "")).strip().upper() in LATERAL_VIEWS:
-        found.append("the DICOM header says it is a lateral view")
-    return found
 
 
 def _age_years(ds) -> float | None:

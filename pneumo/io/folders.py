@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import random
 import re
 from collections import defaultdict
@@ -60,6 +61,23 @@ def scan_images(root: str | Path) -> list[Sample]:
     if not files:
         raise ValueError(f"'{root}' holds no images (expected {', '.join(sorted(IMAGE_SUFFIXES))}).")
     return [Sample(p, 0, f"{root.name}/{patient_id(p.name)}") for p in files]
+
+
+def read_ages(root: str | Path) -> dict[Path, float]:
+    """{film: age in years} from `root/metadata.csv` (columns `file`, relative to root, and `age`), if there is one.
+
+    NIH ChestX-ray14's own metadata gives ages, and a folder of "adult" films can hold children."""
+    table = Path(root) / "metadata.csv"
+    if not table.is_file():
+        return {}
+    with table.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if rows and not {"file", "age"} <= set(rows[0]):
+        raise ValueError(f"'{table}' must have the columns file and age; it has {', '.join(rows[0])}.")
+    try:
+        return {Path(root) / row["file"]: float(row["age"]) for row in rows if row["age"].strip()}
+    except ValueError as err:
+        raise ValueError(f"'{table}' holds an age that is not a number ({err}).") from None
 
 
 def resolve_eval_folder(path: str | Path) -> Path:

@@ -20,7 +20,7 @@ from .build import split_after
 from .int8 import Int8Ranges
 from .lung_decoder import SKIP_LAYERS
 from .onnx_graph import OnnxTrunk, trunk_to_onnx
-from .pooling import GAP, ZONES, ZONES_LAYER, zone_pool, zone_positions
+from .pooling import GAP, ZONES, ZONES_LAYER, lung_signature, zone_pool, zone_positions
 
 BACKENDS = ("onnx", "tf")
 
@@ -67,8 +67,8 @@ def make_runner(full_model, backend: str | None = None, decoder=None, int8: Int8
 
 def make_feature_function(full_model, backend: str | None = None, decoder=None, int8: Int8Ranges | None = None):
     """A callable: preprocessed images -> float32 rows: the global average of block5_pool (512), or with a lung
-    `decoder` that and the lung zones' averages side by side (512 + ZONES * 512), from one pass. With `int8`
-    ranges, from the int8 trunk (ONNX Runtime only: heads are fitted on what serves)."""
+    `decoder` that, the lung zones' averages and the lung signature side by side (512 + ZONES * 512 + h * w), from
+    one pass. With `int8` ranges, from the int8 trunk (ONNX Runtime only: heads are fitted on what serves)."""
     backend = backend or default_backend()
     if int8 is not None and backend != "onnx":
         raise ValueError(f"int8 features come from ONNX Runtime only; backend '{backend}' was asked for.")
@@ -88,6 +88,7 @@ def make_feature_function(full_model, backend: str | None = None, decoder=None, 
         rows = [pool_activations(activations)]
         if lungs:
             rows.append(zone_pool(activations, lungs[0][..., 0])[0])
+            rows.append(lung_signature(lungs[0][..., 0], activations.shape[1:3]))
         return np.concatenate(rows, 1)
 
     return features

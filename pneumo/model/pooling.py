@@ -36,6 +36,15 @@ def cell_weights(lungs: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     return weights
 
 
+def lung_signature(lungs: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """(n, H, W) lung probabilities -> (n, h * w): the share of each cell of an h x w grid inside the lungs, no
+    fallback for an empty map (what the chest X-ray check compares with where lungs usually lie)."""
+    n, height, width = lungs.shape
+    fy, fx = height // grid[0], width // grid[1]
+    inside = (lungs >= 0.5).astype(np.float32)[:, : grid[0] * fy, : grid[1] * fx]
+    return inside.reshape(n, grid[0], fy, grid[1], fx).mean(axis=(2, 4)).reshape(n, grid[0] * grid[1])
+
+
 def zone_masks(lungs: np.ndarray) -> np.ndarray:
     """(n, H, W) lung probabilities -> (n, ZONES, H, W) masks splitting the lung map (p >= 0.5).
 

@@ -116,9 +116,9 @@ other features came from the on-disk cache), package version {config['package_ve
 ## Limitations
 - One hospital, one age group: expect worse results on other hospitals, devices and ages. On adult films its
   score means nothing (measured on NIH adults: docs/safety.md): never use it there.
-  With `population.npz` in the bundle, each result says whether the film looks like it comes from the
-  pediatric population (`in_population`); outside it, the answer does not apply.
-{_lungs_line(config)}- Trained on 224x224 downsized images: fine detail is not used.
+  With `population.npz` in the bundle, each result says whether the film is from the intended population
+  (`in_population`: by the patient's age where known, else by its pixels); outside it, the answer does not apply.
+{_checks_line(config)}{_lungs_line(config)}- Trained on 224x224 downsized images: fine detail is not used.
 - The heatmap shows which regions drove the score, not where the disease is; it can highlight markers,
   tubes or film edges (the outer 10% of the image is cut off for that reason, but not everything is there).
 - Labels are the dataset's (graded by physicians), not confirmed diagnoses.
@@ -173,6 +173,28 @@ def _band_line(config: dict) -> str:
                  f"{split['inside_share']:.0%} of the films, right {split['accuracy_inside']:.0%} inside against "
                  f"{split['accuracy_outside']:.0%} outside.")
     return line + "\n"
+
+
+def _checks_line(config: dict) -> str:
+    """The two checks' measurements on films they were not fitted on (train/checks.py)."""
+    chest, people = config.get("chest_check"), config.get("population")
+    lines = ""
+    if chest:
+        held = "; ".join(f"{name} {v['flagged']} of {v['films']}" for name, v in chest["held_out_flagged"].items())
+        lines += (f"- The chest X-ray check (`{chest['file']}`) was fitted on chest films of several hospitals "
+                  f"({', '.join(f'{n} {k}' for n, k in chest['fit_films'].items())}). Chest films it was not fitted "
+                  f"on, flagged \"not a chest X-ray\": {held}.")
+        caught = chest.get("not_chest_caught_by_score")
+        if caught:
+            lines += (f" Radiographs of other body parts caught by its score alone: {caught['flagged']} of "
+                      f"{caught['films']}.")
+        lines += "\n"
+    if people:
+        lines += f"- The population check: {people['summary']}.\n"
+    if config.get("checks_refit"):
+        refit = config["checks_refit"]
+        lines += f"- Both checks were refit on {refit['created'][:10]}: `{refit['command']}`.\n"
+    return lines
 
 
 def _lungs_line(config: dict) -> str:

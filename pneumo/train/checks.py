@@ -1,7 +1,12 @@
-"""Fitting the "is this a child's film?" check a bundle carries (the chest X-ray check fits in one call).
+"""Fitting the two checks a bundle carries: "is this a frontal chest X-ray?" and "is this a child's film?".
 
-It uses only the pooled features the classifier computes anyway, so it costs no extra backbone pass at
-serving time. Its cut-off is set on the pediatric validation patients, never on the films it scores.
+Both read only what the classifier's pass computes anyway (the pooled features, the lung map), so they cost no extra
+backbone pass at serving time. Both learn from chest films of several hospitals, and both keep part of every outside
+source back, to set their cut-offs and to measure them on films they were not fitted on.
+- The chest X-ray check fits on the pediatric fit patients and half of the other hospitals' chest films (the adult
+  folders, whatever the patients' ages, and the lung-mask images); its cut-off comes from the rest.
+- The population check fits the same pediatric patients against the adult folders' patients aged 18 or more (by
+  the folder's metadata.csv, where there is one): a patient under 18 is not an adult, whatever the folder says.
 """
 
 from __future__ import annotations
@@ -9,44 +14,98 @@ from __future__ import annotations
 import numpy as np
 
 from ..infer import population
+from ..infer.chest_check import CHEST_FILE, VERSION, ChestCheck
 from ..io import folders
 from ..preprocess import FormConfig
 
+ADULT_AGE = 18.0
 
-def form_features(config, extract, child_samples: list) -> tuple[list, list, list, list]:
-    """(adult fit films, held-out adult films, [plain, *form views] global averages of the adult fit films, the same
-    of every 8th pediatric fit film), as `fit_population` reads them."""
+
+def outside_sources(config) -> dict[str, tuple[list, list]]:
+    """{source: (fit films, held-out films)} of the chest films of other hospitals, split by patient, seeded."""
     adults = [s for folder in config.adult_dirs for s in folders.scan_images(folder)]
-    fit, held_out = folders.split_by_patient(adults, config.adult_holdout, config.seed) if config.adult_holdout \
-        else (adults, [])
+    out = {"adult folders": _split(adults, config.adult_holdout, config.seed)}
+    if config.lung_masks:
+        out["lung-mask images"] = _split(folders.scan_images(config.lung_masks / "images"), 0.5, config.seed)
+    return {name: pair for name, pair in out.items() if pair[0] or pair[1]}
+
+
+def _split(samples: list, holdout: float, seed: int) -> tuple[list, list]:
+    if not samples:
+        return [], []
+    return folders.split_by_patient(samples, holdout, seed) if holdout else (samples, [])
+
+
+def fit_chest_check(config, extract, fit, val) -> tuple[ChestCheck, dict]:
+    """The chest X-ray check: Gaussian and lung template on the pediatric fit patients and the fit half of every
+    other source; cut-off on the pediatric validation patients and the held-out half of every other source."""
+    sources = {name: (extract(a, f"{name}, fit"), extract(b, f"{name}, held out") if b else None)
+               for name, (a, b) in outside_sources(config).items()}
+    fitted = [(fit.checks, fit.signatures)] + [(x.checks, x.signatures) for x, _ in sources.values() if len(x.y)]
+    held = {"pediatric validation patients": (val.checks, val.signatures)}
+    held.update({name: (h.checks, h.signatures) for name, (_, h) in sources.items() if h is not None and len(h.y)})
+    check = ChestCheck.fit(fitted, held)
+    stats = {"file": CHEST_FILE, "version": VERSION, "cutoff": check.cutoff, "percentile": check.percentile,
+             "lung_template": check.template is not None,
+             "fit_films": {"pediatric fit patients": len(fit.y), **{n: len(x.y) for n, (x, _) in sources.items()}},
+             "held_out_flagged": {n: _share(check.score(*pair) > check.cutoff) for n, pair in held.items()}}
+    not_chest = [s for folder in config.not_chest_dirs for s in folders.scan_images(folder)]
+    if not_chest:  # measured only: nothing of them is fitted
+        other = extract(not_chest, "not chest X-rays")
+        stats["not_chest_caught_by_score"] = _share(check.score(other.checks, other.signatures) > check.cutoff)
+    stats["summary"] = "; ".join(f"{n}: {v['flagged']} of {v['films']} flagged"
+                                 for n, v in stats["held_out_flagged"].items())
+    return check, stats
+
+
+def _share(flags: np.ndarray) -> dict:
+    return {"flagged": int(flags.sum()), "films": int(len(flags)), "share": float(flags.mean())}
+
+
+def adult_samples(config, samples: list) -> tuple[list, list]:
+    """(adults, minors): a film counts as an adult's unless its folder's metadata.csv gives an age under 18."""
+    ages = {}
+    for folder in config.adult_dirs:
+        ages.update(folders.read_ages(folder))
+    young = {s.path for s in samples if ages.get(s.path, ADULT_AGE) < ADULT_AGE}
+    return [s for s in samples if s.path not in young], [s for s in samples if s.path in young]
+
+
+def form_features(config, extract, child_samples: list) -> tuple[list, list, list, list, list]:
+    """(adult fit films, held-out adult films, minors, [plain, *form views] global averages of the adult fit films,
+    the same of every 8th pediatric fit film), as `fit_population` reads them."""
+    fit, held_out = outside_sources(config)["adult folders"]
+    (fit, young), (held_out, young_held) = adult_samples(config, fit), adult_samples(config, held_out)
     form = FormConfig(**config.augment.to_dict())
     views = range(1, config.population_views + 1)
-    adult_x = [extract(fit, "adult films", 0, checks_only=True).checks]
-    adult_x += [extract(fit, f"adult form {v}", v, form, checks_only=True).checks for v in views]
+    adult_x = [extract(fit, "adult films").checks]
+    adult_x += [extract(fit, f"adult form {v}", v, form).checks for v in views]
     sample = child_samples[::8]
-    child_x = [extract(sample, "child sample", 0).checks]  # cached: the same films' plain features
-    child_x += [extract(sample, f"child form {v}", v, form, checks_only=True).checks for v in views]
-    return fit, held_out, adult_x, child_x
+    child_x = [extract(sample, "child sample").checks]  # cached: the same films' plain features
+    child_x += [extract(sample, f"child form {v}", v, form).checks for v in views]
+    return fit, held_out, young + young_held, adult_x, child_x
 
 
 def fit_population(config, extract, children: np.ndarray, child_samples: list, children_val):
-    """The pediatric-vs-adult check: fitted on adult patients' films and views, measured on held-out adult patients.
+    """The pediatric-vs-adult check: fitted on adult patients' films and views, measured on held-out adult patients
+    and on the patients under 18 of the adult folders (never fitted on).
 
     Both sides also get FormConfig views (random sharpness and JPEG compression), so the film's texture
     tells nothing and anatomy has to; for the children a 1-in-8 sample of the fit films is enough.
     """
-    fit, held_out, adult_x, child_x = form_features(config, extract, child_samples)
+    fit, held_out, minors, adult_x, child_x = form_features(config, extract, child_samples)
     form = FormConfig(**config.augment.to_dict())
     check = population.fit_with_forms(children, child_x, adult_x, children_val)
     children_flagged = float(check.flags(children_val).mean())
     stats = {"file": population.POPULATION_FILE, "version": population.VERSION, "cutoff": check.cutoff,
              "percentile": check.percentile, "l2": population.L2, "form_dims": len(check.form),
-             "adult_fit_images": len(fit), "adult_holdout_images": len(held_out), "form_views": form.to_dict(),
-             "validation_children_flagged": children_flagged}
+             "adult_fit_images": len(fit), "adult_holdout_images": len(held_out), "under_18_images": len(minors),
+             "form_views": form.to_dict(), "validation_children_flagged": children_flagged}
     summary = f"{children_flagged:.1%} of {len(children_val)} pediatric validation films flagged"
-    if held_out:
-        flagged = float(check.flags(extract(held_out, "held-out adults", checks_only=True).checks).mean())
-        stats["holdout_adults_flagged"] = flagged
-        summary += f"; {flagged:.1%} of {len(held_out)} held-out adult films flagged"
+    for key, films, name in (("holdout_adults_flagged", held_out, "held-out adult"),
+                             ("under_18_flagged", minors, "under-18 (never fitted)")):
+        if films:
+            stats[key] = float(check.flags(extract(films, name).checks).mean())
+            summary += f"; {stats[key]:.1%} of {len(films)} {name} films flagged"
     stats["summary"] = summary
     return check, stats

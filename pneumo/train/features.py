@@ -30,7 +30,7 @@ from ..preprocess import AugmentConfig, model_input_for_view
 
 CHUNK_ROWS = 256
 # Bump when what a cached row holds changes without its key saying so: every older cache is then rebuilt.
-CACHE_VERSION = 3
+CACHE_VERSION = 4  # 4: lung-zone rows end with the lung signature
 
 
 def trunk_fingerprint(backbone_weights: str, int8=None) -> str:
@@ -73,15 +73,16 @@ class FeatureCache:
 
 class FeatureExtractor:
     """Pooled backbone features by the default backend: the global average of block5_pool (512 values), or with
-    a lung `decoder` that and the lung zones' averages side by side (512 + ZONES * 512).
+    a lung `decoder` that, the lung zones' averages and the lung signature side by side (512 + ZONES * 512 + h * w;
+    h x w: block5_conv3's grid).
 
     Any model holding VGG16's layers works: the training extractor or a full model. `int8` (Int8Ranges): from
     the int8 trunk."""
 
     def __init__(self, full_model, backend: str | None = None, decoder=None, int8=None):
         self.size = int(full_model.input_shape[1])
-        channels = int(full_model.get_layer(CAM_LAYER).output.shape[-1])
-        self.shape = ((1 + ZONES) * channels,) if decoder is not None else (channels,)
+        _, h, w, channels = full_model.get_layer(CAM_LAYER).output.shape
+        self.shape = ((1 + ZONES) * channels + h * w,) if decoder is not None else (channels,)
         self._run = make_feature_function(full_model, backend, decoder, int8)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:

@@ -6,8 +6,8 @@ The recipe, end to end:
 3. train the head on the fit patients' features with balanced class weights,
    keeping the epoch with the best validation loss;
 4. choose the decision threshold on validation with the configured rule;
-5. fit the "is this a chest X-ray?" check, and with --adult-dir the "is this a child's film?" check
-   (checks.py), both with cut-offs on the pediatric validation patients;
+5. fit the "is this a chest X-ray?" check and, with --adult-dir, the "is this a child's film?" check (checks.py),
+   both on chest films of several hospitals, with cut-offs on films they were not fitted on;
 6. measure every split, draw the plots, write the bundle atomically.
 """
 
@@ -22,16 +22,16 @@ import numpy as np
 
 from .. import __version__
 from ..config import BACKBONE, CLASS_NAMES, PREPROCESSING_VERSION
-from ..infer import chest_check
+from ..infer.chest_check import CHEST_FILE
 from ..infer.population import POPULATION_FILE
 from ..io import folders
 from ..model import build
 from ..model import bundle as bundles
 from ..model.int8 import INT8_FILE, INT8_VERSION, WEIGHT_LEVELS, Int8Ranges
 from ..model.lung_decoder import LUNGS_FILE, decoder_fingerprint, save_decoder
-from ..model.pooling import GAP, LUNG_ZONES
+from ..model.pooling import GAP, LUNG_ZONES, ZONES
 from . import card, features, metrics, plots
-from .checks import fit_population
+from .checks import fit_chest_check, fit_population
 from .fit_lungs import fit_lung_head
 from .options import TrainConfig
 
@@ -41,13 +41,15 @@ REPORT_NAMES = {"val": "kaggle_val"}  # Kaggle's val/ is 16 images, not our vali
 @dataclass
 class Labelled:
     """Features of the readable files of a split, with their labels: `x` what the head reads, `checks` what the
-    two checks read (the same array, except for lung pooling: there the checks keep the global average)."""
+    two checks read (the same array, except for lung pooling: there the checks keep the global average), and with a
+    lung head `signatures`, where the lungs lie (pneumo.model.pooling.lung_signature)."""
 
     x: np.ndarray
     y: np.ndarray
     paths: list[Path]
     failed: list[tuple[Path, str]]
     checks: np.ndarray | None = None
+    signatures: np.ndarray | None = None
 
     def __post_init__(self):
         if self.checks is None:
@@ -57,41 +59,41 @@ class Labelled:
         wanted = {s.path for s in samples}
         rows = [i for i, p in enumerate(self.paths) if p in wanted]
         checks = None if self.checks is self.x else self.checks[rows]
-        return Labelled(self.x[rows], self.y[rows], [self.paths[i] for i in rows], [], checks)
+        signatures = None if self.signatures is None else self.signatures[rows]
+        return Labelled(self.x[rows], self.y[rows], [self.paths[i] for i in rows], [], checks, signatures)
 
 
 class _Extractor:
     """Feature extraction for this run: one backbone, one cache root, labels attached.
 
-    With a lung decoder (--pooling lung-zones) the head's features come with the global average from the same pass;
-    `checks_only` extraction (the adult films) needs only the global average, from its own cache."""
+    With a lung decoder (--pooling lung-zones) every row holds the global average, the lung zones' averages and the
+    lung signature, from one pass."""
 
     def __init__(self, config: TrainConfig, decoder=None, int8: Int8Ranges | None = None):
         self.config = config
         trunk = build.build_feature_extractor(config.backbone_weights, config.input_size)
-        # (what the cache calls the rows, what computes them)
-        self.gap = (GAP, features.FeatureExtractor(trunk, int8=int8))
-        self.head = self.gap
+        self.pooled, self.network = GAP, features.FeatureExtractor(trunk, int8=int8)  # (what the cache calls the rows,
+        self.width = self.network.shape[0]                                           #  what computes them)
         if decoder is not None:  # its own cache: the rows hold the zones too, and depend on the decoder
-            name = f"{LUNG_ZONES}-{decoder_fingerprint(decoder)}"
-            self.head = (name, features.FeatureExtractor(trunk, decoder=decoder, int8=int8))
+            self.pooled = f"{LUNG_ZONES}-{decoder_fingerprint(decoder)}"
+            self.network = features.FeatureExtractor(trunk, decoder=decoder, int8=int8)
         self.fingerprint = features.trunk_fingerprint(config.backbone_weights, int8)
         self.computed = 0  # backbone passes in this run
 
-    def __call__(self, samples: list[folders.Sample], desc: str, view: int = 0, augment=None,
-                 checks_only: bool = False) -> Labelled:
+    def __call__(self, samples: list[folders.Sample], desc: str, view: int = 0, augment=None) -> Labelled:
         augment = augment or self.config.augment
-        pooled, network = self.gap if checks_only else self.head
         cache = features.FeatureCache(self.config.cache_dir, self.fingerprint, view, augment,
-                                      self.config.input_size, pooled)
-        fs = features.extract([s.path for s in samples], network, cache, view=view, augment_config=augment, desc=desc)
+                                      self.config.input_size, self.pooled)
+        fs = features.extract([s.path for s in samples], self.network, cache, view=view, augment_config=augment,
+                              desc=desc)
         label_of = {s.path: s.label for s in samples}
         self.computed += fs.computed
         y = np.array([label_of[p] for p in fs.paths], np.float32)
-        if pooled == GAP:
+        if self.pooled == GAP:
             return Labelled(fs.features, y, fs.paths, fs.failed)
-        width = self.gap[1].shape[0]  # [global average | lung zones' averages]
-        return Labelled(fs.features[:, width:], y, fs.paths, fs.failed, fs.features[:, :width])
+        head_end = self.width * (1 + ZONES)  # [global average | lung zones' averages | lung signature]
+        return Labelled(fs.features[:, self.width:head_end], y, fs.paths, fs.failed, fs.features[:, :self.width],
+                        fs.features[:, head_end:])
 
 
 def run(config: TrainConfig, log=print) -> Path:
@@ -115,7 +117,6 @@ def run(config: TrainConfig, log=print) -> Path:
     log(f"fit: {len(fit_y)} rows from {len(fit_samples)} images; validation: {len(val.y)} images "
         f"of {len({s.patient for s in val_samples})} patients, none of them in fit")
     head = fit_heads(config, fit_x, fit_y, val.x, val.y, log)
-    gaussian = chest_check.FeatureGaussian.fit(fit.checks, val.checks)  # plain views only
     predictions = {"validation": (val.y, predict_head(head, val.x))}
     threshold = metrics.choose_threshold(*predictions["validation"], config.threshold_rule)
     for name, split in others.items():  # official val/ is 16 full-resolution images
@@ -128,31 +129,39 @@ def run(config: TrainConfig, log=print) -> Path:
     if int8 is not None:
         cfg["int8"] = {"file": INT8_FILE, "version": INT8_VERSION, "calibration_images": int8.images,
                        "weight_levels": WEIGHT_LEVELS, "fingerprint": int8.fingerprint()}
-    cfg["ood"] = {"cutoff": gaussian.cutoff, "percentile": gaussian.percentile, "file": chest_check.OOD_FILE}
-    check = None
-    if config.adult_dirs:
-        # Plain fit films only, whatever --views: the classifier's zoomed views among the children make the check
-        # let through more adults of other hospitals (docs/decisions.md).
-        check, cfg["population"] = fit_population(config, extract, fit.checks, fit_samples, val.checks)
-        log(f"population check: {cfg['population']['summary']}")
+    chest, population = fit_checks(config, extract, fit, val, fit_samples, cfg, log)
     if lung_stats:
         cfg["lungs"] = lung_stats
     # counted once the population check's films are through too (the lung head's views are not in it)
     cfg["backbone_passes_this_run"], cfg["training_seconds"] = extract.computed, round(time.time() - started, 1)
-    out = bundles.write(config.output, lambda folder: fill_bundle(folder, cfg, head, predictions, gaussian, check,
+    out = bundles.write(config.output, lambda folder: fill_bundle(folder, cfg, head, predictions, chest, population,
                                                                   decoder, int8))
     report(scores, threshold, config.threshold_rule, failed, log)
     return out
 
 
-def fill_bundle(folder: Path, config: dict, head, predictions: dict, gaussian, check=None, decoder=None, int8=None):
+def fit_checks(config: TrainConfig, extract, fit: Labelled, val: Labelled, fit_samples: list, cfg: dict, log=print):
+    """Both checks (checks.py), their measurements stored in `cfg`; the population check only with --adult-dir."""
+    chest, cfg["chest_check"] = fit_chest_check(config, extract, fit, val)
+    log(f"chest X-ray check: {cfg['chest_check']['summary']}")
+    population = None
+    if config.adult_dirs:
+        # Plain fit films only, whatever --views: the classifier's zoomed views among the children make the check
+        # let through more adults of other hospitals (docs/decisions.md).
+        population, cfg["population"] = fit_population(config, extract, fit.checks, fit_samples, val.checks)
+        log(f"population check: {cfg['population']['summary']}")
+    return chest, population
+
+
+def fill_bundle(folder: Path, config: dict, head, predictions: dict, chest, population=None, decoder=None,
+                int8=None):
     """Config, head weights, both checks' statistics, the lung head, the int8 ranges, plots and model card."""
     head.save_weights(folder / bundles.HEAD_WEIGHTS)
     if int8 is not None:
         int8.save(folder / INT8_FILE)
-    gaussian.save(folder / chest_check.OOD_FILE)
-    if check is not None:
-        check.save(folder / POPULATION_FILE)
+    chest.save(folder / CHEST_FILE)
+    if population is not None:
+        population.save(folder / POPULATION_FILE)
     if decoder is not None:
         save_decoder(decoder, folder / LUNGS_FILE)
     plots.save_roc(predictions, config["metrics"], folder / "roc.png")

@@ -57,6 +57,15 @@ class TrainConfig:
         None, recipe=False, help="folder with images/ and masks/ (same names): trains the lung-field head the "
         "verdict pools over (e.g. ../shared/data/lung_masks); required but with --pooling gap; cached",
         type=Path, metavar="DIR", check=lambda v: v is None or Path(v).is_dir(), expect="must be an existing folder")
+    not_chest_dirs: tuple[Path, ...] = option(
+        (), recipe=False, help="radiographs of other body parts (any layout, repeatable): only measured, how many the "
+        "chest X-ray check's score catches (e.g. ../shared/data/not_chest_dev)", flag="--not-chest", action="append",
+        type=Path, metavar="DIR", check=lambda v: all(Path(d).is_dir() for d in v), expect="must be existing folders")
+    refit_checks: Path | None = option(
+        None, recipe=False, help="refit only the two checks of the bundle BUNDLE (with this run's data folders) and "
+        "write it to --output; its heads, lung-field head, threshold and calibration stay as they are", type=Path,
+        metavar="BUNDLE", check=lambda v: v is None or (Path(v) / "config.json").is_file(),
+        expect="must be a model bundle folder (with config.json)")
     report_dirs: dict[str, Path] = option(
         default_factory=dict, recipe=False, help="also measure on DIR (NORMAL/, PNEUMONIA/) as split NAME; never "
         "fitted on (repeatable)", check=lambda v: all(Path(d).is_dir() and n.isidentifier() and n not in SPLIT_NAMES
@@ -130,6 +139,7 @@ class TrainConfig:
         flags = [f"{_flag(f)} {getattr(self, f.name)}" for f in fields(self)
                  if f.metadata["recipe"] and f.metadata["cli"] and getattr(self, f.name) != getattr(default, f.name)]
         flags += ["--adult-dir ADULTS"] * len(self.adult_dirs)
+        flags += ["--not-chest OTHERS"] * len(self.not_chest_dirs)
         flags += ["--lung-masks MASKS"] if self.lung_masks else []
         flags += [f"--report {name}=DIR" for name in self.report_dirs]
         return " ".join(["python train.py --data-dir DATA", *flags, "--output OUT"])
@@ -177,5 +187,6 @@ def from_arguments(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig of parsed arguments (converted, not yet validated)."""
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.metadata["cli"]}
     values["adult_dirs"] = tuple(values["adult_dirs"])
+    values["not_chest_dirs"] = tuple(values["not_chest_dirs"])
     values["report_dirs"] = _report_dirs(values["report_dirs"])
     return TrainConfig(**values)

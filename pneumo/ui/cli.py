@@ -17,9 +17,10 @@ PREDICT_FIELDS = """output fields (one JSON object per line):
   threshold_source  "validation" or "calibrated: FOLDER, N films" (pneumo calibrate)
   borderline        true when the score lies in the band where films of both classes overlap; null if not assessed
   assessed          true only when the film looks like a frontal chest X-ray of a child (both checks below)
-  looks_like_chest_xray, in_population   the two checks
-  warnings          plain sentences: why the film is not assessed
+  looks_like_chest_xray, in_population   the two checks (the second by the age where known, else the pixels)
+  warnings          plain sentences: why the film is not assessed, or the caution an assessed film comes with
   heat_in_lungs     share of the Grad-CAM heat inside the lung fields (null without a lung head)
+  age, age_source   the age used (years) and where from: "declared" (--age), "dicom" (the header) or null
   heatmap           with --heatmaps: the written PNG
   error             instead of all the above, for a file that cannot be read (exit code 1)"""
 
@@ -37,6 +38,11 @@ def main(argv=None) -> int:
                               "16-bit grayscale PNG at the file's own size, named after it (scan.dcm -> scan.png)")
     evaluate = sub.add_parser("evaluate", help="metrics on a labelled folder, one JSON object")
     evaluate.add_argument("folder", type=Path, help="folder with NORMAL/ and PNEUMONIA/, or a Kaggle root (uses test/)")
+    for command in (predict, evaluate):
+        command.add_argument("--age", type=float, default=None, metavar="YEARS",
+                             help="the patients' age in years, for every file (1-5 is the intended use): it decides "
+                                  "whether a film is assessed where the pixels cannot (a DICOM header that gives "
+                                  "another age makes the film not assessed)")
     calibrate = sub.add_parser(
         "calibrate", help="a copy of the bundle with its threshold set on your site's own labelled films",
         description="Scores FOLDER's films, sets the threshold so that sensitivity stays at the target on new "
@@ -63,7 +69,11 @@ def main(argv=None) -> int:
             from ..hub import run_deploy
 
             return run_deploy(args)
+        from ..infer.age import parse_age
+
         samples = None
+        # A bad age is refused before the model loads.
+        declared = parse_age(args.age) if args.command in ("predict", "evaluate") else None
         if args.command == "calibrate":  # a folder that can never do is refused before the model loads
             from .calibrate import check_folder
 
@@ -75,25 +85,25 @@ def main(argv=None) -> int:
 
         predictor = Predictor.load(args.model, args.backbone_weights)
         if args.command == "predict":
-            return run_predict(predictor, args.files, args.heatmaps)
+            return run_predict(predictor, args.files, args.heatmaps, declared)
         if args.command == "calibrate":
             from .calibrate import run_calibrate
 
             return run_calibrate(predictor, args.folder, samples, args.output, args.sensitivity)
-        return run_evaluate(predictor, args.folder)
+        return run_evaluate(predictor, args.folder, declared)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
 
-def run_predict(predictor, files: list[Path], heatmaps: Path | None = None) -> int:
+def run_predict(predictor, files: list[Path], heatmaps: Path | None = None, declared_age: float | None = None) -> int:
     from ..infer.predictor import predict_paths
 
     targets = heatmap_paths(files, heatmaps) if heatmaps else {}
     failures = 0
     # Grad-CAM comes from the same pass (no extra backbone work): needed for heatmaps and for heat_in_lungs.
     with_cam = heatmaps is not None or predictor.decoder is not None
-    for path, prediction, error in predict_paths(predictor, files, with_cam=with_cam):
+    for path, prediction, error in predict_paths(predictor, files, with_cam=with_cam, declared_age=declared_age):
         failures += error is not None
         record = {"file": str(path), "error": error} if error else {"file": str(path), **prediction.to_json()}
         if heatmaps and not error:
@@ -128,7 +138,7 @@ def write_heatmap(target: Path, heat, size: tuple[int, int]) -> Path:
     return target
 
 
-def run_evaluate(predictor, folder: Path) -> int:
+def run_evaluate(predictor, folder: Path, declared_age: float | None = None) -> int:
     import numpy as np
 
     from ..infer.predictor import predict_paths
@@ -139,7 +149,7 @@ def run_evaluate(predictor, folder: Path) -> int:
     label_of = {s.path: s.label for s in samples}
     labels, probs, skipped, checks, shares = [], [], [], [], []
     for path, prediction, error in predict_paths(predictor, [s.path for s in samples], desc="evaluate",
-                                                 with_cam=predictor.decoder is not None):
+                                                 with_cam=predictor.decoder is not None, declared_age=declared_age):
         if error is not None:
             skipped.append({"file": str(path), "error": error})
             print(f"skipped {path}: {error}", file=sys.stderr)

@@ -1,8 +1,8 @@
 """What the page says about one analysed film: the headline, the score scale and "How to read this". No Gradio here.
 
 The headline's order is the order of trust: an image that is not a frontal chest X-ray is said to be so first
-(its population check means nothing: a colourful photo is not an adult); then a film outside the population;
-only then the verdict, with its score against the threshold.
+(its population check means nothing: a photo has no age); then a film outside the population (by the patient's
+age where known, else by its pixels); only then the verdict, with its score against the threshold and any caution.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 
 from ..config import CLASS_NAMES
-from ..infer import population
+from ..infer.age import years
 from ..infer.predictor import Prediction
 
 NOT_CHEST = "Not a frontal chest X-ray? This model reads children's chest films; its answer does not apply"
@@ -55,7 +55,7 @@ def decision_html(p: Prediction, name: str, truth: str | None = None, band_accur
     """The headline: why the answer does not apply, or the verdict with its score on the scale."""
     head = file_line(name, truth)
     if not p.assessed:
-        title = NOT_CHEST if p.failed_check == "chest" else population.HEADLINE
+        title = NOT_CHEST if p.failed_check == "chest" else p.population.headline
         reasons = "".join(f"<li>{html.escape(r)}</li>" for r in p.reasons)
         return (f'{head}<div class="verdict not-assessed" style="font-size:1.5em;font-weight:700;color:#a04a00">'
                 f'⚠️ Not assessed</div><div style="font-size:1.1em;font-weight:600">{html.escape(title)}.</div>'
@@ -70,14 +70,16 @@ def decision_html(p: Prediction, name: str, truth: str | None = None, band_accur
                 f"({fmt(band[0])}-{fmt(band[1])}){odds}. Read with care.")
     else:
         note = f"Pneumonia score {fmt(p.probability)}, {side} the threshold {fmt(p.threshold)}."
+    cautions = "".join(f'<div class="caution" style="margin-top:4px;padding:4px 8px;background:#fff4d6;'
+                       f'border-left:4px solid #d89b00">⚠️ {html.escape(c)}</div>' for c in p.warnings)
     return (f'{head}<div class="verdict" style="font-size:2em;font-weight:700;line-height:1.2;'
             f'color:{COLOURS[p.label]}">{p.label}{" <span style=font-size:0.5em>(borderline)</span>" if band else ""}'
-            f'</div><div>{note}</div>{scale_html(p.probability, p.threshold, p.band)}')
+            f'</div><div>{note}</div>{cautions}{scale_html(p.probability, p.threshold, p.band)}')
 
 
-def error_html(message: str) -> str:
+def error_html(message: str, title: str = "Could not read this file") -> str:
     return (f'<div class="verdict upload-error" style="font-size:1.5em;font-weight:700;color:#a00">'
-            f'Could not read this file</div><div>{html.escape(message)}</div>')
+            f'{html.escape(title)}</div><div>{html.escape(message)}</div>')
 
 
 def threshold_origin(p: Prediction) -> str:
@@ -91,8 +93,12 @@ def threshold_origin(p: Prediction) -> str:
 def reading_guide(p: Prediction, details: str) -> str:
     """"How to read this": a few plain sentences for this result; the method's names live in the Model tab."""
     if not p.assessed:
+        hint = ("" if p.failed_check != "population" or p.population.source else
+                " If the patient is a child aged 1-5, enter the age beside the upload: the film is then assessed, "
+                "with a caution.")
         return ("The model's answer does not apply to this image, so there is no verdict and no threshold to "
-                "compare with. The colours only show what moved a score that means nothing here.\n\n" + details)
+                f"compare with. The colours only show what moved a score that means nothing here.{hint}\n\n"
+                + details)
     lungs = "" if p.heat_in_lungs is None else (
         f" **{p.heat_in_lungs:.0%}** of it falls inside the lung fields (the outline switch draws them).")
     reads = (" The model reads only the lung fields; the rest of the film adds nothing to the score."
@@ -103,4 +109,12 @@ def reading_guide(p: Prediction, details: str) -> str:
             f"**The score** runs from 0 (normal) to 1 (pneumonia). The threshold {fmt(p.threshold)} was "
             f"{threshold_origin(p)}; at or above it the model says PNEUMONIA. The shaded part of the scale is the "
             "borderline band, where films of both classes overlap.\n\n"
-            "**Not a diagnosis.** The model knows children aged 1-5 from one hospital.\n\n" + details)
+            "**Not a diagnosis.** The model knows children aged 1-5 from one hospital." + _age_line(p) + "\n\n"
+            + details)
+
+
+def _age_line(p: Prediction) -> str:
+    if p.population.age is None:
+        return " No age was given: the checks went by the pixels."
+    where = "you gave" if p.population.source == "declared" else "the DICOM header gives"
+    return f" The age {where}, {years(p.population.age)}, is in the intended range."

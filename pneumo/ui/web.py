@@ -11,13 +11,14 @@ import logging
 import re
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 
 from ..config import CLASS_NAMES, ROOT, delete_after_seconds
+from ..infer import age as ages
 from ..infer import gradcam, lung_fields
 from ..infer.predictor import Prediction, Predictor
 from ..io import DecodedImage, read_image
@@ -51,8 +52,9 @@ METHOD = """### How the page is made
   text sit there).
 - **Heatmap.** Grad-CAM in its gradient x activation form (HiResCAM) at `block5_conv3`, for the side of the
   threshold the score falls on; places outside the lung fields add nothing to the score and get no heat.
-- **Checks.** "Is this a frontal chest X-ray?" (image statistics, a feature distance, a plausible pair of lungs) and
-  "is this a child's film?" (a classifier on pooled features, and the DICOM header's age and view). Either failing
+- **Checks.** "Is this a frontal chest X-ray?" (image statistics, a plausible pair of lungs, and how unlike chest
+  films of several hospitals the content is) and "is this a child aged 1-5?" (the age you give or the DICOM header's;
+  without one, a classifier on pooled features that can only tell "unlike the training children"). Either failing
   means *Not assessed*.
 """
 
@@ -76,13 +78,15 @@ class Service:
         split = predictor.bundle.config.get("calibration", {}).get("split_estimate", {})
         self.band_accuracy = split.get("borderline", {}).get("accuracy_inside")  # measured on new children
 
-    def analyze(self, path: str | None, name: str | None = None, truth: str | None = None) -> Analysis:
-        """Raises ValueError with the reader's plain message for files that cannot be read."""
+    def analyze(self, path: str | None, name: str | None = None, truth: str | None = None,
+                age: float | str | None = None) -> Analysis:
+        """Raises ValueError with the reader's plain message for files that cannot be read (or a bad age)."""
         if not path:
             raise ValueError(f"Drop a chest X-ray first ({ACCEPTED}).")
         started, name = time.perf_counter(), name or Path(path).name
+        declared = ages.parse_age(age)
         image = read_image(path, name=name)
-        prediction = self.predictor.analyze(image)
+        prediction = self.predictor.analyze(image, declared_age=declared)
         return Analysis(name, image, prediction, time.perf_counter() - started, truth)
 
     @staticmethod
@@ -106,10 +110,10 @@ class Service:
         return reading_guide(analysis.prediction, f"<small>{analysis.name}: {analysis.image.format}, {width}x{height} "
                                                   f"px; analysed in {analysis.seconds * 1000:.0f} ms.</small>")
 
-    def api(self, path: str | None) -> tuple[dict, np.ndarray]:
+    def api(self, path: str | None, age: float | None = None) -> tuple[dict, np.ndarray]:
         """The /predict endpoint: the result JSON and the overlay at the original size."""
         try:
-            analysis = self.analyze(path)
+            analysis = self.analyze(path, age=age)
         except ValueError as err:
             log.warning("rejected upload: %s", err)
             raise gr.Error(str(err), print_exception=False) from None
@@ -125,30 +129,44 @@ class Service:
         """The overlay as a JPEG: fast to encode, and only for display."""
         return cache_image(self.render(analysis, opacity, show_heatmap, show_lungs), self.cache_dir, ".jpg")
 
-    def result(self, path, opacity, show_heatmap, show_lungs, name=None, truth=None) -> tuple:
+    def result(self, path, age, opacity, show_heatmap, show_lungs, name=None, truth=None) -> tuple:
         """(state, headline, guide, overlay) for a file; a file that cannot be read keeps its reason on screen."""
         try:
-            analysis = self.analyze(path, name, truth)
+            analysis = self.analyze(path, name, truth, age)
         except ValueError as err:
             log.warning("rejected upload: %s", err)
             return None, error_html(str(err)), "", None
         return (analysis, self.headline(analysis), self.guide(analysis),
                 self.shown(analysis, opacity, show_heatmap, show_lungs))
 
-    def on_upload(self, path: str | None, opacity: float, show_heatmap: bool, show_lungs: bool = False):
+    def on_upload(self, path: str | None, age: str | None, opacity: float, show_heatmap: bool,
+                  show_lungs: bool = False):
         """A dropped file: its result, and no example left selected."""
-        return (*self.result(path, opacity, show_heatmap, show_lungs), gr.Gallery(selected_index=None))
+        return (*self.result(path, age, opacity, show_heatmap, show_lungs), gr.Gallery(selected_index=None))
 
-    def on_example(self, opacity: float, show_heatmap: bool, show_lungs: bool, evt: gr.SelectData):
+    def on_example(self, age: str | None, opacity: float, show_heatmap: bool, show_lungs: bool,
+                   evt: gr.SelectData):
         """A clicked example: its result, and the upload box holds the example instead of an earlier file."""
         path = self.examples[evt.index]
-        found = self.result(str(path), opacity, show_heatmap, show_lungs, f"Example {evt.index + 1}",
+        found = self.result(str(path), age, opacity, show_heatmap, show_lungs, f"Example {evt.index + 1}",
                             example_truth(path))
         return (*found, str(path))
 
-    def on_api(self, path: str | None) -> tuple[dict, str | None]:
+    def on_age(self, analysis: Analysis | None, age: str | None) -> tuple:
+        """A changed age: the film on screen answered again (the age changes only the population answer: no model
+        pass, the overlay stays); with no film on screen, nothing to do."""
+        if analysis is None:
+            return gr.skip(), gr.skip(), gr.skip()
+        try:
+            declared = ages.parse_age(age)
+        except ValueError as err:  # the film stays: a corrected age answers it again
+            return analysis, error_html(str(err), "Check the patient's age"), ""
+        again = replace(analysis, prediction=analysis.prediction.with_age(declared))
+        return again, self.headline(again), self.guide(again)
+
+    def on_api(self, path: str | None, age: float | None = None) -> tuple[dict, str | None]:
         """The /predict API: the overlay as a PNG (lossless, for programs)."""
-        result, rgb = self.api(path)
+        result, rgb = self.api(path, age)
         return result, cache_image(rgb, self.cache_dir, ".png")
 
     @staticmethod
@@ -183,6 +201,12 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
                 with gr.Column(scale=2, min_width=320):
                     upload = gr.File(label=f"Drop a chest X-ray: {ACCEPTED}", type="filepath", elem_id="upload",
                                      height=150)
+                    # The age decides where the pixels cannot: a film that looks unlike the training children is
+                    # assessed for a child aged 1-5 (with a caution), and never for anyone else.
+                    # A textbox, not gr.Number: an empty Number shows and sends 0, an age that refuses every film.
+                    age = gr.Textbox(label="Patient age (years, optional)", elem_id="age", max_lines=1,
+                                     placeholder="e.g. 3 or 2.5; empty if unknown",
+                                     info="1-5 years is the intended use")
                     # Neutral captions: the dataset's label is shown with the result, not before.
                     gallery = gr.Gallery([(str(p), str(k + 1)) for k, p in enumerate(examples)],
                                          elem_id="examples", columns=5, height=130, allow_preview=False,
@@ -213,19 +237,22 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
         # gr.api: gr.api copies a returned file into a content-hash folder that identical concurrent requests
         # share, and leaves our per-request file outside delete_cache's reach (measured: tests/test_app.py).
         api_file = gr.File(visible=False)
+        api_age = gr.Number(None, visible=False, label="age")  # optional: one-argument calls keep working
         api_result = gr.JSON(visible=False, label="result")
         api_overlay = gr.Image(visible=False, type="filepath", label="overlay")
         api_button = gr.Button(visible=False)
-        api_button.click(service.on_api, api_file, [api_result, api_overlay], api_name="predict",
+        api_button.click(service.on_api, [api_file, api_age], [api_result, api_overlay], api_name="predict",
                          concurrency_id="model")
         shown = [state, label, summary, overlay]
         controls = [opacity, show, show_lungs]
         # always_last: Gradio's default ("once") drops a file dropped while the previous one is still being
         # analysed, leaving the new film on screen under the old film's verdict; this analyses it next instead.
-        upload.upload(service.on_upload, [upload, *controls], [*shown, gallery], api_visibility="private",
+        upload.upload(service.on_upload, [upload, age, *controls], [*shown, gallery], api_visibility="private",
                       concurrency_id="model", trigger_mode="always_last")
-        gallery.select(service.on_example, controls, [*shown, upload], api_visibility="private",
+        gallery.select(service.on_example, [age, *controls], [*shown, upload], api_visibility="private",
                        concurrency_id="model", trigger_mode="always_last")
+        age.change(service.on_age, [state, age], [state, label, summary], api_visibility="private",
+                   trigger_mode="always_last", show_progress="hidden")
         upload.clear(service.on_clear, None, [*shown, gallery], api_visibility="private")
         for control in controls:
             control.change(service.shown, [state, *controls], overlay, api_visibility="private",

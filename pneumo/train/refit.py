@@ -1,0 +1,65 @@
+"""`train.py --refit-checks BUNDLE`: a copy of a bundle whose two checks are fitted anew, everything else kept.
+
+The checks read the trunk's pooled features and the lung map, and neither changes when a check does: so the
+pneumonia head, the lung-field head, the threshold and a calibration stay byte for byte, and with them the
+verdicts, the heatmaps and the speed. The pediatric patient split is the bundle's own (its recipe's seed and
+validation share), so its validation patients stay out of every fit.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from ..infer.chest_check import CHEST_FILE
+from ..infer.population import POPULATION_FILE
+from ..io import folders
+from ..model import bundle as bundles
+from ..model.pooling import LUNG_ZONES
+from . import card
+from .loop import _Extractor, fit_checks
+from .options import TrainConfig
+
+REWRITTEN = {CHEST_FILE, POPULATION_FILE, bundles.CONFIG, "README.md"}
+
+
+def refit_checks(config: TrainConfig, log=print) -> Path:
+    """Refit both checks of `config.refit_checks` on this run's data folders; write the copy to `config.output`."""
+    bundle = bundles.load_bundle(config.refit_checks)
+    recipe = bundle.config["recipe"]
+    config = replace(config, seed=recipe["seed"], val_fraction=recipe["val_fraction"],
+                     input_size=int(bundle.config["input_size"]), pooling=recipe["head"]["pooling"],
+                     precision=bundle.precision)
+    decoder = bundles.load_lung_decoder(bundle) if config.pooling == LUNG_ZONES else None
+    extract = _Extractor(config, decoder, bundles.load_int8_ranges(bundle))
+    samples = folders.scan_class_folder(Path(config.data_dir) / "train")
+    fit_samples, val_samples = folders.split_by_patient(samples, config.val_fraction, config.seed)
+    train = extract(samples, "train")
+    cfg = json.loads(json.dumps(bundle.config))  # a deep copy: the source bundle is never changed
+    cfg.pop("ood", None)  # the check before "chest_check"
+    chest, population = fit_checks(config, extract, train.subset(fit_samples), train.subset(val_samples),
+                                   fit_samples, cfg, log)
+    cfg["checks_refit"] = {"command": refit_command(config), "backbone_passes": extract.computed,
+                           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+    def fill(folder: Path) -> None:
+        for path in bundle.path.iterdir():
+            if path.is_file() and path.name not in REWRITTEN:
+                shutil.copy2(path, folder / path.name)
+        chest.save(folder / CHEST_FILE)
+        if population is not None:
+            population.save(folder / POPULATION_FILE)
+        (folder / bundles.CONFIG).write_text(json.dumps(cfg, indent=2) + "\n")
+        (folder / "README.md").write_text(card.model_card(cfg))
+
+    return bundles.write(config.output, fill)
+
+
+def refit_command(config: TrainConfig) -> str:
+    """The command line that refits the checks this way (paths as placeholders)."""
+    flags = ["--adult-dir ADULTS"] * len(config.adult_dirs) + ["--not-chest OTHERS"] * len(config.not_chest_dirs)
+    flags += ["--lung-masks MASKS"] if config.lung_masks else []
+    return " ".join(["python train.py --refit-checks BUNDLE --data-dir DATA", *flags, "--output OUT"])
