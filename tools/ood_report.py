@@ -1,14 +1,17 @@
 """Measure the "looks like a chest X-ray?" check: false warnings on chest X-rays, catches on other images.
 
     PNEUMO_BACKBONE_WEIGHTS=../shared/weights/vgg16_imagenet_notop.weights.h5 python -m tools.ood_report
-    (add --others-only to skip the ~8 minutes of chest X-rays)
+    (add --others-only to skip the ~3 minutes of chest X-rays)
 
-Chest X-rays: the validation patients of train/ (the cut-off was set on them), the 16 full-resolution
-originals of val/, shift_dev (other patients), and adult chest films (adult_dev, lung_masks' images).
-The "no lungs" column counts films where the bundle's lung head found no plausible pair of lungs.
-Other images: what can be made offline here — scikit-image's sample images (colour photos, and gray versions
-and crops of everything), rendered text documents, synthetic CT-like axial slices, and the real CT/MR/NM images
-shipped in pydicom's wheel (as plain pixels). Needs scikit-image (in requirements-dev.txt).
+Chest X-rays of every source, split as `train.py` splits them (pneumo.train.checks.outside_sources): the
+pediatric validation patients and the held-out halves of adult_dev and lung_masks' images (the check's cut-off was
+set on these), the halves it was fitted on, adult_dev's patients under 18 by age (NIH metadata), the 16
+full-resolution originals of val/ and shift_dev (other patients; never used). The "no lungs" column counts films
+where the bundle's lung head found no plausible pair of lungs.
+Other images: not_chest_dev's radiographs of hands and pelvises (never fitted on), and what can be made offline
+here — scikit-image's sample images (colour photos, and gray versions and crops of everything), rendered text
+documents, synthetic CT-like axial slices, and the real CT/MR/NM images shipped in pydicom's wheel (as plain
+pixels). Needs scikit-image (in requirements-dev.txt).
 """
 
 from __future__ import annotations
@@ -119,30 +122,52 @@ def other_images() -> dict[str, bytes]:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--others-only", action="store_true", help="skip the chest X-rays (~8 minutes)")
+    parser.add_argument("--others-only", action="store_true", help="skip the chest X-rays (~3 minutes)")
     only_others = parser.parse_args(argv).others_only
     from pneumo.infer.lung_fields import NO_LUNGS
     from pneumo.infer.predictor import Predictor
     from pneumo.io import read_image
-    from pneumo.io.folders import scan_class_folder, scan_images, split_by_patient
 
     predictor = Predictor.load()
-    recipe = predictor.bundle.config["recipe"]  # the bundle's own validation patients
-    _, validation = split_by_patient(scan_class_folder(SHARED / "chest_xray" / "train"), recipe["val_fraction"],
-                                     recipe["seed"])
-    chest = {"validation patients (cut-off set here)": [s.path for s in validation],
-             "val/ full-resolution originals": [s.path for s in scan_class_folder(SHARED / "chest_xray" / "val")],
-             "shift_dev (other patients)": [s.path for s in scan_class_folder(SHARED / "shift_dev")],
-             "adult_dev (adult chest films)": [s.path for s in scan_images(SHARED / "adult_dev")],
-             "lung_masks images (adults)": sorted((SHARED / "lung_masks" / "images").iterdir())}
-    # "no lungs": films for which the lung head found no plausible pair of lungs (one of the warning's reasons)
-    print(f"{'set':<44}{'images':>8}{'warned':>8}{'rate':>8}{'no lungs':>10}")
-    for name, paths in ({} if only_others else chest).items():
-        reasons = {p.name: predictor.analyze(read_image(p), with_cam=False).chest_reasons for p in paths}
-        _line(name, reasons, NO_LUNGS, predictor.decoder is not None, True)
     others = {n: predictor.analyze(read_image(data, n), with_cam=False).chest_reasons
               for n, data in other_images().items()}
+    print(f"{'set':<58}{'images':>8}{'warned':>8}{'rate':>8}{'no lungs':>10}")
+    for name, paths in ({} if only_others else chest_sets(predictor)).items():
+        reasons = {p.name: predictor.analyze(read_image(p), with_cam=False).chest_reasons for p in paths}
+        _line(name, reasons, NO_LUNGS, predictor.decoder is not None, True)
+    for part in ("hand", "pelvis_hip"):
+        paths = sorted((SHARED / "not_chest_dev" / part).iterdir())
+        reasons = {p.name: predictor.analyze(read_image(p), with_cam=False).chest_reasons for p in paths}
+        _line(f"not_chest_dev/{part} (radiographs, never fitted on)", reasons, NO_LUNGS, True, False)
     _line("non-chest images (photos, documents, CT-like)", others, NO_LUNGS, predictor.decoder is not None, False)
+
+
+def chest_sets(predictor) -> dict[str, list[Path]]:
+    """Every chest film here, by source and by whether the check was fitted on it (train.py's own splits)."""
+    from types import SimpleNamespace
+
+    from pneumo.io.folders import read_ages, scan_class_folder, split_by_patient
+    from pneumo.train.checks import outside_sources
+
+    recipe = predictor.bundle.config["recipe"]
+    fit, validation = split_by_patient(scan_class_folder(SHARED / "chest_xray" / "train"), recipe["val_fraction"],
+                                       recipe["seed"])
+    config = SimpleNamespace(adult_dirs=(SHARED / "adult_dev",), adult_holdout=recipe["adult_holdout"],
+                             seed=recipe["seed"], lung_masks=SHARED / "lung_masks")
+    sources = outside_sources(config)
+    adults_fit, adults_held = sources["adult folders"]
+    masks_fit, masks_held = sources["lung-mask images"]
+    young = {p for p, age in read_ages(SHARED / "adult_dev").items() if age < 18}
+    return {"pediatric validation patients (cut-off set here)": [s.path for s in validation],
+            "adult_dev, held-out patients (cut-off set here)": [s.path for s in adults_held],
+            "lung_masks images, held-out half (cut-off set here)": [s.path for s in masks_held],
+            "adult_dev, patients under 18 (NIH children, 5-17)": sorted(young),
+            "val/ full-resolution originals (never used)": [s.path for s in
+                                                            scan_class_folder(SHARED / "chest_xray" / "val")],
+            "shift_dev (other patients, never used)": [s.path for s in scan_class_folder(SHARED / "shift_dev")],
+            "adult_dev, fitted-on patients": [s.path for s in adults_fit],
+            "lung_masks images, fitted-on half": [s.path for s in masks_fit],
+            "pediatric fit patients, every 8th": [s.path for s in fit[::8]]}
 
 
 def _line(name: str, reasons: dict[str, list[str]], no_lungs: str, has_lungs: bool, chest: bool) -> None:
@@ -150,7 +175,7 @@ def _line(name: str, reasons: dict[str, list[str]], no_lungs: str, has_lungs: bo
     lungless = sum(no_lungs in r for r in reasons.values())
     missed = " ".join(n for n, r in reasons.items() if not r) or "none"
     listed = " ".join(warned[:5]) if chest else f"missed: {missed}"
-    print(f"{name:<44}{len(reasons):>8}{len(warned):>8}{len(warned) / len(reasons):>8.1%}"
+    print(f"{name:<58}{len(reasons):>8}{len(warned):>8}{len(warned) / len(reasons):>8.1%}"
           f"{lungless if has_lungs else '-':>10}   {listed}", flush=True)
 
 

@@ -2,9 +2,10 @@
 
     PNEUMO_BACKBONE_WEIGHTS=../shared/weights/vgg16_imagenet_notop.weights.h5 python -m tools.population_report
 
-Adults: the adult_dev patients the bundle's check was NOT fitted on (the same seeded patient split as
+Adults: the adult_dev patients aged 18+ the bundle's check was NOT fitted on (the same seeded patient split as
 train.py's --adult-holdout), and the 83 adult films of lung_masks (other hospitals, several countries; never
-used by the check). Children: the pediatric validation patients (where the cut-off was set), shift_dev (other
+used by the check). Other hospitals' children: adult_dev's 18 patients under 18 (metadata.csv; never fitted
+on). Children: the pediatric validation patients (where the cut-off was set), shift_dev (other
 patients) and the 16 full-resolution val/ originals. Every film is run in several forms: as stored, re-encoded
 as a 224x224 JPEG (the shared training images' form), as PNG, wrapped in a DICOM with no age or view in
 its header (pixels only), and in two forms of large films from an archive: a 2048 px 16-bit PNG, and a 2048 px
@@ -128,14 +129,19 @@ def predictions(predictor, files: list[Path], form) -> list:
 
 
 def film_sets(predictor) -> dict[str, tuple[str, list[Path]]]:
-    from pneumo.io.folders import scan_class_folder, scan_images, split_by_patient
+    from pneumo.io.folders import read_ages, scan_class_folder, scan_images, split_by_patient
 
     recipe = predictor.bundle.config["recipe"]
-    _, held_out = split_by_patient(scan_images(SHARED / "adult_dev"), recipe["adult_holdout"], recipe["seed"])
+    films = scan_images(SHARED / "adult_dev")
+    _, held_out = split_by_patient(films, recipe["adult_holdout"], recipe["seed"])
+    ages = read_ages(SHARED / "adult_dev")  # NIH's own metadata: 18 of the films are of patients under 18
     _, validation = split_by_patient(scan_class_folder(SHARED / "chest_xray" / "train"), recipe["val_fraction"],
                                      recipe["seed"])
     return {
-        "adult_dev, held-out patients (NIH, 512 px PNG)": ("adult", [s.path for s in held_out]),
+        "adult_dev, held-out patients aged 18+ (NIH, 512 px PNG)": ("adult",
+                                                                    [s.path for s in held_out if ages[s.path] >= 18]),
+        "adult_dev, patients under 18, none fitted on (NIH, aged 5-17)": ("young",
+                                                                          [s.path for s in films if ages[s.path] < 18]),
         "lung_masks (adults, other hospitals, 256 px PNG)": ("adult",
                                                              sorted((SHARED / "lung_masks" / "images").glob("*.png"))),
         "pediatric validation patients (224 px JPEG)": ("child", [s.path for s in validation]),
@@ -147,33 +153,41 @@ def film_sets(predictor) -> dict[str, tuple[str, list[Path]]]:
 
 def flag_table(predictor, forms: dict) -> None:
     """Flag counts per film set and form; the validation patients (where the cut-off was set) only as stored."""
-    print("| films | form | images | flagged as outside the population |\n|---|---|---|---|")
+    print("| films | form | images | flagged as outside the population | called not a chest X-ray |\n"
+          "|---|---|---|---|---|")
     for name, (_, files) in film_sets(predictor).items():
         for form_name, form in ({"as stored": FORMS["as stored"]} if "validation" in name else forms).items():
-            flagged = sum(not p.in_population for p in predictions(predictor, files, form))
-            print(f"| {name} | {form_name} | {len(files)} | {flagged} ({flagged / len(files):.1%}) |", flush=True)
+            found = predictions(predictor, files, form)
+            flagged, not_chest = _counts(found)
+            print(f"| {name} | {form_name} | {len(files)} | {flagged} ({flagged / len(files):.1%}) | {not_chest} |",
+                  flush=True)
+
+
+def _counts(found: list) -> tuple[int, int]:
+    """(outside the population, not a chest X-ray) among predictions."""
+    return sum(not p.in_population for p in found), sum(not p.looks_like_chest_xray for p in found)
 
 
 def framing_table(predictor) -> None:
     """FRAMINGS of every set but the validation patients: flagged, and for children how far the pneumonia score
     moves from the film as stored (median) and how many verdicts change."""
-    print("| films | form | images | flagged as outside the population | pneumonia score moved (median) | "
-          "verdicts changed | called PNEUMONIA, as stored -> framed |\n|---|---|---|---|---|---|---|")
+    print("| films | form | images | flagged as outside the population | called not a chest X-ray | pneumonia score "
+          "moved (median) | verdicts changed | called PNEUMONIA, as stored -> framed |\n" + "|---" * 8 + "|")
     for name, (kind, files) in film_sets(predictor).items():
         if "validation" in name:
             continue
         stored = predictions(predictor, files, FORMS["as stored"]) if kind == "child" else []
         for form_name, form in FRAMINGS.items():
             framed = predictions(predictor, files, form)
-            flagged = sum(not p.in_population for p in framed)
+            flagged, not_chest = _counts(framed)
             cells = "| | |"  # the verdict does not apply to adults
             if stored:
                 moved = np.median([abs(a.probability - b.probability) for a, b in zip(stored, framed)])
                 changed = sum(a.label != b.label for a, b in zip(stored, framed))
                 called = [sum(p.label == "PNEUMONIA" for p in ps) for ps in (stored, framed)]
                 cells = f"{moved:.3f} | {changed} | {called[0]} -> {called[1]} |"
-            print(f"| {name} | {form_name} | {len(files)} | {flagged} ({flagged / len(files):.1%}) | {cells}",
-                  flush=True)
+            print(f"| {name} | {form_name} | {len(files)} | {flagged} ({flagged / len(files):.1%}) | {not_chest} | "
+                  f"{cells}", flush=True)
 
 
 def adult_accuracy(predictor) -> None:
@@ -201,7 +215,7 @@ def main(argv=None) -> None:
     from pneumo.infer.predictor import Predictor
 
     predictor = Predictor.load()
-    if predictor.population is None:
+    if predictor.population_check is None:
         raise SystemExit("this bundle has no population check: train it with --adult-dir")
     if args.framing:
         framing_table(predictor)
