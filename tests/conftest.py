@@ -98,13 +98,29 @@ def tiny_predictor(tiny_bundle):
 
 
 @pytest.fixture(scope="session")
-def server(tiny_bundle, tmp_path_factory):
-    """A real `python app.py` serving the tiny bundle: (url, Gradio temp dir, log file, pid)."""
+def spread_bundle(tiny_bundle, tmp_path_factory) -> Path:
+    """The tiny bundle with a hand-set lesion-detector head: scores on both sides of the threshold (spread.py)."""
+    import spread
+
+    return spread.make(tiny_bundle, tmp_path_factory.mktemp("bundles") / "spread")
+
+
+@pytest.fixture(scope="session")
+def spread_predictor(spread_bundle):
+    from pneumo.infer.predictor import Predictor
+
+    return Predictor.load(spread_bundle)
+
+
+@pytest.fixture(scope="session")
+def server(spread_bundle, tmp_path_factory):
+    """A real `python app.py` serving the spread bundle (films with spread.with_lesion's opacity: PNEUMONIA, without:
+    NORMAL): (url, Gradio temp dir, log file, pid)."""
     from tools.appserver import running_app
 
     temp_dir = tmp_path_factory.mktemp("app") / "gradio-tmp"
     temp_dir.mkdir()
-    env = {"PNEUMO_MODEL": str(tiny_bundle), "GRADIO_TEMP_DIR": str(temp_dir), "PNEUMO_DELETE_AFTER_S": "3"}
+    env = {"PNEUMO_MODEL": str(spread_bundle), "GRADIO_TEMP_DIR": str(temp_dir), "PNEUMO_DELETE_AFTER_S": "3"}
     with running_app(env, temp_dir.parent / "app.log") as app:
         yield app.url, temp_dir, app.log_path, app.process.pid
 

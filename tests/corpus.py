@@ -32,6 +32,18 @@ def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
             + _png_chunk(b"IEND", b""))
 
 
+def expected_gray(name: str) -> tuple[np.ndarray, float] | None:
+    """What a readable case must decode to, and the largest mean difference allowed (lossy encodings); None for a
+    case that is refused."""
+    xray = synth.xray(11, pneumonia=True, size=(260, 300))
+    plain_jpeg = np.asarray(Image.open(io.BytesIO(_save(xray, "JPEG"))).convert("L"))
+    twins = {"cmyk.jpg": (xray, 6.0), "rgba.png": (xray, 0.0), "palette.png": (xray, 0.0),
+             "sixteen.png": (xray, 0.0), "strip.png": (np.full((200, 20000), 100, np.uint8), 0.0),
+             "rotated.jpg": (np.rot90(plain_jpeg, k=1), 0.0),  # EXIF 8: turned 90 degrees counter-clockwise
+             "jpeg_compressed.dcm": (xray, 3.0), "monochrome2.dcm": (xray, 1.0), "monochrome1.dcm": (xray, 1.0)}
+    return twins.get(name)
+
+
 def cases() -> list[tuple[str, bytes, str]]:
     xray = synth.xray(11, pneumonia=True, size=(260, 300))
     jpeg = _save(xray, "JPEG", quality=92)

@@ -163,11 +163,20 @@ def test_the_lung_outline_switch_redraws_the_overlay_and_the_heat_share_is_state
     changed = ("src => { const img = document.querySelector('#overlay img');"
                " return img && img.complete && img.src !== src; }")
     current = lambda: page.evaluate("document.querySelector('#overlay img').src")  # noqa: E731
-    for switch in ("uncheck", "check"):
+    for switch, outlined in (("uncheck", False), ("check", True)):
         before = current()
         getattr(page.locator("#show-lungs input"), switch)()
         page.wait_for_function(changed, arg=before, timeout=30_000)
+        assert (cyan_share(page) > 0.002) == outlined, f"the lung outline {'drawn' if outlined else 'gone'}"
     shoot(page, "lung-outline")
+
+
+def cyan_share(page) -> float:
+    """Share of the shown overlay's pixels in the outline's cyan (0, 220, 255): heat is inferno, the film gray."""
+    import io
+
+    pixels = np.asarray(Image.open(io.BytesIO(page.locator("#overlay img").screenshot())).convert("RGB"), int)
+    return float(((pixels[..., 0] < 80) & (pixels[..., 1] > 170) & (pixels[..., 2] > 200)).mean())
 
 
 def set_age(page, years: str) -> None:

@@ -51,22 +51,37 @@ def test_12_bit_values_in_16_bit_png_use_the_full_range(gray):
     assert out.max() >= 250 and np.abs(out.astype(int) - gray).max() <= 1
 
 
-@pytest.mark.parametrize("mode", ["RGBA", "P", "LA", "1"])
-def test_other_png_modes_decode_to_gray(gray, mode):
+@pytest.mark.parametrize("mode, tolerance", [("RGBA", 0), ("LA", 0), ("P", 0), ("1", None)])
+def test_other_png_modes_decode_to_the_same_gray(gray, mode, tolerance):
+    rgb = read_image(encode(gray, "PNG", mode="RGB"), "rgb.png").gray
     out = read_image(encode(gray, "PNG", mode=mode), "x.png")
     assert out.gray.shape == gray.shape and out.gray.dtype == np.uint8
+    if tolerance is not None:  # the same gray as the RGB twin, never its negative
+        assert np.abs(out.gray.astype(int) - rgb).max() <= tolerance
+    else:  # 1-bit: dithered to black and white, white where the dithered film is white
+        assert np.array_equal(out.gray, np.asarray(Image.fromarray(gray).convert("1").convert("L")))
 
 
-def test_cmyk_jpeg(gray):
-    out = read_image(encode(gray, "JPEG", mode="CMYK"), "x.jpg")
+def test_palette_png_with_a_coloured_palette_reads_as_its_gray(gray):
+    quantised = Image.fromarray(gray).convert("RGB").quantize(64)  # an RGB palette, as image editors save
+    buffer = io.BytesIO()
+    quantised.save(buffer, format="PNG")
+    expected = np.asarray(quantised.convert("L"))
+    assert np.abs(read_image(buffer.getvalue(), "p.png").gray.astype(int) - expected).max() <= 1
+
+
+def test_cmyk_jpeg_reads_as_its_gray_not_a_negative(gray):
+    out = read_image(encode(gray, "JPEG", mode="CMYK", quality=100), "x.jpg")
     assert out.gray.shape == gray.shape
+    assert np.abs(out.gray.astype(int) - gray).mean() < 4  # JPEG's rounding only; a negative would be ~100 off
 
 
-def test_exif_orientation_is_applied(gray):
+def test_exif_orientation_turns_the_right_way(gray):
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display"
-    out = read_image(encode(gray, "JPEG", exif=exif.tobytes()), "phone.jpg")
-    assert out.gray.shape == gray.shape[::-1]
+    upright = read_image(encode(gray, "JPEG", quality=95), "plain.jpg").gray
+    out = read_image(encode(gray, "JPEG", quality=95, exif=exif.tobytes()), "phone.jpg")
+    assert np.array_equal(out.gray, np.rot90(upright, k=-1)), "turned 90 degrees clockwise, not counter-clockwise"
 
 
 def test_colour_photo_is_colourful():
@@ -83,7 +98,20 @@ def test_dicom_modality_window_and_monochrome1(gray):
     rescaled = read_image(synth.dicom_bytes(raw, slope=2.0, intercept=-50.0, window=(2 * 2048 - 50, 2 * 4096)), "c")
     assert rescaled.info["window"].startswith("center") and 100 < rescaled.gray.mean() < 160
     narrow = read_image(synth.dicom_bytes(raw, window=(1000, 200)), "d.dcm").gray
-    assert set(np.unique(narrow)) - {0, 255}, "window maps 900..1100 to gray levels" and (narrow == 255).mean() > 0.5
+    assert set(np.unique(narrow)) - {0, 255}, "the window maps 900..1100 to gray levels"
+    assert (narrow[raw > 1100] == 255).all() and (narrow[raw < 900] == 0).all(), "bright stays bright"
+    assert (narrow == 255).mean() > 0.5
+
+
+def test_dicom_monochrome2_reads_bright_as_bright_and_monochrome1_as_its_inverse(gray):
+    raw = gray.astype(np.uint16) * 16  # 12-bit values; a window over the full range maps them back to `gray`
+    m2 = read_image(synth.dicom_bytes(raw, window=(2048, 4096)), "m2.dcm").gray
+    m1 = read_image(synth.dicom_bytes(4095 - raw, photometric="MONOCHROME1", window=(2048, 4096)), "m1.dcm").gray
+    assert np.abs(m2.astype(int) - gray).max() <= 1, "MONOCHROME2: high values are white"
+    assert np.abs(m1.astype(int) - gray).max() <= 1, "MONOCHROME1: low values are white"
+    assert np.array_equal(to_model_input(read_image(synth.dicom_bytes(raw, window=(2048, 4096)), "a.dcm")),
+                          to_model_input(read_image(synth.dicom_bytes(4095 - raw, photometric="MONOCHROME1",
+                                                                      window=(2048, 4096)), "b.dcm")))
 
 
 def test_dicom_without_extension_is_recognised(gray, tmp_path):
@@ -170,6 +198,13 @@ def test_to_model_input_contract(gray):
     assert x.shape == (IMG_SIZE, IMG_SIZE, 3) and x.dtype == np.float32
     assert np.allclose(x[..., 0] + VGG_MEAN_BGR[0], x[..., 2] + VGG_MEAN_BGR[2])  # gray in every channel
     assert to_model_input(gray, 32).shape == (32, 32, 3)
+    # Written out apart from pneumo.preprocess: bicubic to 224x224 as the shared training images were made, the outer
+    # 10% of each side cut, bicubic back to 224, the caffe mean subtracted.
+    whole = Image.fromarray(gray).resize((IMG_SIZE, IMG_SIZE), Image.BICUBIC)
+    margin = round(IMG_SIZE * 0.1)
+    view = whole.crop((margin, margin, IMG_SIZE - margin, IMG_SIZE - margin)).resize((IMG_SIZE, IMG_SIZE),
+                                                                                      Image.BICUBIC)
+    assert np.array_equal(x[..., 1], np.asarray(view, np.float32) - np.float32(VGG_MEAN_BGR[1]))
 
 
 @pytest.mark.skipif(not SHARED_VAL.is_dir(), reason="needs ../shared/data/chest_xray/val (the 16 originals)")
