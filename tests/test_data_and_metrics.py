@@ -82,20 +82,36 @@ def test_threshold_rules():
         choose_threshold(y, p, "magic")
 
 
-def test_borderline_band_holds_the_threshold_and_the_mixed_scores():
-    from pneumo.train.metrics import band_stats, borderline_band
+def test_the_band_is_where_a_resampled_threshold_falls_on_both_sides():
+    from pneumo.train.metrics import band_stats, choose_threshold, threshold_band
 
-    rng = np.random.default_rng(0)
-    y = np.r_[np.zeros(500), np.ones(500)]
-    p = np.clip(np.r_[rng.normal(0.3, 0.2, 500), rng.normal(0.7, 0.2, 500)], 0, 1)
-    low, high = borderline_band(y, p, 0.5)  # BAND_LEVEL 0.95: the 5% tails of each class
-    assert low <= 0.5 <= high
-    assert np.mean(p[y == 1] < low) <= 0.05 and np.mean(p[y == 0] > high) <= 0.05
-    wider = borderline_band(y, p, 0.5, level=0.99)
-    assert wider[0] < low and wider[1] > high
-    stats = band_stats(y, p, 0.5, (low, high))
-    assert 0 < stats["inside"] < 1000 and stats["accuracy_inside"] < stats["accuracy_outside"]
-    assert borderline_band(y, p, 0.99)[1] == 0.99  # the threshold always lies inside
+    def site(n, seed):
+        rng = np.random.default_rng(seed)
+        y = np.r_[np.zeros(n), np.ones(n)]
+        patients = np.array([f"{k:05d}" for k in range(2 * n)])  # sorted as strings = in order
+        return y, np.clip(np.r_[rng.normal(0.3, 0.2, n), rng.normal(0.7, 0.2, n)], 0, 1), patients
+
+    def rule(labels, scores, _):
+        return choose_threshold(labels, scores, "sensitivity95")
+
+    y, p, patients = site(100, 0)
+    threshold = rule(y, p, None)
+    low, high = threshold_band(y, p, patients, rule, threshold, resamples=300)
+    assert low < threshold < high, "two-sided: NORMAL calls just under the threshold are borderline too"
+    # Written out apart: the 5th and 95th percentiles of the rule's threshold over patient resamples.
+    rng, found = np.random.default_rng(0), []
+    for _ in range(300):
+        index = np.r_[100 + rng.integers(0, 100, 100), rng.integers(0, 100, 100)]  # pneumonia patients first
+        found.append(rule(y[index], p[index], None))
+    assert (low, high) == pytest.approx(tuple(np.quantile(found, [0.05, 0.95])), abs=1e-12)
+    y10, p10, patients10 = site(1000, 1)  # ten times the patients: a surer threshold, a narrower band
+    low10, high10 = threshold_band(y10, p10, patients10, rule, rule(y10, p10, None), resamples=300)
+    assert high10 - low10 < (high - low) / 2
+    stats = band_stats(y, p, threshold, (low, high))
+    assert stats["inside"] == int(((p >= low) & (p <= high)).sum()) and stats["accuracy_inside"] < stats[
+        "accuracy_outside"]
+    with pytest.raises(ValueError, match="films of both classes"):
+        threshold_band(np.ones(4), np.ones(4), np.arange(4).astype(str), rule, 0.5)
 
 
 def test_ranking_bound_is_the_best_specificity_any_threshold_reaches_at_sensitivity95():

@@ -14,10 +14,11 @@ from pneumo.ui.result import NOT_CHEST, decision_html, reading_guide
 COLOUR = "it is a colour image; radiographs are grayscale"
 
 
-def prediction(probability=0.9, chest=(), unlike=False, band=(0.8, 0.95), declared=None, header=None) -> Prediction:
-    return Prediction(probability, 0.83, np.zeros((14, 14)), np.zeros(512), list(chest), unlike,
-                      band=band, threshold_source="calibrated: site, 100 films", declared_age=declared,
-                      header_age=header)
+def prediction(probability=0.9, chest=(), unlike=False, band=(0.8, 0.95), declared=None, header=None,
+               framing=()) -> Prediction:
+    return Prediction(probability, 0.83, np.zeros((14, 14)), np.zeros(512), chest_reasons=list(chest),
+                      framing_reasons=list(framing), pixels_unlike=unlike, band=band,
+                      threshold_source="calibrated: site, 100 films", declared_age=declared, header_age=header)
 
 
 @pytest.mark.parametrize("chest, unlike, declared, expected, headline", [
@@ -61,10 +62,15 @@ def test_the_guide_of_a_film_unlike_the_training_children_asks_for_the_age():
     assert "enter the age" not in reading_guide(prediction(chest=(COLOUR,)), "")
 
 
-def test_not_assessed_json_has_no_label_and_no_borderline():
+def test_not_assessed_json_carries_nothing_of_the_models_answer():
     found = prediction(probability=0.98, chest=(COLOUR,)).to_json()
-    assert found["label"] is None and found["borderline"] is None and found["probability"] == 0.98
+    assert (found["label"], found["probability"], found["borderline"], found["heat_in_lungs"]) == (None,) * 4
+    assert found["in_population"] is None, "a photo has no population"
     assert found["assessed"] is False and found["threshold_source"] == "calibrated: site, 100 films"
+    adult = prediction(probability=0.3, declared=40.0).to_json()
+    assert (adult["label"], adult["probability"], adult["in_population"], adult["looks_like_chest_xray"]) == (
+        None, None, False, True), "a chest film outside the population: the checks said, the score not"
+    assert prediction(probability=0.3).to_json()["probability"] == 0.3
 
 
 @pytest.mark.parametrize("probability, label, borderline", [(0.9, "PNEUMONIA", True), (0.99, "PNEUMONIA", False),
@@ -85,3 +91,17 @@ def test_a_result_not_assessed_says_no_threshold_and_no_heat_share():
 def test_the_guide_for_a_verdict_says_at_or_above_and_where_the_threshold_came_from():
     guide = reading_guide(prediction(), "")
     assert "at or above it the model says PNEUMONIA" in guide and "calibrated: site, 100 films" in guide
+
+
+def test_a_cropped_film_is_not_assessed_and_says_upload_the_whole_film():
+    from pneumo.infer.lung_fields import CUT
+    from pneumo.infer.predictor import CROPPED
+
+    p = prediction(probability=0.999, framing=(CUT,), unlike=True)
+    assert (p.failed_check, p.assessed, p.verdict) == ("framing", False, None), "before the population's say"
+    assert p.warnings == [f"{CROPPED}: {CUT}."]
+    found = p.to_json()
+    assert (found["looks_cropped"], found["probability"], found["label"]) == (True, None, None)
+    assert escape(CROPPED) in decision_html(p, "crop.png") and "Not assessed" in decision_html(p, "crop.png")
+    assert prediction(chest=(COLOUR,), framing=(CUT,)).failed_check == "chest"
+    assert prediction().to_json()["looks_cropped"] is False

@@ -83,10 +83,10 @@ def test_gradcam_explains_the_side_the_score_falls_on(spread_predictor, monkeypa
     monkeypatch.setattr(spread_predictor, "_run", lambda inputs: designed_run([0.9, 0.1]))
     images = [film(spread.clean_film(45)), film(spread.clean_film(46))]
     pneumonia, normal = spread_predictor.predictions(images, np.zeros((2, 64, 64, 3), np.float32), with_cam=True)
-    assert pneumonia.label == "PNEUMONIA" and normal.label == "NORMAL"
+    assert pneumonia.side == "PNEUMONIA" and normal.side == "NORMAL"
     for prediction, cell in ((pneumonia, LESION_CELL), (normal, NORMAL_CELL)):
         hot = np.argwhere(prediction.heatmap > 0.5)
-        assert hot.tolist() == [list(cell)], f"{prediction.label}: the heat is on its own evidence only"
+        assert hot.tolist() == [list(cell)], f"{prediction.side}: the heat is on its own evidence only"
 
 
 def test_the_overlay_shows_the_heat_and_only_where_it_is(spread_predictor):
@@ -104,6 +104,8 @@ def test_the_overlay_shows_the_heat_and_only_where_it_is(spread_predictor):
     assert changed[heat > 0.3].mean() > 0.95, "coloured where the heat is"
     assert not changed[heat == 0].any(), "the film unchanged where there is none (the margin the model never sees)"
     assert np.array_equal(Service.render(analysis, 0.8, False), plain), "heatmap switch off: the film alone"
+    adult = Analysis("adult.png", film(pixels), prediction.with_age(40.0), 0.1)  # not assessed: nothing to read
+    assert np.array_equal(Service.render(adult, 0.8, True, True), plain), "no heat, no outline"
 
 
 # --- each reason of the two checks, firing alone ------------------------------------------------------------------
@@ -158,6 +160,19 @@ def test_no_lungs_alone(tiny_predictor, child):
     assert tiny_predictor.prediction(film(child), 0.2, features, lung_map=lungs).chest_reasons == [NO_LUNGS]
     lungs[1:7, 1:3] = lungs[1:7, 5:7] = 0.98
     assert tiny_predictor.prediction(film(child), 0.2, features, lung_map=lungs).chest_reasons == []
+
+
+def test_a_cut_film_alone(tiny_predictor, child):
+    """Lungs filling both sides of the view, as a film cut through the chest: the framing check, and only it."""
+    from pneumo.infer.lung_fields import CUT
+
+    features = tiny_predictor.analyze(film(child), with_cam=False).check_features
+    lungs = np.zeros((56, 56), np.float32)
+    lungs[8:48, 0:24] = lungs[8:48, 32:56] = 0.98  # both lungs run into the view's side edges
+    cut = tiny_predictor.prediction(film(child), 0.2, features, lung_map=lungs)
+    assert (cut.chest_reasons, cut.framing_reasons, cut.assessed) == ([], [CUT], False)
+    lungs[:, 0:3] = lungs[:, 53:56] = 0.0  # the same lungs with a margin: a whole film
+    assert tiny_predictor.prediction(film(child), 0.2, features, lung_map=lungs).framing_reasons == []
 
 
 def test_the_population_checks_pixels_alone(tiny_predictor, child, monkeypatch):

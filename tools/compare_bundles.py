@@ -55,7 +55,7 @@ def measure(source: str) -> dict:
                at_validation=metrics.binary_metrics(labels, probs, validation),
                at_bundle=metrics.binary_metrics(labels, probs, predictor.threshold),
                threshold=(validation, predictor.threshold))
-    out["heat"] = float(np.mean([p.heat_in_lungs for y, p in zip(labels, shift) if y == 1 and p.label == "PNEUMONIA"]))
+    out["heat"] = float(np.mean([p.heat_in_lungs for y, p in zip(labels, shift) if y == 1 and p.side == "PNEUMONIA"]))
     for name, (_, predictions) in found.items():
         out[f"{name}_chest"] = (sum(not p.looks_like_chest_xray for p in predictions), len(predictions))
         out[f"{name}_population"] = (sum(not p.in_population for p in predictions), len(predictions))

@@ -91,7 +91,7 @@ def heat_in_lungs(predictor, args) -> None:
     for sample, (_, prediction, _) in zip(samples, predict_paths(predictor, [s.path for s in samples], "shift_dev",
                                                                   with_cam=True)):
         flagged += "no plausible pair" in " ".join(prediction.chest_reasons)
-        if sample.label == 1 and prediction.label == "PNEUMONIA":
+        if sample.label == 1 and prediction.side == "PNEUMONIA":
             shares.append(prediction.heat_in_lungs)
             areas.append(float(prediction.lung_fields.mean()))
             hull = hull_of_both(prediction.lung_fields)
@@ -136,7 +136,7 @@ def heat_in_drawn_masks(predictor) -> None:
     found = []
     for _, gray, mask in load_pairs(SHARED / "lung_masks"):
         prediction = predictor.analyze(DecodedImage(gray, "PNG"), with_cam=True)
-        if prediction.label != "PNEUMONIA":
+        if prediction.side != "PNEUMONIA":
             continue
         drawn = cv2.resize(model_view_pair(gray, mask, None)[1].astype(np.float32), prediction.lungs.shape[::-1],
                            interpolation=cv2.INTER_AREA) >= 0.5

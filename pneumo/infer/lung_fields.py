@@ -67,6 +67,22 @@ def lung_reasons(lungs: np.ndarray) -> list[str]:
     return [] if min(left, right) >= MIN_SIDE_AREA and unsure <= MAX_UNSURE else [NO_LUNGS]
 
 
+EDGE = 2 / 56  # the outermost columns of the view, as a share of its width: 2 of the lung map's 56
+MAX_EDGE_LUNG = 0.5  # lung in more than half of them on both sides: the film is cut through the lungs
+CUT = "the lung fields run into both sides of the image, as in a film cut through the chest"
+
+
+def framing_reasons(lungs: np.ndarray) -> list[str]:
+    """[CUT] when the lungs fill the outermost columns of the view on both sides, else [].
+
+    The view already lacks the film's outer 10%, and the training films are framed tightly, so one lung reaching an
+    edge is common; both lungs filling both edges is what a crop to the chest does (docs/safety.md#framing)."""
+    inside = lungs >= 0.5
+    k = max(1, round(inside.shape[1] * EDGE))
+    both = min(inside[:, :k].mean(), inside[:, -k:].mean())
+    return [CUT] if both > MAX_EDGE_LUNG else []
+
+
 def outline(rgb: np.ndarray, fields: np.ndarray, margin: float = MARGIN, colour=(0, 220, 255)) -> np.ndarray:
     """`rgb` (the film or its overlay, at the film's size) with the outline of the lung fields (a `lung_fields`
     mask) drawn on a copy."""

@@ -24,6 +24,7 @@ from ..preprocess import to_model_input
 from . import age, chest_check, gradcam, lung_fields, population
 
 BATCH = 16
+CROPPED = "Cropped film? Upload the whole film as exported"
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Prediction:
     heatmap: np.ndarray | None  # (h, w) in [0, 1] for the predicted class, or None
     check_features: np.ndarray  # global average of block5_pool, what the "chest X-ray?" and population checks read
     chest_reasons: list[str] = field(default_factory=list)  # why it may not be a frontal chest X-ray
+    framing_reasons: list[str] = field(default_factory=list)  # why it may be a crop of the film, not all of it
     pixels_unlike: bool = False  # the population check's pixels: unlike the training children
     image_size: tuple[int, int] = (0, 0)  # (width, height) of the decoded image the heatmap belongs to
     lungs: np.ndarray | None = None  # lung-field probability over the model's view, if the bundle has the head
@@ -71,25 +73,31 @@ class Prediction:
         return not self.population.reasons
 
     @property
+    def looks_cropped(self) -> bool:
+        return bool(self.framing_reasons)
+
+    @property
     def assessed(self) -> bool:
-        """The model's answer applies: a frontal chest X-ray of a patient in the intended population."""
-        return self.looks_like_chest_xray and self.in_population
+        """The model's answer applies: a whole frontal chest X-ray of a patient in the intended population."""
+        return self.looks_like_chest_xray and not self.looks_cropped and self.in_population
 
     @property
     def failed_check(self) -> str | None:
-        """The check that explains why the answer does not apply: "chest", "population" or None (assessed).
+        """The check that explains why the answer does not apply: "chest", "framing", "population" or None.
 
-        "Not a chest X-ray" comes first: then the population check means nothing (a photo has no age)."""
+        "Not a chest X-ray" comes first: then nothing else means anything (a photo has no age). A crop comes before
+        the population: cut films look unlike the training children more often (docs/safety.md#framing)."""
         if self.chest_reasons:
             return "chest"
+        if self.framing_reasons:
+            return "framing"
         return "population" if self.population.reasons else None
 
     @property
     def reasons(self) -> list[str]:
         """The reasons of the failed check."""
-        if self.failed_check == "chest":
-            return list(self.chest_reasons)
-        return list(self.population.reasons) if self.failed_check else []
+        return {"chest": list(self.chest_reasons), "framing": list(self.framing_reasons),
+                "population": list(self.population.reasons)}.get(self.failed_check, [])
 
     @property
     def warnings(self) -> list[str]:
@@ -97,38 +105,42 @@ class Prediction:
         the cautions it comes with."""
         if self.failed_check == "chest":
             return [f"This may not be a frontal chest X-ray: {'; '.join(self.reasons)}."]
+        if self.failed_check == "framing":
+            return [f"{CROPPED}: {'; '.join(self.reasons)}."]
         if self.failed_check == "population":
             return [self.population.sentence]
         return list(self.population.cautions)
 
     @property
-    def label(self) -> str:
+    def side(self) -> str:
         """The side of the threshold the score falls on (also what the heatmap explains); `verdict` is the answer."""
         return CLASS_NAMES[int(self.probability >= self.threshold)]
 
     @property
     def verdict(self) -> str | None:
         """NORMAL or PNEUMONIA where the model applies, else None: a script cannot mistake it for a finding."""
-        return self.label if self.assessed else None
+        return self.side if self.assessed else None
 
     @property
     def borderline(self) -> bool | None:
-        """The score lies in the band where films of both classes overlap (None: not assessed, or no band)."""
+        """The score lies in the band around the threshold, on either side, where a threshold set the same way on
+        other patients could call it the other way (None: not assessed, or no band)."""
         if not self.assessed or self.band is None:
             return None
         return self.band[0] <= self.probability <= self.band[1]
 
-    @property
-    def class_probabilities(self) -> dict[str, float]:
-        return {CLASS_NAMES[0]: 1.0 - self.probability, CLASS_NAMES[1]: self.probability}
-
     def to_json(self) -> dict:
-        return {"label": self.verdict, "probability": round(self.probability, 6),
+        """What a script reads. Where the model's answer does not apply, nothing of it is given: the score, the band
+        flag and the heat share are null (never a number to misread), and so is the population check of an image
+        that is not a chest X-ray (a photo has no population)."""
+        assessed = self.assessed
+        return {"label": self.verdict, "probability": round(self.probability, 6) if assessed else None,
                 "threshold": round(self.threshold, 6), "threshold_source": self.threshold_source,
                 "borderline": self.borderline,
-                "assessed": self.assessed, "looks_like_chest_xray": self.looks_like_chest_xray,
-                "in_population": self.in_population, "warnings": self.warnings,
-                "heat_in_lungs": None if self.heat_in_lungs is None else round(self.heat_in_lungs, 4),
+                "assessed": assessed, "looks_like_chest_xray": self.looks_like_chest_xray,
+                "looks_cropped": None if self.chest_reasons else self.looks_cropped,
+                "in_population": None if self.chest_reasons else self.in_population, "warnings": self.warnings,
+                "heat_in_lungs": None if self.heat_in_lungs is None or not assessed else round(self.heat_in_lungs, 4),
                 "age": None if self.population.age is None else round(self.population.age, 1),
                 "age_source": self.population.source}
 
@@ -141,7 +153,7 @@ class Predictor:
         self.model = full_model
         self.threshold = bundle.threshold
         band = bundle.config.get("borderline")  # absent from bundles made before it
-        self.borderline: tuple[float, float] | None = tuple(band) if band else None
+        self.band: tuple[float, float] | None = tuple(band) if band else None
         self.input_size = int(bundle.config["input_size"])
         self.grid = tuple(full_model.get_layer(CAM_LAYER).output.shape[1:3])  # block5_conv3's: the lung signature's
         chest_file = bundle.optional_file(chest_check.CHEST_FILE)  # both checks: absent from older bundles
@@ -176,10 +188,12 @@ class Predictor:
         signature = None if lung_map is None else lung_signature(lung_map[None], self.grid)
         chest = chest_check.check(image, check_features[None], signature, self.chest)
         chest += lung_fields.lung_reasons(lung_map) if lung_map is not None else []
+        framing = lung_fields.framing_reasons(lung_map) if lung_map is not None else []
         unlike = self.population_check is not None and bool(self.population_check.flags(check_features[None])[0])
-        return Prediction(probability, self.threshold, heat, check_features, chest, unlike, image.size, lung_map,
-                          self.reads_lungs_only, self.bundle.threshold_source, self.borderline,
-                          declared_age=declared_age, header_age=image.info.get("age_years"))
+        return Prediction(probability, self.threshold, heat, check_features, chest_reasons=chest,
+                          framing_reasons=framing, pixels_unlike=unlike, image_size=image.size, lungs=lung_map,
+                          reads_lungs_only=self.reads_lungs_only, threshold_source=self.bundle.threshold_source,
+                          band=self.band, declared_age=declared_age, header_age=image.info.get("age_years"))
 
     def predict_inputs(self, inputs: np.ndarray, batch_size: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, the checks' features) for preprocessed inputs (n, size, size, 3)."""

@@ -18,13 +18,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .metrics import borderline_band
+from .metrics import BAND_RESAMPLES, threshold_band
 
 TARGET = 0.95  # the sensitivity the threshold must keep on new patients of the site
 CONFIDENCE = 0.95
 RESAMPLES = 2000
 SPLITS = 500  # repeated patient-wise half splits for the estimate on new patients
 SEED = 0  # the same films give the same threshold
+SPLIT_BAND = (40, 500)  # (resamples, inner resamples) of the band in each of the split estimate's splits: it is
+# the band's accuracy pooled over 500 splits that is measured there, and the full band costs ~10 s per split
 MIN_NORMAL = 30  # specificity and the band rest on them: with fewer, its 95% interval is wider than +-0.17
 MIN_PATIENTS = 20  # per class: the resampling is over patients
 RULE = "patient-bootstrap-p5"
@@ -97,6 +99,16 @@ def site_threshold(site: SiteScores, target: float = TARGET, resamples: int = RE
     return (chosen + below.max()) / 2 if below.size else chosen / 2, cuts
 
 
+def site_band(site: SiteScores, threshold: float, target: float = TARGET, resamples: int = BAND_RESAMPLES,
+              inner: int = RESAMPLES, seed: int = SEED) -> tuple[float, float]:
+    """The borderline band of the site rule (pneumo.train.metrics.threshold_band): the scores a threshold set by
+    this rule on another sample of the site's patients could put on the other side."""
+    def rule(labels, scores, patients):
+        return site_threshold(SiteScores.of(labels, scores, patients), target, inner, seed)[0]
+
+    return threshold_band(site.labels, site.scores, site.patients, rule, threshold, resamples, seed)
+
+
 def rates(site: SiteScores, threshold: float) -> tuple[float, float]:
     """(sensitivity, specificity) of `threshold` on these films."""
     called = site.scores >= threshold
@@ -125,7 +137,7 @@ def split_estimate(site: SiteScores, target: float = TARGET, splits: int = SPLIT
     for k, (calibration, check) in enumerate(half_splits(site, splits, seed)):
         threshold, _ = site_threshold(calibration, target, resamples, seed + 1 + k)
         found.append((*rates(check, threshold), threshold))
-        band += _band_counts(calibration, check, threshold)
+        band += _band_counts(calibration, check, threshold, target, seed + 1 + k)
     found = np.array(found)
     summary = {name: {"median": float(np.median(column)), "p5": float(np.quantile(column, 0.05)),
                       "p95": float(np.quantile(column, 0.95))}
@@ -137,8 +149,9 @@ def split_estimate(site: SiteScores, target: float = TARGET, splits: int = SPLIT
     return {"splits": splits, **summary}
 
 
-def _band_counts(calibration: SiteScores, check: SiteScores, threshold: float) -> np.ndarray:
-    low, high = borderline_band(calibration.labels, calibration.scores, threshold)
+def _band_counts(calibration: SiteScores, check: SiteScores, threshold: float, target: float,
+                 seed: int) -> np.ndarray:
+    low, high = site_band(calibration, threshold, target, *SPLIT_BAND, seed)
     inside = (check.scores >= low) & (check.scores <= high)
     right = (check.scores >= threshold) == check.labels
     return np.array([inside.sum(), right[inside].sum(), (~inside).sum(), right[~inside].sum()], np.float64)

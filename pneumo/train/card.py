@@ -6,7 +6,6 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..model.pooling import LUNG_ZONES
 from .calibrate import RULE as SITE_RULE
-from .metrics import BAND_LEVEL
 
 SITE_PLOT = "calibration.png"
 
@@ -161,11 +160,10 @@ def _band_line(config: dict) -> str:
     if not stats:
         return ""
     low, high = stats["band"]
-    films = "validation patients'" if "borderline_validation" in config else "calibration"
-    tail = f"{1 - BAND_LEVEL:.0%}"
-    line = (f"\nBorderline band **{low:.3f}-{high:.3f}**, where films of both classes overlap: below it fall only "
-            f"{tail} of the {films} pneumonia films, above it only {tail} of their normal films. It holds "
-            f"{stats['inside']} of {stats['n']} {films} films; the decision is right for "
+    films = "validation patients" if "borderline_validation" in config else "calibration patients"
+    line = (f"\nBorderline band **{low:.3f}-{high:.3f}**, on both sides of the threshold: a threshold set the same "
+            f"way on another sample of the {films} (5th-95th percentile over resamples) could put a score there on "
+            f"the other side. It holds {stats['inside']} of {stats['n']} of their films; the decision is right for "
             f"{stats['accuracy_inside']:.0%} of those and {stats['accuracy_outside']:.0%} of the rest.")
     split = config.get("calibration", {}).get("split_estimate", {}).get("borderline")
     if split:

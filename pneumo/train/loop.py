@@ -123,7 +123,10 @@ def run(config: TrainConfig, log=print) -> Path:
         predictions[REPORT_NAMES.get(name, name)] = (split.y, predict_head(head, split.x))
     scores = {name: metrics.binary_metrics(y, p, threshold) for name, (y, p) in predictions.items()}
     cfg = bundle_config(config, threshold, scores, _counts(splits, fit_samples, val_samples), time.time() - started)
-    cfg["borderline"] = metrics.borderline_band(*predictions["validation"], threshold)
+    patients = [folders.patient_id(p.name) for p in val.paths]  # the band resamples the validation patients
+    cfg["borderline"] = metrics.threshold_band(*predictions["validation"], patients,
+                                               lambda y, p, _: metrics.choose_threshold(y, p, config.threshold_rule),
+                                               threshold)
     cfg["borderline_validation"] = metrics.band_stats(*predictions["validation"], threshold, cfg["borderline"])
     cfg["skipped_files"] = [{"file": str(p), "error": e} for p, e in failed]
     if int8 is not None:

@@ -98,22 +98,31 @@ def ranking_bound(y_true, probs) -> dict | None:
     return {key: found[key] for key in ("threshold", "sensitivity", "specificity", "accuracy")}
 
 
-BAND_LEVEL = 0.95  # measured on shift_dev: docs/decisions.md, "A borderline band with a meaning"
+BAND_QUANTILES = (0.05, 0.95)  # of the resampled thresholds (docs/decisions.md, "A band on both sides")
+BAND_RESAMPLES = 200
 
 
-def borderline_band(y_true, probs, threshold: float, level: float = BAND_LEVEL) -> tuple[float, float]:
-    """Scores around `threshold` where films of both classes overlap: "could be either".
+def threshold_band(y_true, probs, patients, rule, threshold: float, resamples: int = BAND_RESAMPLES,
+                   seed: int = 0) -> tuple[float, float]:
+    """Scores a threshold set the same way on another sample of these patients could put on the other side.
 
-    Lower edge: the highest cut that still keeps sensitivity >= `level` on these films (below it, only
-    1 - level of the pneumonia films fall); upper edge: the lowest cut with specificity >= `level` (above it,
-    only 1 - level of the normal films rise). The threshold always lies inside the band.
-    """
-    y, p = np.asarray(y_true).astype(bool), np.asarray(probs, dtype=np.float64)
+    The patients of each class are drawn with replacement `resamples` times (a patient drawn twice counts as two),
+    `rule(labels, scores, patients) -> threshold` is applied to each draw, and the band runs from the 5th to the
+    95th percentile of those thresholds; it always holds `threshold`. It is two-sided by construction: a NORMAL call
+    just under the threshold is as unsure as a PNEUMONIA call just above it."""
+    y, p, who = np.asarray(y_true).astype(bool), np.asarray(probs, np.float64), np.asarray(patients, str)
     if y.all() or not y.any():
-        raise ValueError("the borderline band needs validation images of both classes.")
-    lower = float(np.quantile(p[y], 1.0 - level, method="lower"))  # (1 - level) of pneumonia films lie below
-    upper = float(np.quantile(p[~y], level, method="higher"))  # level of normal films lie at or below
-    return min(lower, threshold), max(upper, threshold)
+        raise ValueError("the borderline band needs films of both classes.")
+    rng = np.random.default_rng(seed)
+    groups = [[np.flatnonzero(who == name) for name in np.unique(who[y == label])] for label in (True, False)]
+    found = []
+    for _ in range(resamples):
+        rows = [films[k] for films in groups for k in rng.integers(0, len(films), len(films))]
+        index = np.concatenate(rows)
+        names = np.repeat(np.arange(len(rows)).astype(str), [len(r) for r in rows])  # each draw its own patient
+        found.append(rule(y[index], p[index], names))
+    low, high = np.quantile(found, BAND_QUANTILES)
+    return min(float(low), threshold), max(float(high), threshold)
 
 
 def band_stats(y_true, probs, threshold: float, band: tuple[float, float]) -> dict:

@@ -101,7 +101,7 @@ def calibrated_config(source: dict, name: str, site: rule.SiteScores, target: fl
              "threshold": threshold, "resampled_thresholds": _spread(cuts),
              "in_sample": _in_sample(site, threshold), "factory_in_sample": _in_sample(site, factory),
              "split_estimate": estimate}
-    band = metrics.borderline_band(site.labels, site.scores, threshold)
+    band = rule.site_band(site, threshold, target)
     config = {**source, "threshold": threshold, "threshold_rule": rule.RULE, "borderline": list(band),
               "borderline_site": metrics.band_stats(site.labels, site.scores, threshold, band), "calibration": block}
     config.pop("borderline_validation", None)  # it described the validation threshold's band

@@ -11,7 +11,7 @@ import html
 
 from ..config import CLASS_NAMES
 from ..infer.age import years
-from ..infer.predictor import Prediction
+from ..infer.predictor import CROPPED, Prediction
 
 NOT_CHEST = "Not a frontal chest X-ray? This model reads children's chest films; its answer does not apply"
 COLOURS = {CLASS_NAMES[0]: "#2f6db3", CLASS_NAMES[1]: "#c0392b"}
@@ -55,25 +55,26 @@ def decision_html(p: Prediction, name: str, truth: str | None = None, band_accur
     """The headline: why the answer does not apply, or the verdict with its score on the scale."""
     head = file_line(name, truth)
     if not p.assessed:
-        title = NOT_CHEST if p.failed_check == "chest" else p.population.headline
+        title = {"chest": NOT_CHEST, "framing": CROPPED}.get(p.failed_check, p.population.headline)
         reasons = "".join(f"<li>{html.escape(r)}</li>" for r in p.reasons)
         return (f'{head}<div class="verdict not-assessed" style="font-size:1.5em;font-weight:700;color:#a04a00">'
                 f'⚠️ Not assessed</div><div style="font-size:1.1em;font-weight:600">{html.escape(title)}.</div>'
-                f'<ul style="margin:4px 0">{reasons}</ul><div style="color:#666;font-size:0.85em">No verdict: the '
-                f'model\'s score ({fmt(p.probability)}) means nothing for this image.</div>')
+                f'<ul style="margin:4px 0">{reasons}</ul><div style="color:#666;font-size:0.85em">No verdict, no score '
+                f'and no heatmap: the film is shown as it is.</div>')
     band = p.band if p.borderline else None
-    side = "at or above" if p.label == CLASS_NAMES[1] else "below"
+    side = "at or above" if p.side == CLASS_NAMES[1] else "below"
     if band:
         odds = ("" if band_accuracy is None else
                 f"; there, calls on new children were right {band_accuracy:.0%} of the time")
-        note = (f"<b>Borderline</b>: the score {fmt(p.probability)} lies where films of both classes overlap "
-                f"({fmt(band[0])}-{fmt(band[1])}){odds}. Read with care.")
+        note = (f"<b>Borderline</b>: the score {fmt(p.probability)} lies within {fmt(band[0])}-{fmt(band[1])}, where a "
+                f"threshold set the same way on another sample of patients could fall on its other side{odds}. "
+                "Read with care.")
     else:
         note = f"Pneumonia score {fmt(p.probability)}, {side} the threshold {fmt(p.threshold)}."
     cautions = "".join(f'<div class="caution" style="margin-top:4px;padding:4px 8px;background:#fff4d6;'
                        f'border-left:4px solid #d89b00">⚠️ {html.escape(c)}</div>' for c in p.warnings)
     return (f'{head}<div class="verdict" style="font-size:2em;font-weight:700;line-height:1.2;'
-            f'color:{COLOURS[p.label]}">{p.label}{" <span style=font-size:0.5em>(borderline)</span>" if band else ""}'
+            f'color:{COLOURS[p.side]}">{p.side}{" <span style=font-size:0.5em>(borderline)</span>" if band else ""}'
             f'</div><div>{note}</div>{cautions}{scale_html(p.probability, p.threshold, p.band)}')
 
 
@@ -96,19 +97,18 @@ def reading_guide(p: Prediction, details: str) -> str:
         hint = ("" if p.failed_check != "population" or p.population.source else
                 " If the patient is a child aged 1-5, enter the age beside the upload: the film is then assessed, "
                 "with a caution.")
-        return ("The model's answer does not apply to this image, so there is no verdict and no threshold to "
-                f"compare with. The colours only show what moved a score that means nothing here.{hint}\n\n"
-                + details)
+        return ("The model's answer does not apply to this image, so there is no verdict, no score and no heatmap "
+                f"to read: the film is shown as it is.{hint}\n\n" + details)
     lungs = "" if p.heat_in_lungs is None else (
         f" **{p.heat_in_lungs:.0%}** of it falls inside the lung fields (the outline switch draws them).")
     reads = (" The model reads only the lung fields; the rest of the film adds nothing to the score."
              if p.reads_lungs_only else "")
-    return (f"**The colours** mark the parts of the film that pushed the score towards **{p.label}**, red the "
+    return (f"**The colours** mark the parts of the film that pushed the score towards **{p.side}**, red the "
             f"most. They are not an outline of disease.{lungs}{reads} The outer edge of the film is not used "
             "(markers and text sit there).\n\n"
             f"**The score** runs from 0 (normal) to 1 (pneumonia). The threshold {fmt(p.threshold)} was "
             f"{threshold_origin(p)}; at or above it the model says PNEUMONIA. The shaded part of the scale is the "
-            "borderline band, where films of both classes overlap.\n\n"
+            "borderline band: scores a threshold set on other patients could put on either side.\n\n"
             "**Not a diagnosis.** The model knows children aged 1-5 from one hospital." + _age_line(p) + "\n\n"
             + details)
 
