@@ -79,7 +79,7 @@ def test_clicking_each_example_shows_a_verdict_and_an_overlay(page):
         assert verdict.split()[0] in ("NORMAL", "PNEUMONIA"), (path.name, verdict)
         truth = "PNEUMONIA" if path.name.startswith("person") else "NORMAL"
         assert f"dataset label: {truth}" in page.locator("#result-label").inner_text()
-        assert path.name.split(".")[0] in page.locator("#upload").inner_text()  # the box holds what was analysed
+        assert path.name.split(".")[0] not in page.locator("#upload").inner_text()  # the box waits for a film
         page.locator("#overlay img").wait_for(timeout=30_000)
         assert page.locator("#result-label .score-marker").count() == 1
         kind = verdict.split()[0].lower()
@@ -101,12 +101,18 @@ def test_verdict_scale_and_overlay_are_in_view_together(page, shots):
     try:
         time.sleep(1)
         assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing runs off the side
-        box = page.locator("#overlay").bounding_box()
-        assert box["x"] >= 0 and box["x"] + box["width"] <= 390
-        page.locator("#result-label").scroll_into_view_if_needed()
+        page.evaluate("window.scrollTo(0, 0)")
+        page.locator("#examples .thumbnail-item").nth(1).click()  # as a visitor on a phone would, from the top
+        verdict_for(page, "Example 2")
+        page.locator("#overlay img").wait_for(timeout=30_000)
+        time.sleep(1)  # the scroll to the result
+        verdict, image = (page.locator(s).bounding_box() for s in ("#result-label .verdict", "#overlay img"))
+        assert verdict["y"] >= 0 and image["y"] + image["height"] / 2 <= 844, "verdict and overlay in view"
+        assert image["x"] >= 0 and image["x"] + image["width"] <= 390
         shoot(page, "phone")
     finally:
         page.set_viewport_size({"width": 1400, "height": 1000})
+        page.evaluate("window.scrollTo(0, 0)")
 
 
 def test_upload_example_upload_leaves_nothing_of_the_one_before(page, tmp_path):
@@ -126,6 +132,18 @@ def test_upload_example_upload_leaves_nothing_of_the_one_before(page, tmp_path):
     assert "Example 3" not in shown and "dataset label" not in shown and first.stem not in shown
 
 
+def test_a_film_dropped_on_the_box_after_another_replaces_it(page, tmp_path):
+    first, second = tmp_path / "one.png", tmp_path / "two.png"
+    Image.fromarray(synth.xray(31)).save(first)
+    Image.fromarray(synth.xray(32)).save(second)
+    drop_file(page, "#upload", first, "image/png")
+    verdict_for(page, first.name)
+    assert page.locator("#upload button.upload-container").count() == 1, "the box is ready for the next film"
+    drop_file(page, "#upload", second, "image/png")  # no click on the x in between
+    verdict_for(page, second.name)
+    assert first.name not in page.locator("#result-label").inner_text()
+
+
 @pytest.mark.parametrize("kind", ["knee", "photo", "ct"])
 def test_a_knee_a_colour_photo_and_a_ct_slice_are_not_chest_x_rays(page, tmp_path, kind):
     if kind == "ct":
@@ -142,10 +160,21 @@ def test_a_knee_a_colour_photo_and_a_ct_slice_are_not_chest_x_rays(page, tmp_pat
     assert "threshold" not in text and "PNEUMONIA" not in text.split("Not assessed")[1].split("\n")[0]
     page.get_by_text("How to read this").click()
     guide = page.locator("#summary").inner_text()
-    assert "lung fields" not in guide and "threshold" in guide and "no threshold to compare" in guide
+    assert "lung fields" not in guide and "no verdict, no score and no heatmap" in guide
     page.get_by_text("How to read this").click()
+    page.locator("#overlay img").wait_for(timeout=30_000)
+    if kind != "photo":  # a gray film: no heat and no outline in colour over it
+        assert coloured_share(page) == 0.0, "nothing of the model's answer is drawn"
     if kind == "knee":
         shoot(page, "not-assessed-knee")
+
+
+def coloured_share(page) -> float:
+    """Share of the shown overlay's pixels that are not gray (heat or the lung outline over a gray film)."""
+    import io
+
+    pixels = np.asarray(Image.open(io.BytesIO(page.locator("#overlay img").screenshot())).convert("RGB"), int)
+    return float((np.abs(pixels - pixels.mean(axis=-1, keepdims=True)).max(axis=-1) > 12).mean())
 
 
 @pytest.mark.skipif(not (SHARED / "data" / "adult_dev").is_dir(), reason="needs ../shared/data/adult_dev")

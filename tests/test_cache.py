@@ -83,3 +83,23 @@ def test_cache_image_writes_a_new_file_per_call(tmp_path):
     first, second = cache_image(rgb, tmp_path, ".png"), cache_image(rgb, tmp_path, ".png")
     assert first != second and Image.open(first).size == (30, 20) == Image.open(second).size
     assert cache_image(None, tmp_path, ".png") is None
+
+
+def test_folders_of_app_processes_that_are_gone_are_removed(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from pneumo.ui.cache import PREFIX, default_folder, remove_stale_folders
+
+    assert default_folder().name == f"{PREFIX}{os.getpid()}", "one folder per running app"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    folders = {name: tmp_path / f"{PREFIX}{pid}" for name, pid in
+               (("gone", gone.stdout.strip()), ("parent", os.getppid()), ("mine", os.getpid()))}
+    for folder in folders.values():
+        (folder / "hash").mkdir(parents=True)
+        (folder / "hash" / "upload.png").write_bytes(b"x")
+    (tmp_path / "someone-else").mkdir()
+    assert remove_stale_folders(tmp_path) == 1
+    assert not folders["gone"].exists() and folders["parent"].exists() and folders["mine"].exists()
+    assert (tmp_path / "someone-else").exists()

@@ -77,7 +77,7 @@ def test_evaluate_prints_metrics_for_a_kaggle_root(tiny_bundle, tiny_predictor, 
     assessed = [tiny_predictor.predict_file(f)["assessed"] for f in files]
     assert report["outside_population"] == 0, "the tiny bundle has no population check"
     assert report["not_assessed"] == report["not_chest_xray"] == assessed.count(False)
-    low, high = tiny_predictor.borderline
+    low, high = tiny_predictor.band
     inside = int(((scores >= low) & (scores <= high)).sum())
     assert report["borderline"]["n"] == 8 and report["borderline"]["inside"] == inside
     bound = report["bound_at_sensitivity95"]  # the threshold fitted on these labels: never below the real one's
@@ -107,7 +107,8 @@ def test_missing_model_is_a_clear_error(tmp_path):
 
 
 def test_predict_writes_16_bit_heatmaps_at_each_files_size(tiny_bundle, mixed_files, tmp_path):
-    """--heatmaps: one 16-bit PNG per readable file, at its own size, equal to the heatmap the app overlays."""
+    """--heatmaps: one 16-bit PNG per assessed file, at its own size, equal to the heatmap the app overlays; none (and
+    null) for a file the model's answer does not apply to (the synthetic DICOM is unlike the tiny bundle's films)."""
     import cv2
 
     from pneumo.infer.gradcam import heat_in_image_frame
@@ -118,10 +119,11 @@ def test_predict_writes_16_bit_heatmaps_at_each_files_size(tiny_bundle, mixed_fi
     result = pneumo("predict", *map(str, mixed_files), "--model", str(tiny_bundle), "--heatmaps", str(out))
     assert result.returncode == 1, result.stderr  # two unreadable files: no heatmap for them
     lines = {json.loads(line)["file"].rsplit("/", 1)[1]: json.loads(line) for line in result.stdout.splitlines()}
-    assert sorted(p.name for p in out.iterdir()) == ["good.png", "scan.png", "sixteen.png"]
-    assert "heatmap" not in lines["notes.jpg"] and lines["scan.dcm"]["heatmap"] == str(out / "scan.png")
+    assert sorted(p.name for p in out.iterdir()) == ["good.png", "sixteen.png"]
+    assert "heatmap" not in lines["notes.jpg"]
+    assert not lines["scan.dcm"]["assessed"] and lines["scan.dcm"]["heatmap"] is None
     predictor = Predictor.load(tiny_bundle)
-    for name in ("good.png", "sixteen.png", "scan.dcm"):
+    for name in ("good.png", "sixteen.png"):
         stored = cv2.imread(lines[name]["heatmap"], cv2.IMREAD_UNCHANGED)
         image = read_image(next(p for p in mixed_files if p.name == name))
         assert stored.dtype == np.uint16 and stored.shape == image.gray.shape
@@ -157,3 +159,14 @@ def test_calibrate_then_predict_names_the_threshold_source(tiny_bundle, tmp_path
     assert "on new patients of this site" in result.stdout and "wrote" in result.stdout
     predicted = pneumo("predict", str(next((folder / "NORMAL").iterdir())), "--model", str(tmp_path / "out"))
     assert json.loads(predicted.stdout)["threshold_source"].startswith("calibrated: clinic, ")
+
+
+def test_predict_scores_every_image_in_a_folder_in_order(tiny_predictor, tiny_data, tmp_path, capsys):
+    from pneumo.ui.cli import main, run_predict
+
+    assert run_predict(tiny_predictor, [tiny_data / "test"]) == 0
+    printed = [json.loads(line)["file"] for line in capsys.readouterr().out.splitlines()]
+    assert printed == sorted(str(p) for p in (tiny_data / "test").rglob("*.jpeg")) and len(printed) == 8
+    (tmp_path / "empty").mkdir()
+    assert main(["predict", "--model", str(tiny_predictor.bundle.path), str(tmp_path / "empty")]) == 2
+    assert f"error: '{tmp_path / 'empty'}' holds no images" in capsys.readouterr().err

@@ -230,3 +230,16 @@ def test_a_views_cache_key_names_every_parameter():
     keys = {replace(base, **{f.name: getattr(base, f.name) + 0.01}).cache_key() for f in fields(base)}
     assert len(keys) == len(fields(base)) and base.cache_key() not in keys, "each parameter changes the key"
     assert FormConfig().cache_key() != base.cache_key(), "the population check's views have their own cache"
+
+
+def test_a_dicom_cut_anywhere_gives_one_sentence_and_no_library_warnings(gray, caplog, recwarn):
+    import logging
+
+    data = synth.dicom_bytes(gray.astype(np.uint16) * 16)
+    with caplog.at_level(logging.DEBUG, logger="pydicom"):
+        for cut in range(132, len(data), 37):  # through the header's values (a UID cut short), then the pixels
+            with pytest.raises(ValueError) as refused:
+                read_image(data[:cut], "cut.dcm")
+            assert "\n" not in str(refused.value) and "cut.dcm" in str(refused.value)
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [str(w.message) for w in recwarn] == [] and said == []

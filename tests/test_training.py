@@ -133,7 +133,6 @@ def test_views_cost_one_pass_per_fit_film_and_are_cached(tiny_config_factory, tm
 @pytest.mark.parametrize("argv, message", [
     (["--data-dir", "/nonexistent"], "--data-dir must be an existing folder"),
     (["--val-fraction", "0.9"], "--val-fraction must be in (0, 0.5), got 0.9"),
-    (["--pooling", "gap"], "--output must name the bundle folder to write (e.g. --output bundle), got none"),
     (["--output", "out"], "the shipped recipe needs --lung-masks DIR and --adult-dir DIR"),
     (["--output", "out", "--lung-masks", "."], "the shipped recipe needs --adult-dir DIR (the lung-field head"),
     (["--epochs", "0"], "--epochs must be >= 1, got 0"),
@@ -143,8 +142,16 @@ def test_views_cost_one_pass_per_fit_film_and_are_cached(tiny_config_factory, tm
 def test_cli_rejects_bad_arguments_before_work(tiny_data, argv, message, capsys):
     if argv[0] != "--data-dir":
         argv = ["--data-dir", str(tiny_data), "--backbone-weights", "random"] + argv
+    if "--output" not in argv:
+        argv += ["--output", "out"]
     assert train.main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_missing_output_is_refused_by_name(tiny_data, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        train.main(["--data-dir", str(tiny_data), "--backbone-weights", "random", "--pooling", "gap"])
+    assert stopped.value.code == 2 and "the following arguments are required: --output" in capsys.readouterr().err
 
 
 def test_help_lists_every_option(capsys):
@@ -157,6 +164,9 @@ def test_help_lists_every_option(capsys):
     assert stopped.value.code == 0
     shown = capsys.readouterr().out
     assert all(_flag(f) in shown for f in fields(TrainConfig) if f.metadata["cli"])
+    required, recipe = shown.split("\nrequired:\n")[1], shown.split("\nrequired by the shipped recipe")[1]
+    assert "--data-dir" in required.split("\n\n")[0] and "--output" in required.split("\n\n")[0]
+    assert "--adult-dir" in recipe.split("\n\n")[0] and "--lung-masks" in recipe.split("\n\n")[0]
 
 
 def test_empty_class_folder_is_a_clear_error(tmp_path, capsys):

@@ -60,6 +60,11 @@ BREAKAGES = {
     "band_one_sided": ("'borderline' only above the band's lower edge", "pneumo/infer/predictor.py",
                        "return self.band[0] <= self.probability <= self.band[1]",
                        "return self.band[0] <= self.probability"),
+    "framing_dropped": ("the framing check ('Cropped film?') dropped from predictions", "pneumo/infer/predictor.py",
+                        "framing = lung_fields.framing_reasons(lung_map) if lung_map is not None else []",
+                        "framing = []"),
+    "not_assessed_drawn": ("heat and lung outline drawn on a film that is not assessed", "pneumo/ui/web.py",
+                           "if not p.assessed:  # nothing of the model's answer applies", "if False:"),
     "resize_bilinear": ("uploads resized bilinearly, not bicubically as the training images were",
                         "pneumo/preprocess.py", "return np.asarray(Image.fromarray(gray).resize((size, size), "
                         "Image.BICUBIC))", "return np.asarray(Image.fromarray(gray).resize((size, size), "

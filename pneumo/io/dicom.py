@@ -53,6 +53,10 @@ def _parse(data: bytes, name: str):
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    # A value that breaks the standard (a UID cut short in a truncated file) is this reader's to judge, in one
+    # sentence; pydicom's own validation would print a warning and a log line on stderr for it.
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+
     try:
         return pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -156,6 +160,8 @@ def _age_years(ds) -> float | None:
     text = str(ds.get("PatientAge", "") or "").strip().upper()
     if len(text) >= 2 and text[:-1].isdigit() and text[-1] in AGE_UNITS:
         return int(text[:-1]) * AGE_UNITS[text[-1]]
+    if text.isdigit():  # "62": no unit, as many devices write it; the standard's default unit is years
+        return float(int(text))
     birth = _date(ds.get("PatientBirthDate"))
     taken = next((d for d in map(_date, (ds.get(k) for k in ("StudyDate", "SeriesDate", "AcquisitionDate",
                                                                  "ContentDate"))) if d is not None), None)

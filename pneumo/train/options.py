@@ -47,15 +47,16 @@ class TrainConfig:
                             required=True)
     output: Path | None = option(None, help="bundle folder to write (replacing weights/ is always asked for by name)",
                                  recipe=False, type=Path, check=lambda v: v is not None,
-                                 expect="must name the bundle folder to write (e.g. --output bundle)")
+                                 expect="must name the bundle folder to write (e.g. --output bundle)", required=True)
     adult_dirs: tuple[Path, ...] = option(
-        (), recipe=False, help="adult chest films (any layout, repeatable): trains the 'outside the pediatric "
-        "population' check (e.g. ../shared/data/adult_dev); required but with --pooling gap", flag="--adult-dir",
+        (), recipe=False, help="adult chest films (any layout, repeatable; a metadata.csv with ages keeps patients "
+        "under 18 off the adult side): trains the population check, and with chest films of every age the chest X-ray "
+        "check (e.g. ../shared/data/adult_dev)", flag="--adult-dir",
         action="append", type=Path, metavar="DIR", check=lambda v: all(Path(d).is_dir() for d in v),
         expect="must be existing folders")
     lung_masks: Path | None = option(
         None, recipe=False, help="folder with images/ and masks/ (same names): trains the lung-field head the "
-        "verdict pools over (e.g. ../shared/data/lung_masks); required but with --pooling gap; cached",
+        "verdict pools over, cached; its images join the chest X-ray check (e.g. ../shared/data/lung_masks)",
         type=Path, metavar="DIR", check=lambda v: v is None or Path(v).is_dir(), expect="must be an existing folder")
     not_chest_dirs: tuple[Path, ...] = option(
         (), recipe=False, help="radiographs of other body parts (any layout, repeatable): only measured, how many the "
@@ -166,11 +167,19 @@ def _shown(value) -> str:
     return f"'{value}'" if isinstance(value, (str, Path)) else str(value)
 
 
+RECIPE_NEEDS = ("adult_dirs", "lung_masks")  # required unless --pooling gap (validate() says so)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per CLI option of TrainConfig, with its default and help."""
+    """One flag per CLI option of TrainConfig, with its default and help; `--help` lists the required ones first."""
+    groups = {"required": parser.add_argument_group("required"),
+              "recipe": parser.add_argument_group("required by the shipped recipe (all but --pooling gap)"),
+              "other": parser}
     for f in fields(TrainConfig):
         if not f.metadata["cli"]:
             continue
+        group = groups["required" if f.metadata["argparse"].get("required") else
+                       "recipe" if f.name in RECIPE_NEEDS else "other"]
         kwargs = {k: v for k, v in f.metadata["argparse"].items() if k != "flag"}
         if kwargs.get("action") == "append":
             kwargs["default"] = []
@@ -180,7 +189,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             if default is not None:
                 kwargs["help"] = f"{f.metadata['help']} (default: {kwargs['default']})"
         kwargs.setdefault("help", f.metadata["help"])
-        parser.add_argument(_flag(f), dest=f.name, **kwargs)
+        group.add_argument(_flag(f), dest=f.name, **kwargs)
 
 
 def from_arguments(args: argparse.Namespace) -> TrainConfig:

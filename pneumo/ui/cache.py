@@ -8,8 +8,10 @@ Python refuses ("Set changed size during iteration"), and one exception ends the
 the empty `tmp...` files that appear in the cache, one per upload. This sweeper walks the folder itself and
 outlives a failed sweep (`python -m tools.load_test` counts what is left after its run).
 
-Because it walks the whole folder, the app keeps its cache in a folder of its own (`default_folder`), not in
-the /tmp/gradio that other Gradio apps on the machine share.
+Because it walks the whole folder, each running app keeps its cache in a folder of its own (`default_folder`: one
+per process), not in the /tmp/gradio that other Gradio apps on the machine share: two copies of this app on one
+machine would otherwise delete each other's example images. A folder whose process is gone (killed, crashed) is
+deleted when the next copy starts (`remove_stale_folders`), so no upload outlives its app for long.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -28,9 +31,33 @@ import numpy as np
 log = logging.getLogger("pneumo.app")
 
 
+PREFIX = "pneumonia-demo-"
+
+
 def default_folder() -> Path:
-    """Where the app keeps uploads and rendered images unless GRADIO_TEMP_DIR says otherwise."""
-    return Path(tempfile.gettempdir()) / "gradio" / "pneumonia-demo"
+    """Where this process keeps uploads and rendered images unless GRADIO_TEMP_DIR says otherwise."""
+    return Path(tempfile.gettempdir()) / "gradio" / f"{PREFIX}{os.getpid()}"
+
+
+def remove_stale_folders(root: Path) -> int:
+    """Delete the default folders (below `root`) of app processes that no longer run; return how many."""
+    removed = 0
+    for folder in Path(root).glob(f"{PREFIX}*"):
+        pid = folder.name[len(PREFIX):]
+        if folder.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 def cache_image(rgb: np.ndarray | None, cache_dir: str | Path, ext: str) -> str | None:

@@ -12,16 +12,18 @@ from pathlib import Path
 PREDICT_FIELDS = """output fields (one JSON object per line):
   file              the path as given
   label             NORMAL or PNEUMONIA; null when the film is not assessed (read warnings, not the score)
-  probability       the pneumonia score, 0-1 (computed even when not assessed: it then means nothing)
+  probability       the pneumonia score, 0-1; null when not assessed
   threshold         the operating threshold: at or above it the model says PNEUMONIA
   threshold_source  "validation" or "calibrated: FOLDER, N films" (pneumo calibrate)
-  borderline        true when the score lies in the band where films of both classes overlap; null if not assessed
+  borderline        true when the score lies in the band around the threshold where a threshold set on other
+                    patients could call it the other way (both sides); null if not assessed
   assessed          true only when the film looks like a frontal chest X-ray of a child (both checks below)
-  looks_like_chest_xray, in_population   the two checks (the second by the age where known, else the pixels)
+  looks_like_chest_xray, in_population   the two checks (the second by the age where known, else the pixels;
+                    null for an image that is not a chest X-ray)
   warnings          plain sentences: why the film is not assessed, or the caution an assessed film comes with
-  heat_in_lungs     share of the Grad-CAM heat inside the lung fields (null without a lung head)
+  heat_in_lungs     share of the Grad-CAM heat inside the lung fields (null without a lung head, or not assessed)
   age, age_source   the age used (years) and where from: "declared" (--age), "dicom" (the header) or null
-  heatmap           with --heatmaps: the written PNG
+  heatmap           with --heatmaps: the written PNG (null when not assessed: nothing is written)
   error             instead of all the above, for a file that cannot be read (exit code 1)"""
 
 
@@ -32,7 +34,8 @@ def main(argv=None) -> int:
                              formatter_class=argparse.RawDescriptionHelpFormatter,
                              description="Scores chest X-rays (JPEG, PNG, BMP, TIFF, WebP, or DICOM with or without "
                                          ".dcm) and prints one JSON object per file, in input order.")
-    predict.add_argument("files", nargs="+", type=Path)
+    predict.add_argument("files", nargs="+", type=Path, metavar="FILE_OR_FOLDER",
+                         help="images, or folders: every image below a folder, in sorted order")
     predict.add_argument("--heatmaps", type=Path, default=None, metavar="DIR",
                          help="also write each file's Grad-CAM heatmap (the one the app's overlay shows) to DIR as a "
                               "16-bit grayscale PNG at the file's own size, named after it (scan.dcm -> scan.png)")
@@ -74,6 +77,8 @@ def main(argv=None) -> int:
         samples = None
         # A bad age is refused before the model loads.
         declared = parse_age(args.age) if args.command in ("predict", "evaluate") else None
+        if args.command == "predict":  # a folder without images too
+            args.files = with_folders_expanded(args.files)
         if args.command == "calibrate":  # a folder that can never do is refused before the model loads
             from .calibrate import check_folder
 
@@ -99,6 +104,7 @@ def main(argv=None) -> int:
 def run_predict(predictor, files: list[Path], heatmaps: Path | None = None, declared_age: float | None = None) -> int:
     from ..infer.predictor import predict_paths
 
+    files = with_folders_expanded(files)
     targets = heatmap_paths(files, heatmaps) if heatmaps else {}
     failures = 0
     # Grad-CAM comes from the same pass (no extra backbone work): needed for heatmaps and for heat_in_lungs.
@@ -106,10 +112,22 @@ def run_predict(predictor, files: list[Path], heatmaps: Path | None = None, decl
     for path, prediction, error in predict_paths(predictor, files, with_cam=with_cam, declared_age=declared_age):
         failures += error is not None
         record = {"file": str(path), "error": error} if error else {"file": str(path), **prediction.to_json()}
-        if heatmaps and not error:
-            record["heatmap"] = str(write_heatmap(targets[path], prediction.heatmap, prediction.image_size))
+        if heatmaps and not error:  # none for a film the model's answer does not apply to
+            record["heatmap"] = str(write_heatmap(targets[path], prediction.heatmap, prediction.image_size)) \
+                if prediction.assessed else None
         print(json.dumps(record), flush=True)
     return 1 if failures else 0
+
+
+def with_folders_expanded(paths: list[Path]) -> list[Path]:
+    """The files as given, each folder replaced by every image below it, sorted (as `evaluate` reads folders); a
+    folder without images is refused before any work."""
+    from ..io.folders import scan_images
+
+    out = []
+    for path in paths:
+        out += [s.path for s in scan_images(path)] if Path(path).is_dir() else [Path(path)]
+    return out
 
 
 def heatmap_paths(files: list[Path], folder: Path) -> dict[Path, Path]:
@@ -156,20 +174,22 @@ def run_evaluate(predictor, folder: Path, declared_age: float | None = None) -> 
         else:
             labels.append(label_of[path])
             probs.append(prediction.probability)
-            checks.append((prediction.looks_like_chest_xray, prediction.in_population))
-            if label_of[path] == 1 and prediction.label == "PNEUMONIA" and prediction.heat_in_lungs is not None:
+            checks.append((prediction.looks_like_chest_xray, prediction.looks_cropped, prediction.in_population,
+                           prediction.assessed))
+            if label_of[path] == 1 and prediction.side == "PNEUMONIA" and prediction.heat_in_lungs is not None:
                 shares.append(prediction.heat_in_lungs)
     if not labels:
         raise ValueError(f"no readable images in '{folder}'.")
     # Metrics over every readable film, as before: the counts say how many the model should not have answered.
     metrics = binary_metrics(labels, probs, predictor.threshold)
-    if predictor.borderline is not None:
-        metrics["borderline"] = band_stats(labels, probs, predictor.threshold, predictor.borderline)
+    if predictor.band is not None:
+        metrics["borderline"] = band_stats(labels, probs, predictor.threshold, predictor.band)
     # Fitted on this folder's labels, so never a result: how far a threshold rule alone could go here.
     metrics["bound_at_sensitivity95"] = ranking_bound(labels, probs)
-    counts = {"outside_population": sum(not inside for _, inside in checks),
-              "not_chest_xray": sum(not chest for chest, _ in checks),
-              "not_assessed": sum(not (chest and inside) for chest, inside in checks),
+    counts = {"outside_population": sum(not inside for *_, inside, _ in checks),
+              "not_chest_xray": sum(not chest for chest, *_ in checks),
+              "looks_cropped": sum(cropped for _, cropped, *_ in checks),
+              "not_assessed": sum(not assessed for *_, assessed in checks),
               # where the heat of correctly called pneumonia falls (with a lung head): mean share inside the lungs
               "heat_in_lungs_true_pneumonia": round(float(np.mean(shares)), 4) if shares else None}
     source = predictor.bundle.threshold_source
@@ -180,5 +200,5 @@ def run_evaluate(predictor, folder: Path, declared_age: float | None = None) -> 
         print(f"note: the threshold was set on a folder of this name ({source}): figures at it are in-sample, "
               "not a measurement; the AUC is not affected.", file=sys.stderr)
     print(json.dumps({"folder": str(folder), **metrics, "threshold_source": source,
-                      "precision": predictor.bundle.precision, **counts, "skipped": skipped}))
+                      "trunk_dtype": predictor.bundle.precision, **counts, "skipped": skipped}))
     return 0

@@ -8,6 +8,7 @@ where it stays until the next upload, and one line in the server log (no traceba
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 import time
@@ -23,14 +24,23 @@ from ..infer import gradcam, lung_fields
 from ..infer.predictor import Prediction, Predictor
 from ..io import DecodedImage, read_image
 from ..io.image import MAX_BYTES
-from .cache import Sweeper, cache_image, files_written_since
+from .cache import Sweeper, cache_image, default_folder, files_written_since, remove_stale_folders
 from .result import decision_html, error_html, reading_guide
 
 log = logging.getLogger("pneumo.app")
 EXAMPLES = ROOT / "examples"
 DISCLAIMER = ("**Research demo, not a medical device.** Trained on pediatric (1-5 years) frontal chest X-rays "
               "from one hospital; it does not diagnose and must not guide care. Upload the whole film as exported: "
-              "a crop or added borders change its answer (docs/safety.md).")
+              "a crop or added borders change its answer ([what it refuses, and how well]({safety})).")
+DOCS = ROOT / "docs"
+
+
+def safety_link() -> str:
+    """docs/safety.md: on a Hugging Face Space its page in the Space's files, else the file this app serves."""
+    space = os.environ.get("SPACE_ID")  # set by Spaces: USER/NAME
+    if space:
+        return f"https://huggingface.co/spaces/{space}/blob/main/docs/safety.md"
+    return f"/gradio_api/file={DOCS / 'safety.md'}"
 ACCEPTED = "JPEG, PNG or DICOM (.dcm or no extension)"
 # System fonts only: web fonts are not reachable offline, and a half-loaded font changes letters mid-word.
 THEME = gr.themes.Default(font=["system-ui", "Segoe UI", "Roboto", "Helvetica", "Arial", "sans-serif"],
@@ -41,17 +51,22 @@ CSS = """
 #model-card th, #model-card td:not(:last-child) { white-space: nowrap; }
 #title h1 { margin: 0 0 4px; font-size: 1.6em; }
 #examples .caption-label { font-size: 0.75em; }
+#examples-label p { margin: 0; }
 /* Five thumbnails share the column's width (Gradio sizes them at 100 px and scrolls sideways otherwise). */
 #examples .grid-container { grid-template-columns: repeat(5, minmax(0, 1fr)) !important; }
 #examples .thumbnail-item { width: 100% !important; height: auto !important; min-width: 0; aspect-ratio: 1; }
 """
+# On a phone the columns stack and the result sits below the upload box and the examples: bring it into view.
+SHOW_RESULT = """() => { if (window.innerWidth < 700) {
+    document.getElementById('result-label')?.scrollIntoView({block: 'start'}); } }"""
 METHOD = """### How the page is made
 - **Verdict.** A frozen ImageNet VGG16; its `block5_conv3` features are averaged over the lung fields (each lung's
   upper and lower half apart, found by a small lung-field decoder on the same pass), then a linear head gives the
   pneumonia score. The film is resized to 224x224 as a whole and the outer 10% of each side is cut off (markers and
   text sit there).
 - **Heatmap.** Grad-CAM in its gradient x activation form (HiResCAM) at `block5_conv3`, for the side of the
-  threshold the score falls on; places outside the lung fields add nothing to the score and get no heat.
+  threshold the score falls on. Positions outside the lung zones add nothing to the score; most of the heat falls
+  inside the lung fields, and the rest on positions that straddle their edge.
 - **Checks.** "Is this a frontal chest X-ray?" (image statistics, a plausible pair of lungs, and how unlike chest
   films of several hospitals the content is) and "is this a child aged 1-5?" (the age you give or the DICOM header's;
   without one, a classifier on pooled features that can only tell "unlike the training children"). Either failing
@@ -95,6 +110,8 @@ class Service:
         if analysis is None:
             return None
         p = analysis.prediction
+        if not p.assessed:  # nothing of the model's answer applies: the film alone, no heat, no outline
+            return np.repeat(analysis.image.gray[..., None], 3, axis=-1)
         if not show_heatmap or p.heatmap is None:
             rgb = np.repeat(analysis.image.gray[..., None], 3, axis=-1)
         else:
@@ -118,8 +135,7 @@ class Service:
             log.warning("rejected upload: %s", err)
             raise gr.Error(str(err), print_exception=False) from None
         p = analysis.prediction
-        result = {**p.to_json(), "probabilities": p.class_probabilities,
-                  "width": analysis.image.size[0], "height": analysis.image.size[1]}
+        result = {**p.to_json(), "width": analysis.image.size[0], "height": analysis.image.size[1]}
         return result, self.render(analysis, 0.5, True)
 
     # --- event handlers: each analysis replaces everything of the one before ------------------------------------
@@ -146,11 +162,11 @@ class Service:
 
     def on_example(self, age: str | None, opacity: float, show_heatmap: bool, show_lungs: bool,
                    evt: gr.SelectData):
-        """A clicked example: its result, and the upload box holds the example instead of an earlier file."""
+        """A clicked example: its result, and the upload box empty (ready for a film of the user's own)."""
         path = self.examples[evt.index]
         found = self.result(str(path), age, opacity, show_heatmap, show_lungs, f"Example {evt.index + 1}",
                             example_truth(path))
-        return (*found, str(path))
+        return (*found, None)
 
     def on_age(self, analysis: Analysis | None, age: str | None) -> tuple:
         """A changed age: the film on screen answered again (the age changes only the population answer: no model
@@ -194,7 +210,8 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
     examples = example_files()
     started = time.time() - 1.0  # a second's slack for file systems with coarse timestamps
     with gr.Blocks(title="Pneumonia chest X-ray demo") as demo:
-        gr.Markdown(f"# Pneumonia on pediatric chest X-rays\n{DISCLAIMER}", elem_id="title")
+        gr.Markdown(f"# Pneumonia on pediatric chest X-rays\n{DISCLAIMER.format(safety=safety_link())}",
+                    elem_id="title")
         with gr.Tab("Analyse"):
             state = gr.State(None)
             with gr.Row(equal_height=False):
@@ -208,10 +225,10 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
                                      placeholder="e.g. 3 or 2.5; empty if unknown",
                                      info="1-5 years is the intended use")
                     # Neutral captions: the dataset's label is shown with the result, not before.
+                    gr.Markdown("Or click an example:", elem_id="examples-label")  # credited with its result
                     gallery = gr.Gallery([(str(p), str(k + 1)) for k, p in enumerate(examples)],
-                                         elem_id="examples", columns=5, height=130, allow_preview=False,
-                                         interactive=False, object_fit="cover",
-                                         label="Or click an example")  # credited with its result
+                                         elem_id="examples", columns=5, height=104, allow_preview=False,
+                                         interactive=False, object_fit="cover", show_label=False)
                 with gr.Column(scale=3, min_width=320):
                     label = gr.HTML(elem_id="result-label")
                     overlay = gr.Image(label="Grad-CAM overlay on the film as read", type="filepath",
@@ -247,10 +264,17 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
         controls = [opacity, show, show_lungs]
         # always_last: Gradio's default ("once") drops a file dropped while the previous one is still being
         # analysed, leaving the new film on screen under the old film's verdict; this analyses it next instead.
-        upload.upload(service.on_upload, [upload, age, *controls], [*shown, gallery], api_visibility="private",
-                      concurrency_id="model", trigger_mode="always_last")
+        # A box holding a file ignores a drop: the dropped film is taken out of the box at once (no queue), so the
+        # next film dropped on it replaces this one, then analysed. The progress shows on the overlay, not the box.
+        dropped = gr.State(None)
+        upload.upload(lambda path: (path, None), upload, [dropped, upload], queue=False, api_visibility="private",
+                      trigger_mode="multiple",
+                      ).then(service.on_upload, [dropped, age, *controls], [*shown, gallery], api_visibility="private",
+                             concurrency_id="model", show_progress_on=overlay, trigger_mode="always_last",
+                             ).then(None, js=SHOW_RESULT)
         gallery.select(service.on_example, [age, *controls], [*shown, upload], api_visibility="private",
-                       concurrency_id="model", trigger_mode="always_last")
+                       concurrency_id="model", trigger_mode="always_last", show_progress_on=overlay
+                       ).then(None, js=SHOW_RESULT)
         age.change(service.on_age, [state, age], [state, label, summary], api_visibility="private",
                    trigger_mode="always_last", show_progress="hidden")
         upload.clear(service.on_clear, None, [*shown, gallery], api_visibility="private")
@@ -268,12 +292,15 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
 
 def launch(demo: gr.Blocks) -> None:
     """Serve on loopback (GRADIO_SERVER_* to change) and say where, without Gradio's share-link hint."""
+    removed = remove_stale_folders(default_folder().parent)  # what killed earlier copies left
+    if removed:
+        log.info("deleted %d cache folder(s) of app processes that no longer run", removed)
     demo.sweeper.start()
     # SIGTERM (docker stop, a Space restarting) ends the app as quietly as Ctrl-C: the server closes, and the
     # sweeper's exit sweep deletes the last uploads instead of leaving them on disk.
     signal.signal(signal.SIGTERM, _exit_quietly)
     demo.launch(share=False, quiet=True, theme=THEME, css=CSS, prevent_thread_lock=True,
-                allowed_paths=[str(EXAMPLES)],  # a clicked example is put into the upload box
+                allowed_paths=[str(EXAMPLES), str(DOCS / "safety.md")],  # the examples; the disclaimer's link
                 # Gradio stops reading a larger upload here, before it is stored whole: the decoder's own limit.
                 max_file_size=MAX_BYTES)
     print(f"Running on {demo.local_url} (Ctrl-C to stop)", flush=True)
