@@ -154,8 +154,8 @@ def drop_file(page, selector: str, path: Path, mime: str) -> None:
             return dt;
         }""", [data, path.name, mime])
     target = page.locator(f"{selector} button.upload-container")  # the drop zone
-    if not target.count():  # a file is shown: clear it first, as a user would with the x
-        page.locator(f"{selector} button[aria-label='Clear']").first.click()
-        target.wait_for(timeout=10_000)
+    # The page empties the box as soon as a film arrives (web.py), but the box re-renders meanwhile: wait for it
+    # rather than clicking a x that may be detached under the click.
+    target.wait_for(timeout=10_000)
     for event in ("dragenter", "dragover", "drop"):
         target.dispatch_event(event, {"dataTransfer": transfer})
