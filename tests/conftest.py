@@ -29,6 +29,7 @@ SLOW_FIXTURES = {
 OWN_TRAINING = "tiny_config_factory"  # a test asking for it itself (not through tiny_bundle) trains its own bundle
 SLOW_TESTS = {  # "file.py" (every test in it) or "file.py::test_name" (all its parameters), measured
     "test_cli.py",  # each test runs `python -m pneumo` in a subprocess
+    "test_site.py",  # calibrates the shipped bundle on a synthetic hospital: ~2 minutes
     "test_bad_inputs.py::test_cli",
     "test_lungs.py::test_decoder_learns_synthetic_lungs",
     "test_lung_zones.py::test_zone_model_reads_block5_conv3_and_survives_cloning_and_saving",  # ~9 s

@@ -169,7 +169,9 @@ def test_calibrated_copy_loads_and_predicts_with_the_new_threshold(calibrated, t
     folder, output, printed = calibrated
     config = json.loads((output / "config.json").read_text())
     block = config["calibration"]
-    assessed = {name: sum(p.assessed for _, p, _ in predict_paths(tiny_predictor, sorted((folder / name).iterdir())))
+    # The folder is the site's word: every film the chest X-ray and framing checks accept counts
+    assessed = {name: sum(p.failed_check not in ("chest", "framing")
+                          for _, p, _ in predict_paths(tiny_predictor, sorted((folder / name).iterdir())))
                 for name in ("PNEUMONIA", "NORMAL")}
     assert block["folder"] == "clinic" and block["films"] == assessed
     assert 20 <= block["patients"]["NORMAL"] <= 25 and 30 <= block["patients"]["PNEUMONIA"] <= 45
@@ -178,6 +180,12 @@ def test_calibrated_copy_loads_and_predicts_with_the_new_threshold(calibrated, t
                                                                     resamples=rule.RESAMPLES), abs=1e-12)
     assert (output / "calibration.png").is_file() and "Calibrated on `clinic`" in (output / "README.md").read_text()
     assert any(line.startswith("on new patients of this site") for line in printed)
+    # Every film counted joins the chest X-ray check's reference (the tiny bundle has no population check)
+    from pneumo.infer.chest_check import ChestCheck
+
+    site = block["site_checks"]
+    assert site["chest"]["films_added"] == sum(assessed.values()) == ChestCheck.load(output / "ood.npz").site_films
+    assert {k: v["scored"] for k, v in site["per_class"].items()} == assessed and site["population"] == {}
     predictor = Predictor.load(output)
     assert predictor.threshold == config["threshold"]
     result = predictor.predict_file(next((folder / "PNEUMONIA").iterdir()))
@@ -187,13 +195,14 @@ def test_calibrated_copy_loads_and_predicts_with_the_new_threshold(calibrated, t
 
 
 def site_scores(predictor, folder: Path) -> rule.SiteScores:
-    """The assessed films of a site folder, scored in-process (patient ids from the file names)."""
+    """The films of a site folder that calibration counts (those the chest X-ray and framing checks accept), scored
+    in-process (patient ids from the file names)."""
     from pneumo.infer.predictor import predict_paths
     from pneumo.io.folders import scan_class_folder
 
     samples = scan_class_folder(folder)
     found = [(s, p) for s, (_, p, _) in zip(samples, predict_paths(predictor, [s.path for s in samples]))
-             if p is not None and p.assessed]
+             if p is not None and p.failed_check not in ("chest", "framing")]
     return rule.SiteScores.of([s.label == 1 for s, _ in found], [p.probability for _, p in found],
                               [s.patient for s, _ in found])
 
@@ -206,7 +215,7 @@ def test_recalibrating_keeps_the_factory_threshold(calibrated, tiny_predictor, t
     again = Predictor.load(output)
     run_calibrate(again, folder, check_folder(folder, tmp_path / "b", out=print), tmp_path / "b", out=lambda _: None)
     first, second = (json.loads((p / "config.json").read_text()) for p in (output, tmp_path / "b"))
-    expected = reference_threshold(site_scores(again, folder), resamples=rule.RESAMPLES)
+    expected = reference_threshold(site_scores(tiny_predictor, folder), resamples=rule.RESAMPLES)
     assert first["threshold"] == pytest.approx(expected, abs=1e-12)
     assert second["threshold"] == pytest.approx(expected, abs=1e-12), "set again from the same films, not on top"
     assert second["calibration"]["factory_threshold"] == tiny_predictor.threshold, "the training threshold is kept"
@@ -234,7 +243,7 @@ def test_refusals_write_nothing(tiny_predictor, tmp_path):
     with pytest.raises(ValueError, match="this folder has 0 PNEUMONIA and 0 NORMAL"):
         run_calibrate(tiny_predictor, colour, check_folder(colour, tmp_path / "out"), tmp_path / "out",
                       out=printed.append)
-    assert any(line.startswith("not assessed, left out: 90 film(s)") for line in printed)
+    assert any(line.startswith("left out: 90 film(s): This may not be a frontal chest X-ray") for line in printed)
     assert not (tmp_path / "out").exists()
 
 

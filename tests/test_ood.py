@@ -52,6 +52,31 @@ def test_chest_check_spares_every_source_and_lungs_in_place_buy_distance(tmp_pat
         ChestCheck.load(tmp_path / "old.npz")
 
 
+def test_a_site_added_to_the_reference_is_the_fit_on_all_films_and_can_be_taken_out(tmp_path):
+    rng = np.random.default_rng(3)
+    children, adults = _films(rng, 600), _films(rng, 200, scale=1.6)
+    check = ChestCheck.fit([children, adults], {"children": _films(rng, 300)}, percentile=99.0)
+    site = _films(rng, 150, scale=2.4)  # another hospital's chest films: far from both
+    site_new = _films(rng, 150, scale=2.4)
+    with_site = check.with_site(*site)
+    # The pooled Gaussian is exactly the one fitted on every film at once; the lung template averages three sources.
+    pooled = ChestCheck.fit([(np.concatenate([children[0], adults[0], site[0]]), None)], {"x": children})
+    assert np.allclose(with_site.mean, pooled.mean) and np.allclose(with_site.precision, pooled.precision, rtol=1e-6)
+    assert np.allclose(with_site.template, (2 * check.template + site[1].mean(axis=0)) / 3)
+    assert with_site.cutoff == check.cutoff and with_site.site_films == 150
+    flagged = [np.mean(c.score(*site_new) > c.cutoff) for c in (check, with_site)]
+    assert flagged[0] > 0.5 and flagged[1] < flagged[0] - 0.2, flagged  # the cut-off is kept: fewer, not none
+    with_site.save(tmp_path / "ood.npz")
+    again = ChestCheck.load(tmp_path / "ood.npz")
+    assert again.site_films == 150 and np.allclose(again.score(*site_new), with_site.score(*site_new), rtol=1e-5)
+    back = again.without_site()  # recalibration starts from the check as training left it
+    assert np.allclose(back.score(*site_new), check.score(*site_new), rtol=1e-4) and back.site_films == 0
+    assert again.with_site(*site_new).site_films == 150, "a new site replaces the old one"
+    old = ChestCheck(check.mean, check.precision, check.template, check.cutoff, check.percentile)
+    with pytest.raises(ValueError, match="refit its checks"):
+        old.with_site(*site)
+
+
 def test_chest_check_without_a_lung_head_is_the_distance_alone():
     rng = np.random.default_rng(1)
     check = ChestCheck.fit([(rng.gamma(2.0, 1.0, (800, 6)), None)], {"val": (rng.gamma(2.0, 1.0, (300, 6)), None)})

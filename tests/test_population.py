@@ -35,6 +35,45 @@ def test_logistic_regression_separates_and_cutoff_spares_children(tmp_path):
         PopulationCheck.load(tmp_path / "old.npz")
 
 
+def _site_case(rng, n_site=240, site_scale=None):
+    """Children, adults and a site whose films the check has never seen (unlike both), as positive features."""
+    def films(n, scale):
+        return rng.gamma(2.0, 1.0, (n, 24)) * scale
+    child, adult = np.ones(24), np.r_[np.full(12, 4.0), np.ones(12)]
+    site = np.r_[np.full(12, 2.5), np.full(12, 3.0)] if site_scale is None else site_scale  # adult-ish, yet its own
+    check = PopulationCheck.fit(films(1500, child), films(300, adult), films(400, child), percentile=99.5)
+    check.adults, check.adults_held = films(300, adult), films(200, adult)
+    patients = np.repeat(np.arange(n_site // 2), 2).astype(str)  # two films per patient
+    return check, films(n_site, site), patients, films(200, site), films(200, adult)
+
+
+def test_a_site_taught_to_the_check_is_in_the_population_and_adults_stay_out(tmp_path):
+    check, site, patients, site_new, adults_new = _site_case(np.random.default_rng(5))
+    assert check.flags(site_new).mean() > 0.9, "the site looks unlike the training children"
+    taught, stats = check.with_site(site, patients)
+    assert stats["extended"] and taught.site is not None and check.site is None, "a copy; the source is kept"
+    assert taught.flags(site_new).mean() <= 0.05 and taught.flags(adults_new).mean() >= 0.95
+    assert stats["held_out_adults"] == {"films": 200, "flagged_before": 1.0, "flagged_after": 1.0}
+    assert sum(stats["flagged_before"]) > 0.9 * len(site)
+    assert sum(stats["flagged_after_out_of_fold"]) <= 0.03 * len(site)
+    assert np.array_equal(taught.flags(site_new, site=False), check.flags(site_new)), "the training check underneath"
+    taught.save(tmp_path / "population.npz")
+    again = PopulationCheck.load(tmp_path / "population.npz")
+    assert np.array_equal(again.flags(site_new), taught.flags(site_new)) and again.site.films == len(site)
+    assert np.allclose(again.adults, check.adults, rtol=1e-3), "the reference adults travel with the bundle"
+
+
+def test_a_site_that_looks_like_adults_is_not_taught_and_old_bundles_say_why():
+    adult = np.r_[np.full(12, 4.0), np.ones(12)]
+    check, site, patients, _, adults_new = _site_case(np.random.default_rng(6), site_scale=adult)
+    taught, stats = check.with_site(site, patients)
+    assert not stats["extended"] and taught.site is None and stats["held_out_adults"]["flagged_after"] < 0.9
+    assert taught.flags(adults_new).mean() >= 0.95
+    check.adults = None
+    with pytest.raises(ValueError, match="keeps no reference adults"):
+        check.with_site(site, patients)
+
+
 def test_projecting_out_form_directions_stops_the_check_from_using_texture():
     # Feature 0 is "texture": adults are smooth (high), children sharp (low); feature 1 is "anatomy".
     rng = np.random.default_rng(2)

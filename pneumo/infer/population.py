@@ -13,11 +13,14 @@ answer on adults is no better than a coin (docs/safety.md). Two kinds of evidenc
   happily learn instead of anatomy. So both sides get views of random sharpness and compression
   (preprocess.FormConfig), and the directions in which a film's features move when only its form changes
   (the top FORM_DIMS principal directions of plain-minus-form differences) are projected out first.
+A calibrated bundle also knows its site (`with_site`): `pneumo calibrate`'s folder says its films are the intended
+children, so a second logistic regression, of the site's films against the adults the check was fitted on (kept in
+the bundle for this), lets that site's films in: a film is flagged only if both regressions call it unlike.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +32,13 @@ FORM_DIMS = 20  # enough to stop full-size pediatric originals looking "adult"; 
 # other hospitals as 224 px JPEGs; a refused child is safer than an answered adult, so 0.01 stays
 # (docs/decisions.md, "The population check").
 L2 = 0.01
+# The site's regression and cut-off, chosen on shift_dev and a synthetic other hospital (docs/decisions.md, "A
+# calibrated bundle knows its site"): a looser one (l2 1-10, the 99.5th-100th percentile) lets in up to 24 of 117
+# held-out adults and 34 of 83 lung_masks adults when the site is the training hospital's own children.
+SITE_L2 = 0.1
+SITE_PERCENTILE = 99.0  # of the site films' out-of-fold scores
+SITE_FOLDS = 5  # the site's cut-off is set on scores of patients each fold's fit has not seen
+MIN_ADULTS_FLAGGED = 0.9  # a site whose films cannot be told from the held-out adults does not extend the check
 
 
 def _log_features(features: np.ndarray) -> np.ndarray:
@@ -68,6 +78,18 @@ def form_directions(pairs: list[tuple[np.ndarray, np.ndarray]], k: int = FORM_DI
 
 
 @dataclass
+class SiteModel:
+    """What calibration taught the check about one site: site films (0) against the reference adults (1)."""
+    weights: np.ndarray  # (d,) on the check's standardised features
+    bias: float
+    cutoff: float  # site scores above it are adult-like
+    films: int  # the site's films it was fitted on
+
+    def score(self, standardised: np.ndarray) -> np.ndarray:
+        return standardised @ self.weights + self.bias
+
+
+@dataclass
 class PopulationCheck:
     mean: np.ndarray  # (d,) of the log features
     form: np.ndarray  # (k, d) form directions, projected out
@@ -76,6 +98,9 @@ class PopulationCheck:
     bias: float
     cutoff: float  # scores above it are flagged
     percentile: float  # of the pediatric validation scores, where the cut-off was set
+    adults: np.ndarray | None = None  # pooled features of the adult films fitted (and their form views)
+    adults_held: np.ndarray | None = None  # of the held-out adult films: what a site extension is measured on
+    site: SiteModel | None = None  # set by `with_site`
 
     @classmethod
     def fit(cls, children: np.ndarray, adults: np.ndarray, children_val: np.ndarray, form: np.ndarray | None = None,
@@ -101,16 +126,55 @@ class PopulationCheck:
         centred = logs - self.mean
         return centred - (centred @ self.form.T) @ self.form
 
+    def standardised(self, features: np.ndarray) -> np.ndarray:
+        return self._project(_log_features(features)) / self.scale
+
     def score(self, features: np.ndarray) -> np.ndarray:
         """Log-odds that each film is an adult's (n,)."""
-        return (self._project(_log_features(features)) / self.scale) @ self.weights + self.bias
+        return self.standardised(features) @ self.weights + self.bias
 
-    def flags(self, features: np.ndarray) -> np.ndarray:
-        return self.score(features) > self.cutoff
+    def flags(self, features: np.ndarray, site: bool = True) -> np.ndarray:
+        """Films unlike the training children and, in a calibrated bundle (`site`), unlike the site's films too."""
+        flagged = self.score(features) > self.cutoff
+        if site and self.site is not None:
+            flagged &= self.site.score(self.standardised(features)) > self.site.cutoff
+        return flagged
+
+    def with_site(self, features: np.ndarray, patients: np.ndarray, l2: float = SITE_L2) -> tuple[PopulationCheck,
+                                                                                                   dict]:
+        """A copy that takes these films (a site's, `patients` their ids) as in the population, and what it measured.
+
+        The site's cut-off is the SITE_PERCENTILE of its films' scores, each from a fit on the other folds' patients
+        (as a new patient of the site would score). If the held-out adults are not flagged at least
+        MIN_ADULTS_FLAGGED of the time with it, the copy keeps no site (`stats["extended"]` False)."""
+        if self.adults is None or self.adults_held is None:
+            raise ValueError("this bundle's population check keeps no reference adults, so it cannot learn a site; "
+                             "refit its checks with train.py --refit-checks BUNDLE --adult-dir ...")
+        site, adults = self.standardised(features), self.standardised(self.adults)
+        held_out = self.standardised(self.adults_held)
+        oof = _out_of_fold_scores(site, adults, np.asarray(patients, str), l2)
+        y = np.concatenate([np.zeros(len(site)), np.ones(len(adults))])
+        weights, bias = fit_logistic(np.concatenate([site, adults]), y, l2)
+        model = SiteModel(weights, bias, float(np.percentile(oof, SITE_PERCENTILE)), len(site))
+        extended = replace(self, site=model)
+        stats = {"films": len(site), "l2": l2, "folds": SITE_FOLDS, "percentile": SITE_PERCENTILE,
+                 "cutoff": model.cutoff,
+                 "flagged_before": self.flags(features, site=False).tolist(),
+                 "flagged_after_out_of_fold": (self.flags(features, site=False) & (oof > model.cutoff)).tolist(),
+                 "held_out_adults": {"films": len(held_out), "flagged_before": float(self.flags(self.adults_held,
+                                                                                                 site=False).mean()),
+                                     "flagged_after": float(extended.flags(self.adults_held).mean())}}
+        stats["extended"] = stats["held_out_adults"]["flagged_after"] >= MIN_ADULTS_FLAGGED
+        return (extended if stats["extended"] else replace(self, site=None)), stats
 
     def save(self, path: Path) -> None:
+        extra = {} if self.adults is None else {"adults": self.adults.astype(np.float16),
+                                                "adults_held": self.adults_held.astype(np.float16)}
+        if self.site is not None:
+            extra.update(site_weights=self.site.weights, site_bias=self.site.bias, site_cutoff=self.site.cutoff,
+                         site_films=self.site.films)
         np.savez(path, mean=self.mean, form=self.form, scale=self.scale, weights=self.weights, bias=self.bias,
-                 cutoff=self.cutoff, percentile=self.percentile, version=VERSION)
+                 cutoff=self.cutoff, percentile=self.percentile, version=VERSION, **extra)
 
     @classmethod
     def load(cls, path: Path) -> PopulationCheck:
@@ -119,8 +183,24 @@ class PopulationCheck:
             if version != VERSION:
                 raise ValueError(f"'{path}' holds a population check of version {version!r}; this package reads "
                                  f"{VERSION!r}. Retrain the bundle with train.py --adult-dir.")
+            site = SiteModel(f["site_weights"], float(f["site_bias"]), float(f["site_cutoff"]),
+                             int(f["site_films"])) if "site_weights" in f else None
+            adults, held = (f[k].astype(np.float64) if k in f else None for k in ("adults", "adults_held"))
             return cls(f["mean"], f["form"], f["scale"], f["weights"], float(f["bias"]), float(f["cutoff"]),
-                       float(f["percentile"]))
+                       float(f["percentile"]), adults, held, site)
+
+
+def _out_of_fold_scores(site: np.ndarray, adults: np.ndarray, patients: np.ndarray, l2: float) -> np.ndarray:
+    """Each site film's score from a fit on the other folds' patients (and all the adults)."""
+    names, of_film = np.unique(patients, return_inverse=True)
+    fold = np.random.default_rng(0).permutation(len(names))[of_film] % SITE_FOLDS
+    scores = np.empty(len(site))
+    for k in range(SITE_FOLDS):
+        rest = fold != k
+        y = np.concatenate([np.zeros(rest.sum()), np.ones(len(adults))])
+        weights, bias = fit_logistic(np.concatenate([site[rest], adults]), y, l2)
+        scores[~rest] = site[~rest] @ weights + bias
+    return scores
 
 
 def fit_with_forms(children: np.ndarray, child_views: list[np.ndarray], adult_views: list[np.ndarray],

@@ -38,6 +38,7 @@ class Prediction:
     pixels_unlike: bool = False  # the population check's pixels: unlike the training children
     image_size: tuple[int, int] = (0, 0)  # (width, height) of the decoded image the heatmap belongs to
     lungs: np.ndarray | None = None  # lung-field probability over the model's view, if the bundle has the head
+    signature: np.ndarray | None = None  # the lung map pooled on block5_conv3's grid, what the chest check reads
     reads_lungs_only: bool = False  # the model pools block5_conv3 over the lung zones (not --pooling gap)
     threshold_source: str = "validation"  # or "calibrated: <folder>, <n> films" (Bundle.threshold_source)
     band: tuple[float, float] | None = None  # the bundle's borderline band, if it has one
@@ -192,6 +193,7 @@ class Predictor:
         unlike = self.population_check is not None and bool(self.population_check.flags(check_features[None])[0])
         return Prediction(probability, self.threshold, heat, check_features, chest_reasons=chest,
                           framing_reasons=framing, pixels_unlike=unlike, image_size=image.size, lungs=lung_map,
+                          signature=None if signature is None else signature[0],
                           reads_lungs_only=self.reads_lungs_only, threshold_source=self.bundle.threshold_source,
                           band=self.band, declared_age=declared_age, header_age=image.info.get("age_years"))
 

@@ -36,7 +36,7 @@ RULE_TEXT = ("the 5th percentile, over {resamples} resamples of the site's patie
 
 @dataclass(frozen=True)
 class SiteScores:
-    """The site's assessed films: label (True = pneumonia), pneumonia score and patient id, one entry per film."""
+    """The site's films that count: label (True = pneumonia), pneumonia score and patient id, one entry per film."""
     labels: np.ndarray
     scores: np.ndarray
     patients: np.ndarray
@@ -65,7 +65,7 @@ def check_enough(labels, patients, target: float = TARGET) -> None:
     if short:
         wants = " and ".join(f"{needed[name][0]} {name} films ({needed[name][1]})" for name in short)
         has = " and ".join(f"{counts[name]} {name}" for name in short)
-        raise ValueError(f"calibration needs at least {wants} that the model assesses; this folder has {has}.")
+        raise ValueError(f"calibration needs at least {wants} that are whole chest X-rays; this folder has {has}.")
     for name, positive in (("PNEUMONIA", True), ("NORMAL", False)):
         found = len(set(patients[labels == positive]))
         if found < MIN_PATIENTS:

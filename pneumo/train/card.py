@@ -147,7 +147,44 @@ def _calibration_text(config: dict) -> str:
             f"Expected on new patients of that site (the rule set on half of its patients and checked on the "
             f"other half, {est['splits']} splits; median and 5-95%): sensitivity {spread('sensitivity')}, "
             f"specificity {spread('specificity')}. The validation threshold was {block['factory_threshold']:.3f}; "
-            f"the table below is measured at it.\n\n![Calibration films]({SITE_PLOT})\n")
+            f"the table below is measured at it.\n\n![Calibration films]({SITE_PLOT})\n"
+            + _site_table(block.get("site_checks")))
+
+
+def _site_table(block: dict | None) -> str:
+    """The site's films as the checks saw them, before and after they learned the site (markdown)."""
+    if not block:
+        return ""
+    rows = ["| class | scored | left out (not a chest X-ray, cut) | unlike the training children: before | after |",
+            "|---|---|---|---|---|"]
+    rows += [f"| {cls} | {c['scored']} | {c['left_out']} | {c['unlike_before']} | {c['unlike_after']} |"
+             for cls, c in block["per_class"].items()]
+    notes = site_lines(block)[len(block["per_class"]) + 1:]
+    return "\n" + "\n".join(rows) + "\n\n" + "".join(f"- {line}\n" for line in notes)
+
+
+def site_lines(block: dict | None) -> list[str]:
+    """The per-class table of what the checks said of the site's films, before and after they learned the site."""
+    if not block:
+        return []
+    rows = [f"{'':10s} {'scored':>7s} {'left out':>9s} {'unlike the training children: before':>38s} {'after':>6s}"]
+    rows += [f"{cls:10s} {c['scored']:7d} {c['left_out']:9d} {c['unlike_before']:38d} {c['unlike_after']:6d}"
+             for cls, c in block["per_class"].items()]
+    population = block["population"]
+    if population.get("extended"):
+        adults = population["held_out_adults"]
+        rows.append(f"the population check now takes this site's films as children (films unlike the training "
+                    f"children are expected from a new site: the folder says they are its children); held-out adults "
+                    f"flagged {adults['flagged_before']:.0%} before, {adults['flagged_after']:.0%} after "
+                    f"({adults['films']} films)")
+    elif population:
+        why = population.get("why") or (f"with it only {population['held_out_adults']['flagged_after']:.0%} of the "
+                                        "held-out adults would stay flagged")
+        rows.append(f"the population check is kept as it was: {why}")
+    if block["chest"]["films_added"]:
+        rows.append(f"the chest X-ray check's reference: {block['chest']['reference_films']} films + "
+                    f"{block['chest']['films_added']} of this site")
+    return rows
 
 
 def _recipe_line(recipe: dict) -> str:

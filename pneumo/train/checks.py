@@ -102,10 +102,14 @@ def fit_population(config, extract, children: np.ndarray, child_samples: list, c
              "adult_fit_images": len(fit), "adult_holdout_images": len(held_out), "under_18_images": len(minors),
              "form_views": form.to_dict(), "validation_children_flagged": children_flagged}
     summary = f"{children_flagged:.1%} of {len(children_val)} pediatric validation films flagged"
+    measured = {}
     for key, films, name in (("holdout_adults_flagged", held_out, "held-out adult"),
                              ("under_18_flagged", minors, "under-18 (never fitted)")):
         if films:
-            stats[key] = float(check.flags(extract(films, name).checks).mean())
+            measured[key] = extract(films, name).checks
+            stats[key] = float(check.flags(measured[key]).mean())
             summary += f"; {stats[key]:.1%} of {len(films)} {name} films flagged"
+    if "holdout_adults_flagged" in measured:  # kept in the bundle: `pneumo calibrate` fits a site against them
+        check.adults, check.adults_held = np.concatenate(adult_x), measured["holdout_adults_flagged"]
     stats["summary"] = summary
     return check, stats
