@@ -108,6 +108,25 @@ def test_the_overlay_shows_the_heat_and_only_where_it_is(spread_predictor):
     assert np.array_equal(Service.render(adult, 0.8, True, True), plain), "no heat, no outline"
 
 
+def test_a_large_film_is_drawn_at_display_size_with_its_heat_in_the_same_place(spread_predictor):
+    import cv2
+
+    from pneumo.infer.gradcam import heat_in_image_frame
+    from pneumo.ui.web import DISPLAY_MAX, Analysis, Service, display_film
+
+    pixels = cv2.resize(spread.lesion_film(47), (2048, 1536), interpolation=cv2.INTER_CUBIC)  # a film 4:3, large
+    prediction = spread_predictor.analyze(film(pixels))
+    analysis = Analysis("large.png", film(pixels), prediction, 0.1)
+    shown = Service.render(analysis, 0.8, True).astype(int)
+    assert shown.shape == (768, 1024, 3) and DISPLAY_MAX == 1024, "the long side at 1024 px, the aspect kept"
+    assert abs(display_film(pixels).mean() - pixels.mean()) < 0.5, "area-averaged, not cropped"
+    heat = heat_in_image_frame(prediction.heatmap, 768, 1024)  # the same heatmap, in the drawn frame
+    changed = np.abs(shown - np.repeat(display_film(pixels)[..., None], 3, axis=-1)).max(axis=-1) > 0
+    assert changed[heat > 0.3].mean() > 0.95 and not changed[heat == 0].any()
+    small = spread.lesion_film(47)
+    assert display_film(small) is small, "a film under 1024 px is drawn as it is"
+
+
 # --- each reason of the two checks, firing alone ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

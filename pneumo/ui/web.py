@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import cv2
 import gradio as gr
 import numpy as np
 
@@ -33,6 +34,10 @@ DISCLAIMER = ("**Research demo, not a medical device.** Trained on pediatric (1-
               "from one hospital; it does not diagnose and must not guide care. Upload the whole film as exported: "
               "a crop or added borders change its answer ([what it refuses, and how well]({safety})).")
 DOCS = ROOT / "docs"
+# The long side of every picture the app sends: the page shows the film ~440 px high, and a full-size overlay cost
+# more than the model (a 1776x1416 film: ~70 ms to draw, ~270 ms as PNG; docs/speed.md). The heatmap's values at the
+# film's own size: `python -m pneumo predict --heatmaps`.
+DISPLAY_MAX = 1024
 
 
 def safety_link() -> str:
@@ -81,6 +86,20 @@ class Analysis:
     prediction: Prediction
     seconds: float
     truth: str | None = None  # an example's dataset label, shown only with its result
+    film: np.ndarray | None = None  # the film as drawn: at most DISPLAY_MAX px (made once, redrawn on each switch)
+
+    def __post_init__(self):
+        if self.film is None:
+            self.film = display_film(self.image.gray)
+
+
+def display_film(gray: np.ndarray, longest: int = DISPLAY_MAX) -> np.ndarray:
+    """The film at most `longest` px on its long side, area-averaged (aspect kept; smaller films as they are)."""
+    scale = longest / max(gray.shape)
+    if scale >= 1:
+        return gray
+    size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
 
 
 class Service:
@@ -109,13 +128,13 @@ class Service:
                show_lungs: bool = False) -> np.ndarray | None:
         if analysis is None:
             return None
-        p = analysis.prediction
+        p, film = analysis.prediction, analysis.film
         if not p.assessed:  # nothing of the model's answer applies: the film alone, no heat, no outline
-            return np.repeat(analysis.image.gray[..., None], 3, axis=-1)
+            return np.repeat(film[..., None], 3, axis=-1)
         if not show_heatmap or p.heatmap is None:
-            rgb = np.repeat(analysis.image.gray[..., None], 3, axis=-1)
+            rgb = np.repeat(film[..., None], 3, axis=-1)
         else:
-            rgb = gradcam.overlay(analysis.image.gray, p.heatmap, float(opacity))
+            rgb = gradcam.overlay(film, p.heatmap, float(opacity))
         return lung_fields.outline(rgb, p.lung_fields) if show_lungs and p.lung_fields is not None else rgb
 
     def headline(self, analysis: Analysis) -> str:
@@ -128,7 +147,7 @@ class Service:
                                                   f"px; analysed in {analysis.seconds * 1000:.0f} ms.</small>")
 
     def api(self, path: str | None, age: float | None = None) -> tuple[dict, np.ndarray]:
-        """The /predict endpoint: the result JSON and the overlay at the original size."""
+        """The /predict endpoint: the result JSON (the film's own `width` and `height`) and the overlay as drawn."""
         try:
             analysis = self.analyze(path, age=age)
         except ValueError as err:
@@ -181,9 +200,9 @@ class Service:
         return again, self.headline(again), self.guide(again)
 
     def on_api(self, path: str | None, age: float | None = None) -> tuple[dict, str | None]:
-        """The /predict API: the overlay as a PNG (lossless, for programs)."""
+        """The /predict API: the overlay as the page shows it, a JPEG (PNG took longer than the model)."""
         result, rgb = self.api(path, age)
-        return result, cache_image(rgb, self.cache_dir, ".png")
+        return result, cache_image(rgb, self.cache_dir, ".jpg")
 
     @staticmethod
     def on_clear():
