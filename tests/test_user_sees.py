@@ -112,7 +112,8 @@ def test_a_large_film_is_drawn_at_display_size_with_its_heat_in_the_same_place(s
     import cv2
 
     from pneumo.infer.gradcam import heat_in_image_frame
-    from pneumo.ui.web import DISPLAY_MAX, Analysis, Service, display_film
+    from pneumo.ui.cache import DISPLAY_MAX, display_film
+    from pneumo.ui.web import Analysis, Service
 
     pixels = cv2.resize(spread.lesion_film(47), (2048, 1536), interpolation=cv2.INTER_CUBIC)  # a film 4:3, large
     prediction = spread_predictor.analyze(film(pixels))

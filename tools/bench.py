@@ -9,6 +9,9 @@ full GradientTape forward pass); a full-size float overlay; `model.fit` through 
 train.py's shipped command on 100 images per class (with ../shared's adult_dev and lung_masks), cold then warm,
 at both precisions. The int8 trunk is timed against fp32 on the same bundle, interleaved: its JSON ratios
 `int8_fp32_cam_ratio` (predict + Grad-CAM + overlay p50) and `int8_fp32_throughput_ratio` (folder images/s).
+Through the running app (gradio_client, /predict: upload, JSON and the overlay back): one user's p50
+(`served_p50_ms`), 8 users at once (`load8_p50_ms`), `served_over_predict` (served p50 over the in-process predict +
+Grad-CAM + overlay p50), and a breakdown of one served request by stage.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from pneumo.config import BACKBONE_ENV, CLASS_NAMES
@@ -35,6 +39,7 @@ from pneumo.model.bundle import CONFIG, HEAD_WEIGHTS
 from pneumo.model.lung_decoder import LUNGS_FILE
 from pneumo.model.pooling import GAP, zone_pool
 from pneumo.preprocess import to_model_input
+from pneumo.ui.cache import display_film
 from tools.appserver import ROOT, running_app, status_mb
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -159,13 +164,40 @@ def bench_trunk(predictor, x: np.ndarray, repeats: int, table: Table) -> float |
 
 
 def analyze_and_draw(predictor, path: Path, with_cam: bool) -> None:
-    """What the app does per upload: read, predict, Grad-CAM, overlay (and the lung outline, with a lung head)."""
+    """What the app does per upload: read, predict, Grad-CAM, the overlay at display size, the lung outline (with a
+    lung head) and the JPEG it sends."""
     image = read_image(path)
     prediction = predictor.analyze(image, with_cam)
     if with_cam:
-        drawn = gradcam.overlay(image.gray, prediction.heatmap)
-        if prediction.lung_fields is not None:
-            lung_fields.outline(drawn, prediction.lung_fields)
+        draw(display_film(image.gray), prediction)
+
+
+def draw(film: np.ndarray, prediction) -> bytes:
+    drawn = gradcam.overlay(film, prediction.heatmap)
+    if prediction.lung_fields is not None:
+        drawn = lung_fields.outline(drawn, prediction.lung_fields)
+    return cv2.imencode(".jpg", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
+
+
+def served_breakdown(predictor, path: Path, repeats: int, served_ms: float, trunk_ms: float | None,
+                     table: Table) -> None:
+    """Where one served request's time goes: each stage of the app timed alone in-process (p50), and the rest of
+    the served p50, which is Gradio's: upload, queue, response, the client's download."""
+    image = read_image(path)
+    x = to_model_input(image, predictor.input_size)[None]
+    prediction = predictor.predictions([image], x, with_cam=True)[0]
+    film = display_film(image.gray)
+    stages = {"decode (read_image)": lambda: read_image(path),
+              "preprocess (to_model_input)": lambda: to_model_input(image, predictor.input_size),
+              "model pass: trunk, heads, lung head, Grad-CAM, checks": lambda: predictor.predictions([image], x, True),
+              "overlay render at display size (with the outline), JPEG": lambda: draw(film, prediction),
+              "display resize": lambda: display_film(image.gray)}
+    found = {name: float(np.median(timed(fn, repeats))) * 1000 for name, fn in stages.items()}
+    for name, ms in found.items():
+        table.add(f"  served breakdown: {name}", ms, None, "ms")
+    if trunk_ms is not None:
+        table.add("  (of the model pass, the bare trunk)", trunk_ms, None, "ms")
+    table.add("  served breakdown: Gradio and the round trip (the rest)", served_ms - sum(found.values()), None, "ms")
 
 
 def bench_lung_head(predictor, path: Path, repeats: int, table: Table) -> float | None:
@@ -266,18 +298,29 @@ def bench_features(predictor, table: Table) -> None:
               [32 / t for t in timed(lambda: keras_extractor(batch), 2)], "img/s", higher_is_better=True)
 
 
-def bench_app(model_source: str | None, request_path: Path, requests: int, table: Table) -> tuple[float, float]:
-    """Start `python app.py`, time it to ready, send requests, read its peak RSS (VmHWM)."""
+def bench_app(model_source: str | None, request_path: Path, requests: int, load_files: list[Path],
+              table: Table) -> dict:
+    """Start `python app.py` and time it to ready; one user's `requests` of `request_path` through gradio_client
+    (upload, JSON and overlay file back: what a visitor waits for); 8 users at once over `load_files`; peak RSS."""
     from gradio_client import Client, handle_file
+
+    from tools.load_test import run_load
 
     with running_app({"PNEUMO_MODEL": model_source} if model_source else None) as app:
         client = Client(app.url, verbose=False)
-        for _ in range(requests):
-            client.predict(handle_file(str(request_path)), api_name="/predict")
+        served = [t * 1000 for t in timed(lambda: client.predict(handle_file(str(request_path)), api_name="/predict"),
+                                         requests)]
+        load = run_load(app.url, load_files, users=8, requests=5)
         rss = status_mb(app.process.pid, "VmHWM")
+    if load["failures"]:
+        raise RuntimeError(f"the 8-user load had {len(load['failures'])} failures, e.g. {load['failures'][0]}")
     table.add("app start-up to ready (python app.py)", app.seconds_to_ready, None, "s")
-    table.add(f"app peak RSS after {requests} requests", rss, None, "MB")
-    return app.seconds_to_ready, rss
+    table.add("served request, one user (gradio_client /predict), p50", served, None, "ms")
+    table.add("served request, 8 users at once (5 each), p50", [t * 1000 for t in load["latencies"]], None, "ms")
+    table.add(f"app peak RSS after {requests + 41} requests", rss, None, "MB")
+    return {"app_start_s": round(app.seconds_to_ready, 1), "app_rss_mb": round(rss),
+            "served_p50_ms": round(float(np.median(served)), 1),
+            "load8_p50_ms": round(float(np.median(load["latencies"])) * 1000, 1)}
 
 
 def subset_tree(source: Path, per_class: int, dest: Path) -> Path:
@@ -413,8 +456,10 @@ def main(argv=None) -> int:
     originals = sorted((SHARED / "chest_xray" / "val").rglob("*.jpeg"))  # draft only matters at full resolution
     bench_rejected(predictor, originals or sorted((ROOT / "examples").glob("*.jpeg")), table)
     bench_naive_fit(predictor, table)
-    app_s, rss = bench_app(args.model, image, 20, table)
-    headline.update(app_start_s=round(app_s, 1), app_rss_mb=round(rss), train_cold_s=None, train_warm_s=None)
+    served = bench_app(args.model, image, 15, [image, *folder[:7]], table)
+    served_breakdown(predictor, image, args.repeats, served["served_p50_ms"], headline["trunk_ms"], table)
+    headline.update(served, served_over_predict=round(served["served_p50_ms"] / headline["predict_cam_p50_ms"], 2),
+                    train_cold_s=None, train_warm_s=None)
     if args.quick:  # the shipped recipe trains a lung head and reads the adult films: minutes even on 200 images
         print("(--quick: training skipped, train_cold_s and train_warm_s are null)")
     else:

@@ -1,5 +1,6 @@
-"""The app's files in Gradio's cache: one file per rendered image, and a sweeper that deletes what requests
-left behind (uploads, previews, overlays) once they are `age` seconds old.
+"""The app's pictures and files in Gradio's cache: each picture drawn at display size (`display_film`) and encoded
+into a file of its own, and a sweeper that deletes what requests left behind (uploads, previews, overlays) once
+they are `age` seconds old.
 
 Why not Gradio's own `delete_cache`: under concurrent requests it stopped deleting for good (seen in CI;
 reproduced with 8 gradio_client users for 60 s against `delete_cache=(1, 1)`: 674 files still there 5 s
@@ -58,6 +59,21 @@ def _running(pid: int) -> bool:
     except PermissionError:  # it exists, under another user
         return True
     return True
+
+
+# The long side of every picture the app sends: the page shows the film ~440 px high, and a full-size overlay cost
+# more than the model (a 1776x1416 film: ~70 ms to draw, ~270 ms as PNG; docs/speed.md). The heatmap's values at the
+# film's own size: `python -m pneumo predict --heatmaps`.
+DISPLAY_MAX = 1024
+
+
+def display_film(gray: np.ndarray, longest: int = DISPLAY_MAX) -> np.ndarray:
+    """The film at most `longest` px on its long side, area-averaged (aspect kept; smaller films as they are)."""
+    scale = longest / max(gray.shape)
+    if scale >= 1:
+        return gray
+    size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
 
 
 def cache_image(rgb: np.ndarray | None, cache_dir: str | Path, ext: str) -> str | None:

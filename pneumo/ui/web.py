@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import cv2
 import gradio as gr
 import numpy as np
 
@@ -25,7 +24,7 @@ from ..infer import gradcam, lung_fields
 from ..infer.predictor import Prediction, Predictor
 from ..io import DecodedImage, read_image
 from ..io.image import MAX_BYTES
-from .cache import Sweeper, cache_image, default_folder, files_written_since, remove_stale_folders
+from .cache import Sweeper, cache_image, default_folder, display_film, files_written_since, remove_stale_folders
 from .result import decision_html, error_html, reading_guide
 
 log = logging.getLogger("pneumo.app")
@@ -34,10 +33,6 @@ DISCLAIMER = ("**Research demo, not a medical device.** Trained on pediatric (1-
               "from one hospital; it does not diagnose and must not guide care. Upload the whole film as exported: "
               "a crop or added borders change its answer ([what it refuses, and how well]({safety})).")
 DOCS = ROOT / "docs"
-# The long side of every picture the app sends: the page shows the film ~440 px high, and a full-size overlay cost
-# more than the model (a 1776x1416 film: ~70 ms to draw, ~270 ms as PNG; docs/speed.md). The heatmap's values at the
-# film's own size: `python -m pneumo predict --heatmaps`.
-DISPLAY_MAX = 1024
 
 
 def safety_link() -> str:
@@ -86,20 +81,12 @@ class Analysis:
     prediction: Prediction
     seconds: float
     truth: str | None = None  # an example's dataset label, shown only with its result
-    film: np.ndarray | None = None  # the film as drawn: at most DISPLAY_MAX px (made once, redrawn on each switch)
+    film: np.ndarray | None = None  # the film as drawn (cache.display_film): made once, redrawn on each switch
 
     def __post_init__(self):
         if self.film is None:
             self.film = display_film(self.image.gray)
 
-
-def display_film(gray: np.ndarray, longest: int = DISPLAY_MAX) -> np.ndarray:
-    """The film at most `longest` px on its long side, area-averaged (aspect kept; smaller films as they are)."""
-    scale = longest / max(gray.shape)
-    if scale >= 1:
-        return gray
-    size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
-    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
 
 
 class Service:
