@@ -50,7 +50,8 @@ def run_calibrate(predictor, folder: Path, samples: list, output: Path, target: 
     if Path(output).resolve() == source.resolve():
         raise ValueError(f"--output '{output}' is the bundle being calibrated; write the calibrated copy to a new "
                          "folder (the source bundle is never changed).")
-    films = score_site(factory_checks(predictor), samples)
+    predictor = factory_checks(predictor)  # scored and taught from the checks as training left them
+    films = score_site(predictor, samples)
     for reason, names in sorted(films.left_out.items()):
         out(f"left out: {len(names)} film(s): {reason}: {', '.join(names)}")
     rule.check_enough(films.site.labels, films.site.patients, target)
@@ -121,11 +122,11 @@ def factory_checks(predictor):
 
 
 def site_checks(predictor, films: SiteFilms) -> tuple[dict, dict]:
-    """({file name: check} of the checks taught this site, what was measured): the population check learns the
-    site's films as children, the chest X-ray check adds them to its reference. A bundle whose checks keep no
-    reference statistics (made before them) keeps its checks as they are, and says so."""
+    """({file name: check} of the checks taught this site, what was measured), from `predictor`'s training checks
+    (`factory_checks`): the population check learns the site's films as children, the chest X-ray check adds them to
+    its reference. A bundle whose checks keep no reference statistics (made before them) keeps its checks as they
+    are, and says so."""
     checks, taught = {}, {}
-    predictor = factory_checks(predictor)
     population = predictor.population_check
     if population is not None and population.adults is not None:
         checks[POPULATION_FILE], taught["population"] = population.with_site(films.features, films.site.patients)
