@@ -9,9 +9,10 @@ full GradientTape forward pass); a full-size float overlay; `model.fit` through 
 train.py's shipped command on 100 images per class (with ../shared's adult_dev and lung_masks), cold then warm,
 at both precisions. The int8 trunk is timed against fp32 on the same bundle, interleaved: its JSON ratios
 `int8_fp32_cam_ratio` (predict + Grad-CAM + overlay p50) and `int8_fp32_throughput_ratio` (folder images/s).
-Through the running app (gradio_client, /predict: upload, JSON and the overlay back): one user's p50
-(`served_p50_ms`), 8 users at once (`load8_p50_ms`), `served_over_predict` (served p50 over the in-process predict +
-Grad-CAM + overlay p50), and a breakdown of one served request by stage.
+Through the running app (/predict: upload, JSON and the overlay back): one user's p50 through the page's own
+requests (`served_p50_ms`, tools/page_client.py) and through gradio_client (`served_gradio_client_p50_ms`, which
+adds its 50 ms polling), 8 gradio_client users at once (`load8_p50_ms`), `served_over_predict` (served p50 over the
+in-process predict + Grad-CAM + overlay p50), and a breakdown of one served request by stage.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -27,82 +27,23 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from pneumo.config import BACKBONE_ENV, CLASS_NAMES
-from pneumo.infer import gradcam, lung_fields
+from pneumo.infer import gradcam
 from pneumo.infer.predictor import Predictor, predict_paths
 from pneumo.io import read_image
 from pneumo.model.build import HeadConfig, build_head_model
-from pneumo.model.bundle import CONFIG, HEAD_WEIGHTS
+from pneumo.model.bundle import CONFIG, HEAD_WEIGHTS, load_int8_ranges
 from pneumo.model.lung_decoder import LUNGS_FILE
 from pneumo.model.pooling import GAP, zone_pool
 from pneumo.preprocess import to_model_input
 from pneumo.ui.cache import display_film
-from tools.appserver import ROOT, running_app, status_mb
+from tools.appserver import ROOT
+from tools.bench_served import bench_app, draw, served_breakdown
+from tools.timing import Table, interleaved, machine, timed
 
 SHARED = ROOT.parent / "shared" / "data"
-
-
-def timed(fn, repeats: int) -> list[float]:
-    fn()  # warm-up: tracing, allocation, caches
-    out = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
-
-
-class Table:
-    def __init__(self):
-        self.rows = []
-
-    def add(self, name: str, ours: list[float] | float, naive: list[float] | float | None, unit: str,
-            higher_is_better: bool = False) -> None:
-        self.rows.append((name, ours, naive, unit, higher_is_better))
-        print(self._format(self.rows[-1]), flush=True)
-
-    @staticmethod
-    def _stat(values) -> tuple[float, str]:
-        if values is None:
-            return float("nan"), "-"
-        v = np.atleast_1d(np.asarray(values, float))
-        if len(v) == 1:
-            return float(v[0]), f"{v[0]:.1f}"
-        return float(np.median(v)), f"{np.median(v):.1f} ({v.min():.1f}-{v.max():.1f})"
-
-    def _format(self, row) -> str:
-        name, ours, naive, unit, higher = row
-        o, o_text = self._stat(ours)
-        n, n_text = self._stat(naive)
-        ratio = "" if np.isnan(o) or np.isnan(n) else f"{(o / n if higher else n / o):.1f}x"
-        return f"{name:<48}{o_text:>26}{n_text:>26}  {unit:<8}{ratio:>6}"
-
-    def header(self) -> None:
-        print(f"{'measure':<48}{'ours: median (min-max)':>26}{'naive baseline':>26}  {'unit':<8}{'gain':>6}")
-
-
-def machine() -> str:
-    import tensorflow as tf
-
-    flags = ""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        line = next(row for row in text.splitlines() if row.startswith("flags"))
-        wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
-        flags = " ".join(f for f in wanted if f" {f}" in line)
-    except (OSError, StopIteration):
-        pass
-    try:
-        import onnxruntime
-
-        ort = onnxruntime.__version__
-    except ImportError:
-        ort = "not installed"
-    return (f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, flags: {flags}; "
-            f"Python {platform.python_version()}, TensorFlow {tf.__version__}, ONNX Runtime {ort}")
 
 
 def naive_overlay(gray: np.ndarray, heat: np.ndarray) -> np.ndarray:
@@ -149,17 +90,17 @@ def bench_image(predictor, path: Path, repeats: int, table: Table) -> dict:
 
 
 def bench_trunk(predictor, x: np.ndarray, repeats: int, table: Table) -> float | None:
-    """p50 of VGG16's bare trunk (image -> block5_conv3) in ONNX Runtime on one preprocessed image: the machine's
-    yardstick, no decoder, no head."""
+    """p50 of VGG16's bare trunk (image -> block5_conv3) in ONNX Runtime on one preprocessed image, at the bundle's
+    precision: the machine's yardstick for what serves, no decoder, no head."""
     try:
         from pneumo.model.onnx_graph import OnnxTrunk, trunk_to_onnx
 
-        trunk = OnnxTrunk(trunk_to_onnx(predictor.model))
+        trunk = OnnxTrunk(trunk_to_onnx(predictor.model, int8=load_int8_ranges(predictor.bundle)))
     except ImportError:
         print("(trunk row skipped: pip install onnxruntime onnx to measure it)")
         return None
     times = [t * 1000 for t in timed(lambda: trunk(x), repeats)]
-    table.add("VGG16 trunk alone (ONNX Runtime, one image), p50", times, None, "ms")
+    table.add(f"VGG16 trunk alone ({predictor.bundle.precision}, ONNX Runtime, one image), p50", times, None, "ms")
     return float(np.median(times))
 
 
@@ -170,34 +111,6 @@ def analyze_and_draw(predictor, path: Path, with_cam: bool) -> None:
     prediction = predictor.analyze(image, with_cam)
     if with_cam:
         draw(display_film(image.gray), prediction)
-
-
-def draw(film: np.ndarray, prediction) -> bytes:
-    drawn = gradcam.overlay(film, prediction.heatmap)
-    if prediction.lung_fields is not None:
-        drawn = lung_fields.outline(drawn, prediction.lung_fields)
-    return cv2.imencode(".jpg", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
-
-
-def served_breakdown(predictor, path: Path, repeats: int, served_ms: float, trunk_ms: float | None,
-                     table: Table) -> None:
-    """Where one served request's time goes: each stage of the app timed alone in-process (p50), and the rest of
-    the served p50, which is Gradio's: upload, queue, response, the client's download."""
-    image = read_image(path)
-    x = to_model_input(image, predictor.input_size)[None]
-    prediction = predictor.predictions([image], x, with_cam=True)[0]
-    film = display_film(image.gray)
-    stages = {"decode (read_image)": lambda: read_image(path),
-              "preprocess (to_model_input)": lambda: to_model_input(image, predictor.input_size),
-              "model pass: trunk, heads, lung head, Grad-CAM, checks": lambda: predictor.predictions([image], x, True),
-              "overlay render at display size (with the outline), JPEG": lambda: draw(film, prediction),
-              "display resize": lambda: display_film(image.gray)}
-    found = {name: float(np.median(timed(fn, repeats))) * 1000 for name, fn in stages.items()}
-    for name, ms in found.items():
-        table.add(f"  served breakdown: {name}", ms, None, "ms")
-    if trunk_ms is not None:
-        table.add("  (of the model pass, the bare trunk)", trunk_ms, None, "ms")
-    table.add("  served breakdown: Gradio and the round trip (the rest)", served_ms - sum(found.values()), None, "ms")
 
 
 def bench_lung_head(predictor, path: Path, repeats: int, table: Table) -> float | None:
@@ -215,14 +128,8 @@ def bench_lung_head(predictor, path: Path, repeats: int, table: Table) -> float 
         (bare / CONFIG).write_text(json.dumps(config))
         build_head_model(HeadConfig(pooling=GAP)).save_weights(bare / HEAD_WEIGHTS)
         without = Predictor.load(bare, backend=predictor.backend)
-    both = [[], []]
-    for model in (predictor, without):
-        analyze_and_draw(model, path, True)  # warm-up
-    for _ in range(repeats):  # interleaved, so both see the same machine state
-        for store, model in zip(both, (predictor, without)):
-            start = time.perf_counter()
-            analyze_and_draw(model, path, True)
-            store.append((time.perf_counter() - start) * 1000)
+    both = [[t * 1000 for t in times] for times in interleaved(
+        [lambda: analyze_and_draw(predictor, path, True), lambda: analyze_and_draw(without, path, True)], repeats)]
     table.add("predict + Grad-CAM + overlay: this bundle (lung head, outline) vs GAP, no lung head", both[0],
               both[1], "ms")
     return float(np.median(both[0]) / np.median(both[1]))
@@ -253,14 +160,8 @@ def bench_precisions(predictor, image: Path, paths: list[Path], repeats: int, ta
     with tempfile.TemporaryDirectory() as tmp:
         twin = other_precision(predictor, Path(tmp))
     int8, fp32 = (predictor, twin) if predictor.bundle.precision == "int8" else (twin, predictor)
-    cam = {"int8": [], "fp32": []}
-    for model in (int8, fp32):
-        analyze_and_draw(model, image, True)  # warm-up
-    for _ in range(repeats):
-        for name, model in (("int8", int8), ("fp32", fp32)):
-            start = time.perf_counter()
-            analyze_and_draw(model, image, True)
-            cam[name].append((time.perf_counter() - start) * 1000)
+    cam = dict(zip(("int8", "fp32"), ([t * 1000 for t in times] for times in interleaved(
+        [lambda: analyze_and_draw(int8, image, True), lambda: analyze_and_draw(fp32, image, True)], repeats))))
     rates, paths = {"int8": [], "fp32": []}, paths[:64]  # 64 images: four batches of 16, twice each
     for _ in range(2):  # two rounds, interleaved
         for name, model in (("int8", int8), ("fp32", fp32)):
@@ -296,31 +197,6 @@ def bench_features(predictor, table: Table) -> None:
     per_s = [32 / t for t in timed(lambda: ours(batch), 2)]
     table.add(f"backbone features, batch 32 ({predictor.backend})", per_s,
               [32 / t for t in timed(lambda: keras_extractor(batch), 2)], "img/s", higher_is_better=True)
-
-
-def bench_app(model_source: str | None, request_path: Path, requests: int, load_files: list[Path],
-              table: Table) -> dict:
-    """Start `python app.py` and time it to ready; one user's `requests` of `request_path` through gradio_client
-    (upload, JSON and overlay file back: what a visitor waits for); 8 users at once over `load_files`; peak RSS."""
-    from gradio_client import Client, handle_file
-
-    from tools.load_test import run_load
-
-    with running_app({"PNEUMO_MODEL": model_source} if model_source else None) as app:
-        client = Client(app.url, verbose=False)
-        served = [t * 1000 for t in timed(lambda: client.predict(handle_file(str(request_path)), api_name="/predict"),
-                                         requests)]
-        load = run_load(app.url, load_files, users=8, requests=5)
-        rss = status_mb(app.process.pid, "VmHWM")
-    if load["failures"]:
-        raise RuntimeError(f"the 8-user load had {len(load['failures'])} failures, e.g. {load['failures'][0]}")
-    table.add("app start-up to ready (python app.py)", app.seconds_to_ready, None, "s")
-    table.add("served request, one user (gradio_client /predict), p50", served, None, "ms")
-    table.add("served request, 8 users at once (5 each), p50", [t * 1000 for t in load["latencies"]], None, "ms")
-    table.add(f"app peak RSS after {requests + 41} requests", rss, None, "MB")
-    return {"app_start_s": round(app.seconds_to_ready, 1), "app_rss_mb": round(rss),
-            "served_p50_ms": round(float(np.median(served)), 1),
-            "load8_p50_ms": round(float(np.median(load["latencies"])) * 1000, 1)}
 
 
 def subset_tree(source: Path, per_class: int, dest: Path) -> Path:

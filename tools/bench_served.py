@@ -1,0 +1,79 @@
+"""The bench's rows through the running app: one user, 8 users, and where one served request's time goes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pneumo.infer import gradcam, lung_fields
+from pneumo.io import read_image
+from pneumo.preprocess import to_model_input
+from pneumo.ui.cache import display_film
+from tools.appserver import running_app, status_mb
+from tools.timing import Table, interleaved, timed
+
+
+def draw(film: np.ndarray, prediction) -> bytes:
+    drawn = gradcam.overlay(film, prediction.heatmap)
+    if prediction.lung_fields is not None:
+        drawn = lung_fields.outline(drawn, prediction.lung_fields)
+    return cv2.imencode(".jpg", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
+
+
+def served_breakdown(predictor, path: Path, repeats: int, served_ms: float, trunk_ms: float | None,
+                     table: Table) -> None:
+    """Where one served request's time goes: each stage of the app timed alone in-process (p50), and the rest of
+    the served p50, which is Gradio's: upload, queue, response, the client's download."""
+    image = read_image(path)
+    x = to_model_input(image, predictor.input_size)[None]
+    prediction = predictor.predictions([image], x, with_cam=True)[0]
+    film = display_film(image.gray)
+    stages = {"decode (read_image)": lambda: read_image(path),
+              "preprocess (to_model_input)": lambda: to_model_input(image, predictor.input_size),
+              "model pass: trunk, heads, lung head, Grad-CAM, checks": lambda: predictor.predictions([image], x, True),
+              "overlay render at display size (with the outline), JPEG": lambda: draw(film, prediction),
+              "display resize": lambda: display_film(image.gray)}
+    found = {name: float(np.median(timed(fn, repeats))) * 1000 for name, fn in stages.items()}
+    for name, ms in found.items():
+        table.add(f"  served breakdown: {name}", ms, None, "ms")
+    if trunk_ms is not None:
+        table.add("  (of the model pass, the bare trunk)", trunk_ms, None, "ms")
+    table.add("  served breakdown: Gradio and the round trip (the rest)", served_ms - sum(found.values()), None, "ms")
+
+
+def bench_app(model_source: str | None, request_path: Path, requests: int, load_files: list[Path],
+              table: Table) -> dict:
+    """Start `python app.py` and time it to ready; one user's `requests` of `request_path` (upload, JSON and the
+    overlay picture back: what a visitor waits for), interleaved through the page's own requests (PageClient) and
+    gradio_client; 8 users at once over `load_files`, 5 requests each, through each client; peak RSS."""
+    from gradio_client import Client, handle_file
+
+    from tools.load_test import run_load
+    from tools.page_client import PageClient
+
+    with running_app({"PNEUMO_MODEL": model_source} if model_source else None) as app:
+        page, client = PageClient(app.url), Client(app.url, verbose=False)
+        both = interleaved([lambda: page.predict(request_path),
+                            lambda: client.predict(handle_file(str(request_path)), api_name="/predict")], requests)
+        served, through_client = ([t * 1000 for t in times] for times in both)
+        loads = {name: run_load(app.url, load_files, users=8, requests=5, client=name)
+                 for name in ("page", "gradio_client")}
+        rss = status_mb(app.process.pid, "VmHWM")
+    failures = [f for load in loads.values() for f in load["failures"]]
+    if failures:
+        raise RuntimeError(f"the 8-user loads had {len(failures)} failures, e.g. {failures[0]}")
+    load8 = {name: [t * 1000 for t in load["latencies"]] for name, load in loads.items()}
+    table.add("app start-up to ready (python app.py)", app.seconds_to_ready, None, "s")
+    table.add("served request, one user (the page's requests), p50", served, None, "ms")
+    table.add("  same through gradio_client (its 50 ms polling), p50", through_client, None, "ms")
+    table.add("served request, 8 users at once (5 each, the page's requests), p50", load8["page"], None, "ms")
+    table.add("  same through gradio_client (8 clients' CPU on this machine), p50", load8["gradio_client"], None,
+              "ms")
+    table.add(f"app peak RSS after {2 * requests + 82} requests", rss, None, "MB")
+    return {"app_start_s": round(app.seconds_to_ready, 1), "app_rss_mb": round(rss),
+            "served_p50_ms": round(float(np.median(served)), 1),
+            "served_gradio_client_p50_ms": round(float(np.median(through_client)), 1),
+            "load8_p50_ms": round(float(np.median(load8["page"])), 1),
+            "load8_gradio_client_p50_ms": round(float(np.median(load8["gradio_client"])), 1)}
