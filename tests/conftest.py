@@ -74,9 +74,10 @@ def tiny_config_factory(tiny_data, tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
 
     def make(output: Path, **overrides) -> TrainConfig:
-        # The design's plain form, one head, no views: the shipped recipe's parts are tested where they matter.
+        # The design's plain form on the float trunk, one head, no views: the shipped recipe's parts (int8 among
+        # them) are tested where they matter.
         settings = dict(data_dir=tiny_data, output=output, cache_dir=cache, backbone_weights="random", pooling="gap",
-                        heads=1, views=0,
+                        precision="fp32", heads=1, views=0,
                         input_size=TINY, epochs=4, patience=4, batch_size=8, val_fraction=0.34)
         settings.update(overrides)
         return TrainConfig(**settings)

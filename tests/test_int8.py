@@ -118,7 +118,12 @@ def test_int8_bundle_records_its_precision_and_ranges(int8_bundle):
     assert config["int8"]["file"] == INT8_FILE and config["int8"]["weight_levels"] == WEIGHT_LEVELS
     stored = Int8Ranges.load(int8_bundle / INT8_FILE)
     assert stored.fingerprint() == config["int8"]["fingerprint"]
-    assert "--precision int8" in config["command"]
+    assert "--precision" not in config["command"]  # int8 is train.py's default: the shipped recipe
+
+
+def test_the_float_trunk_is_an_option_the_command_names(tiny_bundle):
+    config = json.loads((tiny_bundle / "config.json").read_text())
+    assert config["precision"] == "fp32" and "--precision fp32" in config["command"]
 
 
 def test_int8_bundle_serves_int8_and_tf_is_the_float_reference(int8_bundle, tiny_data):

@@ -109,9 +109,10 @@ def test_the_shipped_recipe_is_the_default_and_its_command_names_only_data_folde
     from pneumo.train.options import TrainConfig
 
     config = TrainConfig(data_dir=tmp_path, output=tmp_path / "out", adult_dirs=(tmp_path,), lung_masks=tmp_path,
-                         report_dirs={"shift_dev": tmp_path})
-    assert config.command() == ("python train.py --data-dir DATA --adult-dir ADULTS --lung-masks MASKS "
-                                "--report shift_dev=DIR --output OUT")
+                         not_chest_dirs=(tmp_path,), report_dirs={"shift_dev": tmp_path})
+    assert config.command() == ("python train.py --data-dir DATA --adult-dir ADULTS --not-chest OTHERS "
+                                "--lung-masks MASKS --report shift_dev=DIR --output OUT")
+    assert config.precision == "int8"
     shipped = json.loads((ROOT / "weights" / "config.json").read_text())
     assert json.loads(json.dumps(config.recipe())) == shipped["recipe"], "the defaults are what made weights/"
     assert shipped["command"] == config.command()
