@@ -33,10 +33,12 @@ def shares(heat: np.ndarray, mask: np.ndarray) -> tuple[float, float, float, flo
     return heat[mask].sum() / total, mask.mean(), heat[hull].sum() / total, hull.mean()
 
 
-def run_cli(images: list[Path], heatmaps: Path, model: str | None) -> list[dict]:
+def run_cli(images: list[Path], heatmaps: Path, model: str | None, age: float | None = None) -> list[dict]:
     command = [sys.executable, "-m", "pneumo", "predict", "--heatmaps", str(heatmaps), *map(str, images)]
     if model:
         command[4:4] = ["--model", model]
+    if age is not None:
+        command[4:4] = ["--age", str(age)]
     out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT).stdout
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
@@ -45,19 +47,21 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", nargs="?", type=Path, default=ROOT.parent / "shared" / "data" / "lung_masks")
     parser.add_argument("--model", default=None, help="bundle folder (default: the CLI's, weights/)")
-    parser.add_argument("--all", action="store_true", help="every film, not only those called PNEUMONIA")
+    parser.add_argument("--all", action="store_true", help="every assessed film, not only those called PNEUMONIA")
+    parser.add_argument("--age", type=float, default=None, help="declare this age for every film (the CLI's --age): "
+                        "a film not assessed has no heatmap, and lung_masks' adults are not assessed without one")
     args = parser.parse_args(argv)
     images = sorted(p for p in (args.folder / "images").iterdir() if (args.folder / "masks" / p.name).is_file())
     if not images:
         raise SystemExit(f"'{args.folder}' has no images/ with masks/ of the same name.")
     with tempfile.TemporaryDirectory() as tmp:
-        results = {Path(r["file"]).name: r for r in run_cli(images, Path(tmp), args.model)}
+        results = {Path(r["file"]).name: r for r in run_cli(images, Path(tmp), args.model, args.age)}
         unread = [image.name for image in images if "label" not in results.get(image.name, {})]
         if unread:
             raise ValueError(f"the CLI gave no verdict for {len(unread)} file(s): {', '.join(unread[:5])}")
-        found = []
+        found, not_assessed = [], sum(1 for r in results.values() if not r["assessed"])
         for image in images:
-            if not args.all and results[image.name]["label"] != "PNEUMONIA":
+            if not results[image.name]["assessed"] or (not args.all and results[image.name]["label"] != "PNEUMONIA"):
                 continue
             heat = cv2.imread(str(Path(tmp) / f"{image.stem}.png"), cv2.IMREAD_UNCHANGED).astype(np.float64)
             mask = cv2.imread(str(args.folder / "masks" / image.name), cv2.IMREAD_GRAYSCALE) > 127
@@ -65,10 +69,12 @@ def main(argv=None) -> int:
                 raise ValueError(f"{image.name}: heatmap {heat.shape} and mask {mask.shape} differ in size.")
             found.append(shares(heat, mask))
     if not found:
-        raise SystemExit("no film to measure (none called PNEUMONIA; try --all).")
+        raise SystemExit(f"no film to measure ({not_assessed} of {len(images)} not assessed; none called PNEUMONIA: "
+                         "try --all, or --age for adults' films).")
     inside, area, hull, hull_area = np.mean(found, axis=0)
-    which = "films" if args.all else "films called PNEUMONIA"
-    print(f"{args.folder}: {len(found)} of {len(images)} {which}, heatmaps from `python -m pneumo predict --heatmaps`")
+    which = "assessed films" if args.all else "films called PNEUMONIA"
+    print(f"{args.folder}: {len(found)} of {len(images)} {which} ({not_assessed} not assessed"
+          f"{'' if args.age is None else f', age {args.age:g} declared'}), heatmaps from `pneumo predict --heatmaps`")
     print(f"  heat inside the drawn lung masks: {inside:.1%} (median {np.median([f[0] for f in found]):.1%}); "
           f"their area (a uniform map's share): {area:.1%}")
     print(f"  heat inside one convex hull of both masks: {hull:.1%}; its area: {hull_area:.1%}")
