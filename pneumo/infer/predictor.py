@@ -153,9 +153,9 @@ class Predictor:
         self.bundle = bundle
         self.model = full_model
         self.threshold = bundle.threshold
-        band = bundle.config.get("borderline")  # absent from bundles made before it
+        band = bundle.config.borderline  # absent from bundles made before it
         self.band: tuple[float, float] | None = tuple(band) if band else None
-        self.input_size = int(bundle.config["input_size"])
+        self.input_size = int(bundle.config.input_size)
         self.grid = tuple(full_model.get_layer(CAM_LAYER).output.shape[1:3])  # block5_conv3's: the lung signature's
         chest_file = bundle.optional_file(chest_check.CHEST_FILE)  # both checks: absent from older bundles
         self.chest = chest_check.ChestCheck.load(chest_file) if chest_file else None
