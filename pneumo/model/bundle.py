@@ -174,7 +174,8 @@ class Bundle:
         return self.config.trunk_precision
 
     def optional_file(self, name: str) -> Path | None:
-        """A file of the bundle that older bundles may lack (the checks' statistics), or None."""
+        """A file only some bundles have, or None: population.npz (trained with --adult-dir), lungs.npz (with
+        --lung-masks), int8.npz (int8 bundles)."""
         path = self.path / name
         return path if path.is_file() else None
 

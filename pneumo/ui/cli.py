@@ -182,8 +182,7 @@ def run_evaluate(predictor, folder: Path, declared_age: float | None = None) -> 
         raise ValueError(f"no readable images in '{folder}'.")
     # Metrics over every readable film, as before: the counts say how many the model should not have answered.
     metrics = binary_metrics(labels, probs, predictor.threshold)
-    if predictor.band is not None:
-        metrics["borderline"] = band_stats(labels, probs, predictor.threshold, predictor.band)
+    metrics["borderline"] = band_stats(labels, probs, predictor.threshold, predictor.band)
     # Fitted on this folder's labels, so never a result: how far a threshold rule alone could go here.
     metrics["bound_at_sensitivity95"] = ranking_bound(labels, probs)
     counts = {"outside_population": sum(not inside for *_, inside, _ in checks),
