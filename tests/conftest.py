@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import base64
-import inspect
 import os
-import warnings
 from pathlib import Path
 
 import pytest
@@ -17,38 +15,10 @@ SHARED_VAL = SHARED / "data" / "chest_xray" / "val"
 TINY = 32  # px: VGG16's five poolings leave 1x1; enough to exercise every code path in seconds
 
 
-# The fast lane (`pytest -m "not slow"`, < 90 s on 2 cores) leaves out what needs a real server, a browser, the real
-# backbone, a subprocess that imports TensorFlow (~10 s each) or a training run of its own (8-25 s each): by marker
-# and fixture first, by name only where neither tells. `pytest` alone still runs everything.
-SLOW_MARKERS = {"server", "browser"}
-SLOW_FIXTURES = {
-    "server", "server_url", "shipped_server",  # a real `python app.py`
-    "shipped",  # weights/ with the real ImageNet backbone
-    "lung_bundle", "adult_bundle", "zones_bundle",  # each trains a bundle with an extra head
-}
-OWN_TRAINING = "tiny_config_factory"  # a test asking for it itself (not through tiny_bundle) trains its own bundle
-SLOW_TESTS = {  # "file.py" (every test in it) or "file.py::test_name" (all its parameters), measured
-    "test_cli.py",  # each test runs `python -m pneumo` in a subprocess
-    "test_site.py",  # calibrates the shipped bundle on a synthetic hospital: ~2 minutes
-    "test_bad_inputs.py::test_cli",
-    "test_lungs.py::test_decoder_learns_synthetic_lungs",
-    "test_lung_zones.py::test_zone_model_reads_block5_conv3_and_survives_cloning_and_saving",  # ~9 s
-}
-
-
-def pytest_collection_modifyitems(config, items):
-    seen = set()
-    for item in items:
-        names = {item.path.name, f"{item.path.name}::{getattr(item, 'originalname', item.name)}"}
-        seen |= names
-        asked = inspect.signature(item.function).parameters if isinstance(item, pytest.Function) else {}
-        if (SLOW_MARKERS & {mark.name for mark in item.iter_markers()} or OWN_TRAINING in asked
-                or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or SLOW_TESTS & names):
-            item.add_marker(pytest.mark.slow)
-    files = {item.path.name for item in items}
-    stale = sorted(name for name in SLOW_TESTS - seen if name.split("::")[0] in files)
-    if stale:  # a renamed test would silently join the fast lane
-        warnings.warn(f"conftest.SLOW_TESTS names tests that no longer exist: {stale}", stacklevel=1)
+# The fast lane (`pytest -m "not slow"`, < 90 s on 2 cores) leaves out the tests marked slow: what needs a real server,
+# a browser, the real backbone, a subprocess that imports TensorFlow (~10 s each) or a training run of its own (8-25 s
+# each; lung_bundle, adult_bundle and zones_bundle each train one). A new test of that kind carries
+# @pytest.mark.slow itself. `pytest` alone still runs everything.
 
 
 def real_backbone() -> str:

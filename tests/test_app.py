@@ -14,6 +14,8 @@ import synth
 from conftest import ROOT, drop_file
 from PIL import Image
 
+pytestmark = pytest.mark.slow  # a real `python app.py` (the server fixture)
+
 CHROMIUM = Path("/usr/bin/chromium")
 
 

@@ -56,6 +56,7 @@ def test_monochrome1_predicts_like_its_monochrome2_twin(tiny_predictor):
     assert abs(m1 - m2) < 1e-3
 
 
+@pytest.mark.slow
 def test_cli(tiny_bundle, corpus_dir):
     files = [str(corpus_dir / name) for name, _, _ in CASES]
     result = subprocess.run([sys.executable, "-m", "pneumo", "predict", *files, "--model", str(tiny_bundle)],
@@ -86,6 +87,7 @@ def test_bomb_is_refused_without_allocating_it(tmp_path):
 
 
 @pytest.mark.server
+@pytest.mark.slow
 def test_running_app(server_url, corpus_dir):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError

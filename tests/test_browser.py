@@ -18,7 +18,7 @@ from conftest import ROOT, SHARED, drop_file
 from PIL import Image
 
 CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = [pytest.mark.browser,
+pytestmark = [pytest.mark.slow, pytest.mark.browser,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium")]
 
 

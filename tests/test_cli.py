@@ -14,6 +14,8 @@ import synth
 from conftest import ROOT
 from PIL import Image
 
+pytestmark = pytest.mark.slow  # each test runs `python -m pneumo` in a subprocess that imports TensorFlow
+
 
 def pneumo(*args, env_extra=None):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env_extra or {})}

@@ -143,6 +143,7 @@ def test_int8_bundle_serves_int8_and_tf_is_the_float_reference(int8_bundle, tiny
     assert served.analyze(images[0]).heatmap is not None
 
 
+@pytest.mark.slow
 def test_features_are_cached_per_precision(tiny_config_factory, int8_bundle, tmp_path):
     from pneumo.train.features import trunk_fingerprint
 
@@ -166,6 +167,7 @@ def test_int8_features_need_onnx_runtime(backbone, ranges):
         make_feature_function(backbone, "tf", int8=ranges)
 
 
+@pytest.mark.slow
 def test_precision_is_checked_up_front(tiny_config_factory, tmp_path):
     config = tiny_config_factory(tmp_path / "out", precision="int4")
     with pytest.raises(ValueError, match=r"--precision must be one of \('fp32', 'int8'\), got 'int4'"):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a real server under load
+
 
 @pytest.mark.server
 @pytest.mark.parametrize("client", ["page", "gradio_client"])

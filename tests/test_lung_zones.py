@@ -71,6 +71,7 @@ def zone_model():
     return build_full_model("random", head, ZONED, decoder=build_decoder())
 
 
+@pytest.mark.slow
 def test_zone_model_reads_block5_conv3_and_survives_cloning_and_saving(zone_model, tmp_path):
     import keras
 
@@ -168,6 +169,7 @@ def zones_bundle(tiny_config_factory, tmp_path_factory):
     return run(config, log=lambda *_: None)
 
 
+@pytest.mark.slow
 def test_zones_bundle_runs_alike_on_both_backends(zones_bundle):
     import json
 
@@ -191,6 +193,7 @@ def test_zones_bundle_runs_alike_on_both_backends(zones_bundle):
     assert a.to_json()["heat_in_lungs"] == pytest.approx(b.to_json()["heat_in_lungs"], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_feature_extractors_give_the_global_average_then_the_zones(zones_bundle):
     """Training features: the checks' global average of block5_pool, the zones, then the lung signature the chest
     X-ray check reads, on either backend; the signature is the one serving computes."""
@@ -212,6 +215,7 @@ def test_feature_extractors_give_the_global_average_then_the_zones(zones_bundle)
     assert np.abs(both[1][:, 512 * 5:] - served).mean() < 0.05, "TF's lung map may flip a pixel at 0.5, no more"
 
 
+@pytest.mark.slow
 def test_a_zones_bundle_without_its_lung_head_is_refused(zones_bundle, tmp_path):
     import shutil
 

@@ -38,6 +38,7 @@ def test_augmented_image_and_mask_move_together():
         assert inside > outside + 40, "the mask still covers the bright lungs after the same transform"
 
 
+@pytest.mark.slow
 def test_decoder_learns_synthetic_lungs():
     """A random-weight backbone at 64 px and a few views: the decoder beats an all-lungs guess on a new film."""
     from pneumo.model.build import build_backbone
@@ -92,6 +93,7 @@ def lung_bundle(tiny_config_factory, tmp_path_factory):
     return first, second, logs, masks
 
 
+@pytest.mark.slow
 def test_training_stores_a_versioned_lung_head_and_reuses_it(lung_bundle):
     import json
 
@@ -130,6 +132,7 @@ def test_older_lung_head_versions_are_refused(tmp_path):
         load_decoder(tmp_path / "old.npz")
 
 
+@pytest.mark.slow
 def test_backends_agree_on_lungs_and_heat_in_lungs_is_reported(lung_bundle):
     from pneumo.infer.predictor import Predictor
     from pneumo.io import DecodedImage
@@ -172,6 +175,7 @@ def test_heat_in_lungs_lung_check_and_outline():
     assert changed.any() and not changed[:30].any() and not changed[-30:].any(), "inside the model's view only"
 
 
+@pytest.mark.slow
 def test_predict_and_evaluate_report_heat_in_lungs(lung_bundle, tiny_data, tmp_path, capsys):
     import json
 

@@ -194,6 +194,7 @@ def adult_bundle(tiny_config_factory, tmp_path_factory):
     return run(config, log=lambda *_: None), adults
 
 
+@pytest.mark.slow
 def test_training_writes_the_check_and_its_measurements(adult_bundle):
     bundle, _ = adult_bundle
     stats = json.loads((bundle / "config.json").read_text())["population"]
@@ -215,6 +216,7 @@ def test_training_writes_the_check_and_its_measurements(adult_bundle):
     assert config["backbone_passes_this_run"] == children + 16 + stats["adult_fit_images"] + form_children
 
 
+@pytest.mark.slow
 def test_predict_json_carries_in_population(adult_bundle, tiny_data, tmp_path):
     from PIL import Image
 
@@ -273,6 +275,7 @@ def shipped():
     return Predictor.load(ROOT / "weights", real_backbone())
 
 
+@pytest.mark.slow
 def test_shipped_check_flags_adults_and_passes_children(shipped):
     adults = [shipped.analyze(read_image(p), with_cam=False) for p in held_out_adults(6)]
     children = [shipped.analyze(read_image(p), with_cam=False) for p in some_children(4)]
@@ -282,6 +285,7 @@ def test_shipped_check_flags_adults_and_passes_children(shipped):
     assert all(p.warnings == [f"{age.UNLIKE_HEADLINE} ({age.UNLIKE})."] for p in adults), "never 'adult' unasked"
 
 
+@pytest.mark.slow
 def test_shipped_another_hospitals_child_with_and_without_its_age(shipped):
     image = read_image(nih_child())
     unknown = shipped.analyze(image, with_cam=False)
@@ -294,6 +298,7 @@ def test_shipped_another_hospitals_child_with_and_without_its_age(shipped):
     assert hand_at_three.assessed is False and hand_at_three.failed_check == "chest"
 
 
+@pytest.mark.slow
 def test_shipped_check_holds_for_films_as_a_pacs_exports_them(shipped):
     """12-bit MONOCHROME1 DICOMs at 2048 px with a window: what another hospital's archive sends."""
     from tools.population_report import as_pacs_dicom
@@ -305,6 +310,7 @@ def test_shipped_check_holds_for_films_as_a_pacs_exports_them(shipped):
     assert [analyze(p).in_population for p in some_children(1)] == [True] * 3
 
 
+@pytest.mark.slow
 def test_cli_says_in_population_and_takes_the_age(shipped):
     from test_cli import pneumo
 
@@ -327,6 +333,7 @@ def test_cli_says_in_population_and_takes_the_age(shipped):
 
 
 @pytest.mark.server
+@pytest.mark.slow
 def test_app_api_says_in_population(shipped, shipped_server):
     from gradio_client import Client, handle_file
 

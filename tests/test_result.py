@@ -16,7 +16,8 @@ COLOUR = "it is a colour image; radiographs are grayscale"
 
 def prediction(probability=0.9, chest=(), unlike=False, band=(0.8, 0.95), declared=None, header=None,
                framing=()) -> Prediction:
-    return Prediction(probability, 0.83, np.zeros((14, 14)), np.zeros(512), chest_reasons=list(chest),
+    return Prediction(probability=probability, threshold=0.83, heatmap=np.zeros((14, 14)),
+                      check_features=np.zeros(512), chest_reasons=list(chest),
                       framing_reasons=list(framing), pixels_unlike=unlike, band=band,
                       threshold_source="calibrated: site, 100 films", declared_age=declared, header_age=header)
 

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from conftest import ROOT, SHARED_VAL, real_backbone
 
+pytestmark = pytest.mark.slow  # weights/ with the real ImageNet backbone
+
 
 @pytest.fixture(scope="module")
 def shipped():

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from conftest import ROOT, SHARED, real_backbone
 
-pytestmark = pytest.mark.skipif(not (SHARED / "data" / "adult_dev").is_dir(), reason="needs ../shared/data")
+pytestmark = [pytest.mark.slow,  # calibrates the shipped bundle on a synthetic hospital: ~2 minutes
+              pytest.mark.skipif(not (SHARED / "data" / "adult_dev").is_dir(), reason="needs ../shared/data")]
 
 
 @pytest.fixture(scope="module")

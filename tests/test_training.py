@@ -41,6 +41,7 @@ def backbone_passes(bundle) -> int:
     return json.loads((bundle / "config.json").read_text())["backbone_passes_this_run"]
 
 
+@pytest.mark.slow
 def test_second_run_reuses_cached_features(tiny_config_factory, tmp_path):
     # Its own cache: the session's shared one may already hold every image, depending on which tests ran first.
     first = run(tiny_config_factory(tmp_path / "a", cache_dir=tmp_path / "cache"), log=lambda *_: None)
@@ -49,6 +50,7 @@ def test_second_run_reuses_cached_features(tiny_config_factory, tmp_path):
     assert backbone_passes(second) == 0, "the first run extracted every image; nothing is recomputed"
 
 
+@pytest.mark.slow
 def test_changed_image_is_recomputed(tiny_config_factory, tiny_data, tmp_path):
     import shutil
 
@@ -68,6 +70,7 @@ def test_changed_image_is_recomputed(tiny_config_factory, tiny_data, tmp_path):
     assert features.file_hash(target) in cache.rows
 
 
+@pytest.mark.slow
 def test_interrupted_write_keeps_previous_bundle(tiny_bundle, tiny_config_factory, tmp_path, monkeypatch):
     import shutil
 
@@ -85,6 +88,7 @@ def test_interrupted_write_keeps_previous_bundle(tiny_bundle, tiny_config_factor
     assert [p.name for p in tmp_path.iterdir()] == ["bundle"], "no partial folder left behind"
 
 
+@pytest.mark.slow
 def test_refuses_to_replace_a_folder_that_is_not_a_bundle(tiny_config_factory, tmp_path):
     (tmp_path / "notes.txt").write_text("precious")
     with pytest.raises(ValueError, match="not a model bundle"):
@@ -92,6 +96,7 @@ def test_refuses_to_replace_a_folder_that_is_not_a_bundle(tiny_config_factory, t
     assert (tmp_path / "notes.txt").read_text() == "precious"
 
 
+@pytest.mark.slow
 def test_unreadable_training_file_is_skipped_and_listed(tiny_config_factory, tiny_data, tmp_path):
     import shutil
 
@@ -120,6 +125,7 @@ def test_the_shipped_recipe_is_the_default_and_its_command_names_only_data_folde
     assert (config.heads, config.views) == (5, 1)
 
 
+@pytest.mark.slow
 def test_views_cost_one_pass_per_fit_film_and_are_cached(tiny_config_factory, tmp_path):
     lines = []
     first = run(tiny_config_factory(tmp_path / "a", cache_dir=tmp_path / "cache", views=1), log=lines.append)
@@ -194,6 +200,7 @@ def test_loaded_bundle_reproduces_training_predictions(tiny_bundle, tiny_predict
     assert bundles.load_bundle(tiny_bundle).threshold == tiny_predictor.threshold
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_extraction_keeps_the_cache_usable(tiny_config_factory, tiny_data, tmp_path, monkeypatch):
     """Interrupt after the first chunk: the chunk stays readable and the rerun computes only the rest."""
     cfg = tiny_config_factory(tmp_path / "out", cache_dir=tmp_path / "cache")
@@ -217,6 +224,7 @@ def test_ctrl_c_during_extraction_keeps_the_cache_usable(tiny_config_factory, ti
     assert backbone_passes(out) == images - saves[0], "the chunk saved before Ctrl-C was reused"
 
 
+@pytest.mark.slow
 def test_refit_checks_keeps_everything_but_the_checks(tiny_bundle, tiny_config_factory, tmp_path):
     """`train.py --refit-checks`: new checks from this run's folders; heads, threshold and the rest byte for byte."""
     import synth

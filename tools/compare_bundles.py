@@ -28,10 +28,10 @@ from tools.appserver import ROOT
 SHARED = ROOT.parent / "shared" / "data"
 
 
-def films(bundle_config: dict) -> dict[str, list]:
+def films(bundle_config) -> dict[str, list]:
     from pneumo.io.folders import scan_class_folder, scan_images, split_by_patient
 
-    recipe = bundle_config["recipe"]
+    recipe = bundle_config.recipe
     _, held_out = split_by_patient(scan_images(SHARED / "adult_dev"), recipe["adult_holdout"], recipe["seed"])
     return {"shift_dev": scan_class_folder(SHARED / "shift_dev"),
             "val": scan_class_folder(SHARED / "chest_xray" / "val"), "adults": held_out}
@@ -50,7 +50,7 @@ def measure(source: str) -> dict:
         found[name] = (np.array([s.label for s in samples]), [p for _, p, _ in results])
     labels, shift = found["shift_dev"]
     probs = np.array([p.probability for p in shift])
-    validation = config["metrics"]["validation"]["threshold"]
+    validation = config.metrics["validation"]["threshold"]
     out.update(probs=probs, lungs=[p.lung_fields for p in shift], auc=metrics.roc_auc(labels, probs),
                at_validation=metrics.binary_metrics(labels, probs, validation),
                at_bundle=metrics.binary_metrics(labels, probs, predictor.threshold),

@@ -149,7 +149,7 @@ def chest_sets(predictor) -> dict[str, list[Path]]:
     from pneumo.io.folders import read_ages, scan_class_folder, split_by_patient
     from pneumo.train.checks import outside_sources
 
-    recipe = predictor.bundle.config["recipe"]
+    recipe = predictor.bundle.config.recipe
     fit, validation = split_by_patient(scan_class_folder(SHARED / "chest_xray" / "train"), recipe["val_fraction"],
                                        recipe["seed"])
     config = SimpleNamespace(adult_dirs=(SHARED / "adult_dev",), adult_holdout=recipe["adult_holdout"],

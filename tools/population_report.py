@@ -131,7 +131,7 @@ def predictions(predictor, files: list[Path], form) -> list:
 def film_sets(predictor) -> dict[str, tuple[str, list[Path]]]:
     from pneumo.io.folders import read_ages, scan_class_folder, scan_images, split_by_patient
 
-    recipe = predictor.bundle.config["recipe"]
+    recipe = predictor.bundle.config.recipe
     films = scan_images(SHARED / "adult_dev")
     _, held_out = split_by_patient(films, recipe["adult_holdout"], recipe["seed"])
     ages = read_ages(SHARED / "adult_dev")  # NIH's own metadata: 18 of the films are of patients under 18

@@ -54,7 +54,7 @@ def site_halves(predictor, step: int = 1, seed: int = 0) -> tuple[list, list]:
     scarcer class) and every `step`-th PNEUMONIA patient."""
     from pneumo.io.folders import scan_class_folder, split_by_patient
 
-    recipe = predictor.bundle.config["recipe"]
+    recipe = predictor.bundle.config.recipe
     _, validation = split_by_patient(scan_class_folder(SHARED / "chest_xray" / "train"), recipe["val_fraction"],
                                      recipe["seed"])
     patients = sorted({s.patient for s in validation if s.label == 0})
@@ -68,7 +68,7 @@ def outside_sets(predictor) -> dict[str, list[Path]]:
     parts."""
     from pneumo.io.folders import read_ages, scan_images, split_by_patient
 
-    recipe = predictor.bundle.config["recipe"]
+    recipe = predictor.bundle.config.recipe
     films = scan_images(SHARED / "adult_dev")
     _, held_out = split_by_patient(films, recipe["adult_holdout"], recipe["seed"])
     ages = read_ages(SHARED / "adult_dev")

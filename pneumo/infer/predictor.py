@@ -27,7 +27,7 @@ BATCH = 16
 CROPPED = "Cropped film? Upload the whole film as exported"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Prediction:
     probability: float  # of pneumonia
     threshold: float
@@ -41,7 +41,7 @@ class Prediction:
     signature: np.ndarray | None = None  # the lung map pooled on block5_conv3's grid, what the chest check reads
     reads_lungs_only: bool = False  # the model pools block5_conv3 over the lung zones (not --pooling gap)
     threshold_source: str = "validation"  # or "calibrated: <folder>, <n> films" (Bundle.threshold_source)
-    band: tuple[float, float] | None = None  # the bundle's borderline band, if it has one
+    band: tuple[float, float]  # the bundle's borderline band
     declared_age: float | None = None  # years, as the user gave it
     header_age: float | None = None  # years, from the DICOM header
 
@@ -125,8 +125,8 @@ class Prediction:
     @property
     def borderline(self) -> bool | None:
         """The score lies in the band around the threshold, on either side, where a threshold set the same way on
-        other patients could call it the other way (None: not assessed, or no band)."""
-        if not self.assessed or self.band is None:
+        other patients could call it the other way (None: not assessed)."""
+        if not self.assessed:
             return None
         return self.band[0] <= self.probability <= self.band[1]
 
@@ -153,11 +153,11 @@ class Predictor:
         self.bundle = bundle
         self.model = full_model
         self.threshold = bundle.threshold
-        band = bundle.config.get("borderline")  # absent from bundles made before it
-        self.band: tuple[float, float] | None = tuple(band) if band else None
-        self.input_size = int(bundle.config["input_size"])
+        self.band: tuple[float, float] = tuple(bundle.config.borderline)
+        self.input_size = int(bundle.config.input_size)
         self.grid = tuple(full_model.get_layer(CAM_LAYER).output.shape[1:3])  # block5_conv3's: the lung signature's
-        chest_file = bundle.optional_file(chest_check.CHEST_FILE)  # both checks: absent from older bundles
+        # Training always writes the chest check; a bundle can serve without it (the tests' spread bundle does).
+        chest_file = bundle.optional_file(chest_check.CHEST_FILE)
         self.chest = chest_check.ChestCheck.load(chest_file) if chest_file else None
         population_file = bundle.optional_file(population.POPULATION_FILE)
         self.population_check = population.PopulationCheck.load(population_file) if population_file else None
@@ -191,8 +191,9 @@ class Predictor:
         chest += lung_fields.lung_reasons(lung_map) if lung_map is not None else []
         framing = lung_fields.framing_reasons(lung_map) if lung_map is not None else []
         unlike = self.population_check is not None and bool(self.population_check.flags(check_features[None])[0])
-        return Prediction(probability, self.threshold, heat, check_features, chest_reasons=chest,
-                          framing_reasons=framing, pixels_unlike=unlike, image_size=image.size, lungs=lung_map,
+        return Prediction(probability=probability, threshold=self.threshold, heatmap=heat,
+                          check_features=check_features, chest_reasons=chest, framing_reasons=framing,
+                          pixels_unlike=unlike, image_size=image.size, lungs=lung_map,
                           signature=None if signature is None else signature[0],
                           reads_lungs_only=self.reads_lungs_only, threshold_source=self.bundle.threshold_source,
                           band=self.band, declared_age=declared_age, header_age=image.info.get("age_years"))

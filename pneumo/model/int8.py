@@ -27,7 +27,8 @@ INT8_FILE = "int8.npz"
 INT8_VERSION = 1  # bump when the QDQ layout changes: older files are then refused
 WEIGHT_LEVELS = 64  # 7-bit symmetric weights: no 16-bit saturation on AVX2 (see above)
 CALIBRATION_IMAGES = 64  # fit films whose activations set the ranges (a seeded choice)
-PRECISIONS = ("fp32", "int8")
+FP32 = "fp32"  # what bundles made before int8 ran
+PRECISIONS = (FP32, "int8")
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..model.bundle import BundleConfig, Calibration
+from ..model.int8 import FP32
 from ..model.pooling import LUNG_ZONES
 from .calibrate import RULE as SITE_RULE
 
@@ -25,12 +27,12 @@ RULES = {
 DATASET = "Chest X-Ray Images (Pneumonia), Kermany et al. 2018"
 
 
-def model_card(config: dict) -> str:
+def model_card(config: BundleConfig) -> str:
     data = ModelCardData(
         library_name="keras", license="cc-by-4.0", pipeline_tag="image-classification", model_name="pneumo-vgg16",
         tags=["medical-imaging", "chest-x-ray", "pneumonia", "grad-cam", "vgg16", "pediatrics"],
         metrics=["accuracy", "recall", "specificity", "precision", "f1", "roc_auc"],
-        eval_results=_eval_results(config["metrics"]))
+        eval_results=_eval_results(config.metrics))
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{_body(config)}"))
 
 
@@ -64,17 +66,17 @@ def _head_text(head: dict) -> str:
     return f"{pooling} -> log1p -> BatchNorm -> Dense(1, sigmoid{decay})"
 
 
-def _precision_text(config: dict) -> str:
+def _precision_text(config: BundleConfig) -> str:
     """Which trunk the heads were fitted on; an int8 trunk is served by ONNX Runtime from the stored ranges."""
-    if config.get("precision", "fp32") != "int8":
+    if config.trunk_precision == FP32:
         return "The trunk runs in float32.\n"
-    block = config["int8"]
+    block = config.int8
     return (f"The trunk runs in int8 (`{block['file']}`: activation ranges from {block['calibration_images']} fit "
             "films; 7-bit weights from the ImageNet ones), and every head was fitted on its features.\n")
 
 
-def _body(config: dict) -> str:
-    recipe = config["recipe"]
+def _body(config: BundleConfig) -> str:
+    recipe = config.recipe
     return f"""# pneumo-vgg16: pneumonia on pediatric chest X-rays (research demo)
 
 A frozen ImageNet VGG16 with a small trained head ({_head_text(recipe["head"])}) that labels a frontal pediatric
@@ -88,10 +90,10 @@ Demonstration and research on pediatric (1-5 years) anterior-posterior chest rad
 training data. Not for adults, lateral views, other body parts, CT, or any clinical decision.
 
 ## Metrics
-Decision threshold **{config['threshold']:.3f}** on the probability of pneumonia
-(rule: {RULES.get(config['threshold_rule'], config['threshold_rule'])}). At or above it, the model says PNEUMONIA.
-{_calibration_text(config)}{_band_line(config)}
-{_metrics_table(config['metrics'])}
+Decision threshold **{config.threshold:.3f}** on the probability of pneumonia
+(rule: {RULES.get(config.threshold_rule, config.threshold_rule)}). At or above it, the model says PNEUMONIA.
+{_calibration_text(config.calibration)}{_band_line(config)}
+{_metrics_table(config.metrics)}
 
 ![ROC](roc.png) ![Confusion matrices](confusion.png)
 
@@ -103,14 +105,14 @@ test patients (normal children called pneumonia). Trust `test`/`shift_dev` rows 
 {DATASET}, Mendeley Data v2, doi:10.17632/rscbjbr9sj.2, CC BY 4.0 (the Kaggle dataset
 `paultimothymooney/chest-xray-pneumonia`). Guangzhou Women and Children's Medical Center, children aged 1-5.
 
-{_counts_table(config['data_counts'])}
+{_counts_table(config.data_counts)}
 
-Reproduce: `{config.get('command', '')}` (DATA = the Kaggle folder). Recipe: `{_recipe_line(recipe)}`;
-preprocessing `{config['preprocessing_version']}` (grayscale, bicubic resize of the whole image to
-{config['input_size']}x{config['input_size']} without keeping aspect, outer 10% of each side cut off and the rest
-resized back, VGG16 caffe normalisation); this run took {config['training_seconds']:.0f} s with
-{config.get('backbone_passes_this_run', '?')} images through the backbone (the lung head's views not counted; the
-other features came from the on-disk cache), package version {config['package_version']}.
+Reproduce: `{config.command}` (DATA = the Kaggle folder). Recipe: `{_recipe_line(recipe)}`;
+preprocessing `{config.preprocessing_version}` (grayscale, bicubic resize of the whole image to
+{config.input_size}x{config.input_size} without keeping aspect, outer 10% of each side cut off and the rest
+resized back, VGG16 caffe normalisation); this run took {config.training_seconds:.0f} s with
+{config.backbone_passes_this_run} images through the backbone (the lung head's views not counted; the
+other features came from the on-disk cache), package version {config.package_version}.
 
 ## Limitations
 - One hospital, one age group: expect worse results on other hospitals, devices and ages. On adult films its
@@ -131,24 +133,23 @@ print(p.predict_file("xray.jpeg"))
 """
 
 
-def _calibration_text(config: dict) -> str:
-    block = config.get("calibration")
-    if not block:
+def _calibration_text(block: Calibration | None) -> str:
+    if block is None:
         return ""
-    est, films = block["split_estimate"], block["films"]
+    est, films = block.split_estimate, block.films
 
     def spread(name):
         return f"{est[name]['median']:.3f} ({est[name]['p5']:.3f}-{est[name]['p95']:.3f})"
 
-    return (f"\n**Calibrated on `{block['folder']}`**: {films['PNEUMONIA']} PNEUMONIA and {films['NORMAL']} NORMAL "
-            f"films ({block['patients']['PNEUMONIA']} and {block['patients']['NORMAL']} patients); rule: "
-            f"{block['rule_text']} (target sensitivity {block['target_sensitivity']}). The resampled thresholds "
-            f"spread {block['resampled_thresholds']['p5']:.3f}-{block['resampled_thresholds']['p95']:.3f}. "
+    return (f"\n**Calibrated on `{block.folder}`**: {films['PNEUMONIA']} PNEUMONIA and {films['NORMAL']} NORMAL "
+            f"films ({block.patients['PNEUMONIA']} and {block.patients['NORMAL']} patients); rule: "
+            f"{block.rule_text} (target sensitivity {block.target_sensitivity}). The resampled thresholds "
+            f"spread {block.resampled_thresholds['p5']:.3f}-{block.resampled_thresholds['p95']:.3f}. "
             f"Expected on new patients of that site (the rule set on half of its patients and checked on the "
             f"other half, {est['splits']} splits; median and 5-95%): sensitivity {spread('sensitivity')}, "
-            f"specificity {spread('specificity')}. The validation threshold was {block['factory_threshold']:.3f}; "
+            f"specificity {spread('specificity')}. The validation threshold was {block.factory_threshold:.3f}; "
             f"the table below is measured at it.\n\n![Calibration films]({SITE_PLOT})\n"
-            + _site_table(block.get("site_checks")))
+            + _site_table(block.site_checks))
 
 
 def _site_table(block: dict | None) -> str:
@@ -192,17 +193,17 @@ def _recipe_line(recipe: dict) -> str:
     return ", ".join(f"{k}={recipe[k]}" for k in keys if k in recipe)
 
 
-def _band_line(config: dict) -> str:
-    stats = config.get("borderline_validation") or config.get("borderline_site")
+def _band_line(config: BundleConfig) -> str:
+    stats = config.borderline_validation or config.borderline_site
     if not stats:
         return ""
     low, high = stats["band"]
-    films = "validation patients" if "borderline_validation" in config else "calibration patients"
+    films = "validation patients" if config.borderline_validation is not None else "calibration patients"
     line = (f"\nBorderline band **{low:.3f}-{high:.3f}**, on both sides of the threshold: a threshold set the same "
             f"way on another sample of the {films} (5th-95th percentile over resamples) could put a score there on "
             f"the other side. It holds {stats['inside']} of {stats['n']} of their films; the decision is right for "
             f"{stats['accuracy_inside']:.0%} of those and {stats['accuracy_outside']:.0%} of the rest.")
-    split = config.get("calibration", {}).get("split_estimate", {}).get("borderline")
+    split = config.calibration.split_estimate.get("borderline") if config.calibration else None
     if split:
         line += (f" Set on half of the calibration patients and checked on the other half, it held "
                  f"{split['inside_share']:.0%} of the films, right {split['accuracy_inside']:.0%} inside against "
@@ -210,9 +211,9 @@ def _band_line(config: dict) -> str:
     return line + "\n"
 
 
-def _checks_line(config: dict) -> str:
+def _checks_line(config: BundleConfig) -> str:
     """The two checks' measurements on films they were not fitted on (train/checks.py)."""
-    chest, people = config.get("chest_check"), config.get("population")
+    chest, people = config.chest_check, config.population
     lines = ""
     if chest:
         held = "; ".join(f"{name} {v['flagged']} of {v['films']}" for name, v in chest["held_out_flagged"].items())
@@ -226,18 +227,18 @@ def _checks_line(config: dict) -> str:
         lines += "\n"
     if people:
         lines += f"- The population check: {people['summary']}.\n"
-    if config.get("checks_refit"):
-        refit = config["checks_refit"]
+    if config.checks_refit:
+        refit = config.checks_refit
         lines += f"- Both checks were refit on {refit['created'][:10]}: `{refit['command']}`.\n"
     return lines
 
 
-def _lungs_line(config: dict) -> str:
-    stats = config.get("lungs")
+def _lungs_line(config: BundleConfig) -> str:
+    stats = config.lungs
     if not stats:
         return ""
-    verdict = ("The pneumonia head reads only the lung fields it finds." if config["recipe"]["head"]["pooling"]
-               == LUNG_ZONES else "It does not change the verdict.")
+    verdict = ("The pneumonia head reads only the lung fields it finds." if config.head["pooling"] == LUNG_ZONES
+               else "It does not change the verdict.")
     return (f"- The lung-field head (`{stats['file']}`, a small decoder on the same VGG16 pass) was trained on "
             f"{stats['fit_pairs']} adult films with lung masks; Dice on {stats['heldout_pairs']} held-out films "
             f"{stats['heldout_dice_mean']:.2f} (min {stats['heldout_dice_min']:.2f}). Each result reports the share "

@@ -13,7 +13,6 @@ The recipe, end to end:
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,42 +121,42 @@ def run(config: TrainConfig, log=print) -> Path:
     for name, split in others.items():  # official val/ is 16 full-resolution images
         predictions[REPORT_NAMES.get(name, name)] = (split.y, predict_head(head, split.x))
     scores = {name: metrics.binary_metrics(y, p, threshold) for name, (y, p) in predictions.items()}
-    cfg = bundle_config(config, threshold, scores, _counts(splits, fit_samples, val_samples), time.time() - started)
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     patients = [folders.patient_id(p.name) for p in val.paths]  # the band resamples the validation patients
-    cfg["borderline"] = metrics.threshold_band(*predictions["validation"], patients,
-                                               lambda y, p, _: metrics.choose_threshold(y, p, config.threshold_rule),
-                                               threshold)
-    cfg["borderline_validation"] = metrics.band_stats(*predictions["validation"], threshold, cfg["borderline"])
-    cfg["skipped_files"] = [{"file": str(p), "error": e} for p, e in failed]
-    if int8 is not None:
-        cfg["int8"] = {"file": INT8_FILE, "version": INT8_VERSION, "calibration_images": int8.images,
-                       "weight_levels": WEIGHT_LEVELS, "fingerprint": int8.fingerprint()}
-    chest, population = fit_checks(config, extract, fit, val, fit_samples, cfg, log)
-    if lung_stats:
-        cfg["lungs"] = lung_stats
-    # counted once the population check's films are through too (the lung head's views are not in it)
-    cfg["backbone_passes_this_run"], cfg["training_seconds"] = extract.computed, round(time.time() - started, 1)
+    band = metrics.threshold_band(*predictions["validation"], patients,
+                                  lambda y, p, _: metrics.choose_threshold(y, p, config.threshold_rule), threshold)
+    (chest, chest_stats), (population, population_stats) = fit_checks(config, extract, fit, val, fit_samples, log)
+    cfg = bundles.BundleConfig(
+        **identity(config), threshold=threshold, threshold_rule=config.threshold_rule, recipe=config.recipe(),
+        command=config.command(), data_counts=_counts(splits, fit_samples, val_samples), metrics=scores,
+        # counted once the population check's films are through too (the lung head's views are not in it)
+        training_seconds=round(time.time() - started, 1), backbone_passes_this_run=extract.computed,
+        created=created, borderline=band,
+        borderline_validation=metrics.band_stats(*predictions["validation"], threshold, band),
+        skipped_files=[{"file": str(p), "error": e} for p, e in failed], int8=int8_block(int8),
+        chest_check=chest_stats, population=population_stats, lungs=lung_stats or None)
     out = bundles.write(config.output, lambda folder: fill_bundle(folder, cfg, head, predictions, chest, population,
                                                                   decoder, int8))
     report(scores, threshold, config.threshold_rule, failed, log)
     return out
 
 
-def fit_checks(config: TrainConfig, extract, fit: Labelled, val: Labelled, fit_samples: list, cfg: dict, log=print):
-    """Both checks (checks.py), their measurements stored in `cfg`; the population check only with --adult-dir."""
-    chest, cfg["chest_check"] = fit_chest_check(config, extract, fit, val)
-    log(f"chest X-ray check: {cfg['chest_check']['summary']}")
-    population = None
+def fit_checks(config: TrainConfig, extract, fit: Labelled, val: Labelled, fit_samples: list, log=print):
+    """Both checks (checks.py), each with its measurements: ((chest, stats), (population, stats)); the population
+    check only with --adult-dir, else (None, None)."""
+    chest, chest_stats = fit_chest_check(config, extract, fit, val)
+    log(f"chest X-ray check: {chest_stats['summary']}")
+    population = population_stats = None
     if config.adult_dirs:
         # Plain fit films only, whatever --views: the classifier's zoomed views among the children make the check
         # let through more adults of other hospitals (docs/decisions.md).
-        population, cfg["population"] = fit_population(config, extract, fit.checks, fit_samples, val.checks)
-        log(f"population check: {cfg['population']['summary']}")
-    return chest, population
+        population, population_stats = fit_population(config, extract, fit.checks, fit_samples, val.checks)
+        log(f"population check: {population_stats['summary']}")
+    return (chest, chest_stats), (population, population_stats)
 
 
-def fill_bundle(folder: Path, config: dict, head, predictions: dict, chest, population=None, decoder=None,
-                int8=None):
+def fill_bundle(folder: Path, config: bundles.BundleConfig, head, predictions: dict, chest, population=None,
+                decoder=None, int8=None):
     """Config, head weights, both checks' statistics, the lung head, the int8 ranges, plots and model card."""
     head.save_weights(folder / bundles.HEAD_WEIGHTS)
     if int8 is not None:
@@ -167,9 +166,9 @@ def fill_bundle(folder: Path, config: dict, head, predictions: dict, chest, popu
         population.save(folder / POPULATION_FILE)
     if decoder is not None:
         save_decoder(decoder, folder / LUNGS_FILE)
-    plots.save_roc(predictions, config["metrics"], folder / "roc.png")
-    plots.save_confusion(config["metrics"], folder / "confusion.png")
-    (folder / bundles.CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    plots.save_roc(predictions, config.metrics, folder / "roc.png")
+    plots.save_confusion(config.metrics, folder / "confusion.png")
+    bundles.save_config(folder, config)
     (folder / "README.md").write_text(card.model_card(config))
 
 
@@ -248,27 +247,22 @@ def _counts(splits, fit_samples, val_samples) -> dict:
     return out
 
 
-def bundle_config(config: TrainConfig, threshold: float, scores: dict, counts: dict, seconds: float) -> dict:
-    return {
-        "format": bundles.FORMAT,
-        "package_version": __version__,
-        "backbone": BACKBONE,
-        # What a user needs: a local weights file is only a copy of Keras' ImageNet weights.
-        "backbone_weights": build.RANDOM if config.backbone_weights == build.RANDOM else "imagenet",
-        "backbone_fingerprint": build.backbone_fingerprint(config.backbone_weights),
-        "precision": config.precision,
-        "input_size": config.input_size,
-        "class_names": list(CLASS_NAMES),
-        "preprocessing_version": PREPROCESSING_VERSION,
-        "threshold": threshold,
-        "threshold_rule": config.threshold_rule,
-        "recipe": config.recipe(),
-        "command": config.command(),
-        "data_counts": counts,
-        "metrics": scores,
-        "training_seconds": round(seconds, 1),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+def identity(config: TrainConfig) -> dict:
+    """The config fields that say what a bundle is and what it pairs with: format, backbone, trunk, preprocessing."""
+    return {"format": bundles.FORMAT, "package_version": __version__, "backbone": BACKBONE,
+            # What a user needs: a local weights file is only a copy of Keras' ImageNet weights.
+            "backbone_weights": build.RANDOM if config.backbone_weights == build.RANDOM else "imagenet",
+            "backbone_fingerprint": build.backbone_fingerprint(config.backbone_weights),
+            "precision": config.precision, "input_size": config.input_size, "class_names": list(CLASS_NAMES),
+            "preprocessing_version": PREPROCESSING_VERSION}
+
+
+def int8_block(int8: Int8Ranges | None) -> dict | None:
+    """How the int8 trunk's ranges were measured, for an int8 run."""
+    if int8 is None:
+        return None
+    return {"file": INT8_FILE, "version": INT8_VERSION, "calibration_images": int8.images,
+            "weight_levels": WEIGHT_LEVELS, "fingerprint": int8.fingerprint()}
 
 
 def report(scores: dict, threshold: float, rule: str, failed: list, log=print) -> None:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..config import CLASS_NAMES
 from .metrics import roc_curve
+
+if TYPE_CHECKING:
+    from ..model.bundle import BundleConfig
 
 
 def _pyplot():
@@ -57,26 +61,26 @@ def save_confusion(metrics: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
-def save_site_scores(site, config: dict, path: Path) -> None:
+def save_site_scores(site, config: BundleConfig, path: Path) -> None:
     """The site's scores by class (log-odds axis: most films sit near 0 or 1), the validation threshold, the
     calibrated one and the spread of the resampled thresholds it was chosen from."""
     plt = _pyplot()
-    block = config["calibration"]
+    block = config.calibration
     logit = np.log(np.clip(site.scores, 1e-6, 1 - 1e-6) / np.clip(1 - site.scores, 1e-6, 1))
     fig, ax = plt.subplots(figsize=(7, 3.2), dpi=110)
     bins = np.linspace(-14, 14, 57)
     for positive, colour in ((False, "#2b7bba"), (True, "#d7301f")):
         ax.hist(logit[site.labels == positive], bins=bins, alpha=0.6, color=colour,
                 label=f"{CLASS_NAMES[int(positive)]} ({int((site.labels == positive).sum())} films)")
-    spread = block["resampled_thresholds"]
+    spread = block.resampled_thresholds
     ax.axvspan(*(np.log(v / (1 - v)) for v in (spread["p5"], spread["p95"])), color="gray", alpha=0.15,
                label="plain-rule threshold over patient resamples, 5-95%")
-    lines = ((block["factory_threshold"], ":", "validation"), (config["threshold"], "-", "calibrated"))
+    lines = ((block.factory_threshold, ":", "validation"), (config.threshold, "-", "calibrated"))
     for value, style, name in lines:
         ax.axvline(np.log(value / (1 - value)), color="black", linestyle=style, label=f"{name} {value:.3f}")
     ticks = np.array([0.001, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999])
     ax.set_xticks(np.log(ticks / (1 - ticks)), [f"{t:g}" for t in ticks])
-    ax.set(xlabel="pneumonia score", ylabel="films", title=f"Calibration films: {block['folder']}")
+    ax.set(xlabel="pneumonia score", ylabel="films", title=f"Calibration films: {block.folder}")
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path)

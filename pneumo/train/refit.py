@@ -8,7 +8,6 @@ validation share), so its validation patients stay out of every fit.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import replace
@@ -29,21 +28,23 @@ REWRITTEN = {CHEST_FILE, POPULATION_FILE, bundles.CONFIG, "README.md"}
 def refit_checks(config: TrainConfig, log=print) -> Path:
     """Refit both checks of `config.refit_checks` on this run's data folders; write the copy to `config.output`."""
     bundle = bundles.load_bundle(config.refit_checks)
-    recipe = bundle.config["recipe"]
+    recipe = bundle.config.recipe
     config = replace(config, seed=recipe["seed"], val_fraction=recipe["val_fraction"],
-                     input_size=int(bundle.config["input_size"]), pooling=recipe["head"]["pooling"],
+                     input_size=int(bundle.config.input_size), pooling=bundle.config.head["pooling"],
                      precision=bundle.precision)
     decoder = bundles.load_lung_decoder(bundle) if config.pooling == LUNG_ZONES else None
     extract = _Extractor(config, decoder, bundles.load_int8_ranges(bundle))
     samples = folders.scan_class_folder(Path(config.data_dir) / "train")
     fit_samples, val_samples = folders.split_by_patient(samples, config.val_fraction, config.seed)
     train = extract(samples, "train")
-    cfg = json.loads(json.dumps(bundle.config))  # a deep copy: the source bundle is never changed
-    cfg.pop("ood", None)  # the check before "chest_check"
-    chest, population = fit_checks(config, extract, train.subset(fit_samples), train.subset(val_samples),
-                                   fit_samples, cfg, log)
-    cfg["checks_refit"] = {"command": refit_command(config), "backbone_passes": extract.computed,
-                           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    (chest, chest_stats), (population, population_stats) = fit_checks(
+        config, extract, train.subset(fit_samples), train.subset(val_samples), fit_samples, log)
+    source = bundle.config
+    cfg = replace(source, chest_check=chest_stats,
+                  population=source.population if population is None else population_stats,
+                  checks_refit={"command": refit_command(config), "backbone_passes": extract.computed,
+                                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                  extra={k: v for k, v in source.extra.items() if k != "ood"})  # "ood": the check before chest_check
 
     def fill(folder: Path) -> None:
         for path in bundle.path.iterdir():
@@ -52,7 +53,7 @@ def refit_checks(config: TrainConfig, log=print) -> Path:
         chest.save(folder / CHEST_FILE)
         if population is not None:
             population.save(folder / POPULATION_FILE)
-        (folder / bundles.CONFIG).write_text(json.dumps(cfg, indent=2) + "\n")
+        bundles.save_config(folder, cfg)
         (folder / "README.md").write_text(card.model_card(cfg))
 
     return bundles.write(config.output, fill)

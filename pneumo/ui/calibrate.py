@@ -11,7 +11,6 @@ chest_check.ChestCheck.with_site) and writes the copy atomically; the source bun
 from __future__ import annotations
 
 import copy
-import json
 import shutil
 from collections import defaultdict
 from dataclasses import dataclass, replace
@@ -59,7 +58,7 @@ def run_calibrate(predictor, folder: Path, samples: list, output: Path, target: 
     config = calibrated_config(predictor.bundle.config, Path(folder).resolve().name, films.site, target, taught, out,
                                films.unlike, films.left_out)
     bundles.write(output, lambda tmp: fill_bundle(tmp, source, config, films.site, checks))
-    out(f"wrote {output}: threshold {config['threshold']:.4f} (the source bundle had {predictor.bundle.threshold:.4f})")
+    out(f"wrote {output}: threshold {config.threshold:.4f} (the source bundle had {predictor.bundle.threshold:.4f})")
     return 0
 
 
@@ -139,25 +138,29 @@ def site_checks(predictor, films: SiteFilms) -> tuple[dict, dict]:
     return checks, taught
 
 
-def calibrated_config(source: dict, name: str, site: rule.SiteScores, target: float, taught: dict | None = None,
-                      out=print, unlike: np.ndarray | None = None, left_out: dict | None = None) -> dict:
+def calibrated_config(source: bundles.BundleConfig, name: str, site: rule.SiteScores, target: float,
+                      taught: dict | None = None, out=print, unlike: np.ndarray | None = None,
+                      left_out: dict | None = None) -> bundles.BundleConfig:
     """The source bundle's config with the new threshold, the band on the site's films and a calibration block."""
-    factory = source.get("calibration", {}).get("factory_threshold", source["threshold"])
+    before = source.calibration  # a calibrated bundle keeps the validation threshold training chose
+    factory = before.factory_threshold if before else source.threshold
     threshold, cuts = rule.site_threshold(site, target)
-    estimate = rule.split_estimate(site, target)
-    block = {"folder": name, "films": _per_class(site, lambda keep: int(keep.sum())),
-             "patients": _per_class(site, lambda keep: len(set(site.patients[keep]))),
-             "rule": rule.RULE, "rule_text": rule.RULE_TEXT.format(resamples=rule.RESAMPLES, target=target),
-             "target_sensitivity": target, "resamples": rule.RESAMPLES, "seed": rule.SEED,
-             "factory_threshold": factory, "factory_threshold_rule": source.get("calibration", {}).get(
-                 "factory_threshold_rule", source["threshold_rule"]),
-             "threshold": threshold, "resampled_thresholds": _spread(cuts),
-             "in_sample": _in_sample(site, threshold), "factory_in_sample": _in_sample(site, factory),
-             "split_estimate": estimate, "site_checks": _site_block(site, taught or {}, unlike, left_out or {})}
+    block = bundles.Calibration(
+        folder=name, films=_per_class(site, lambda keep: int(keep.sum())),
+        patients=_per_class(site, lambda keep: len(set(site.patients[keep]))),
+        rule=rule.RULE, rule_text=rule.RULE_TEXT.format(resamples=rule.RESAMPLES, target=target),
+        target_sensitivity=target, resamples=rule.RESAMPLES, seed=rule.SEED,
+        factory_threshold=factory,
+        factory_threshold_rule=before.factory_threshold_rule if before else source.threshold_rule,
+        threshold=threshold, resampled_thresholds=_spread(cuts),
+        in_sample=_in_sample(site, threshold), factory_in_sample=_in_sample(site, factory),
+        split_estimate=rule.split_estimate(site, target),
+        site_checks=_site_block(site, taught or {}, unlike, left_out or {}))
     band = rule.site_band(site, threshold, target)
-    config = {**source, "threshold": threshold, "threshold_rule": rule.RULE, "borderline": list(band),
-              "borderline_site": metrics.band_stats(site.labels, site.scores, threshold, band), "calibration": block}
-    config.pop("borderline_validation", None)  # it described the validation threshold's band
+    # borderline_validation goes: it described the validation threshold's band
+    config = replace(source, threshold=threshold, threshold_rule=rule.RULE, borderline=list(band),
+                     borderline_site=metrics.band_stats(site.labels, site.scores, threshold, band),
+                     calibration=block, borderline_validation=None)
     for line in summary(block):
         out(line)
     return config
@@ -199,19 +202,19 @@ def _in_sample(site: rule.SiteScores, threshold: float) -> dict:
     return found
 
 
-def summary(block: dict) -> list[str]:
+def summary(block: bundles.Calibration) -> list[str]:
     """What the command prints: the films, what the checks learned, the threshold, what to expect on new patients."""
-    est, films, patients = block["split_estimate"], block["films"], block["patients"]
+    est, films, patients = block.split_estimate, block.films, block.patients
 
     def spread(name):
         return f"{est[name]['median']:.3f} ({est[name]['p5']:.3f}-{est[name]['p95']:.3f})"
 
-    inside = block["in_sample"]
-    return [f"{block['folder']}: {films['PNEUMONIA']} PNEUMONIA films of {patients['PNEUMONIA']} patients, "
+    inside = block.in_sample
+    return [f"{block.folder}: {films['PNEUMONIA']} PNEUMONIA films of {patients['PNEUMONIA']} patients, "
             f"{films['NORMAL']} NORMAL films of {patients['NORMAL']} patients",
-            *card.site_lines(block.get("site_checks")),
-            f"threshold {block['threshold']:.4f} (validation: {block['factory_threshold']:.4f}); rule: "
-            f"{block['rule_text']}",
+            *card.site_lines(block.site_checks),
+            f"threshold {block.threshold:.4f} (validation: {block.factory_threshold:.4f}); rule: "
+            f"{block.rule_text}",
             f"on new patients of this site (rule set on half the patients, checked on the other half, "
             f"{est['splits']} splits; median, 5-95%): sensitivity {spread('sensitivity')}, "
             f"specificity {spread('specificity')}",
@@ -219,7 +222,8 @@ def summary(block: dict) -> list[str]:
             f"{inside['sensitivity']['value']:.3f}, specificity {inside['specificity']['value']:.3f}"]
 
 
-def fill_bundle(folder: Path, source: Path, config: dict, site: rule.SiteScores, checks: dict | None = None) -> None:
+def fill_bundle(folder: Path, source: Path, config: bundles.BundleConfig, site: rule.SiteScores,
+                checks: dict | None = None) -> None:
     """The source bundle's files, the checks taught the site, the new config, a plot of the site's scores and the
     regenerated model card."""
     from ..train.plots import save_site_scores
@@ -230,5 +234,5 @@ def fill_bundle(folder: Path, source: Path, config: dict, site: rule.SiteScores,
     for name, check in (checks or {}).items():
         check.save(folder / name)
     save_site_scores(site, config, folder / card.SITE_PLOT)
-    (folder / bundles.CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    bundles.save_config(folder, config)
     (folder / "README.md").write_text(card.model_card(config))

@@ -182,8 +182,7 @@ def run_evaluate(predictor, folder: Path, declared_age: float | None = None) -> 
         raise ValueError(f"no readable images in '{folder}'.")
     # Metrics over every readable film, as before: the counts say how many the model should not have answered.
     metrics = binary_metrics(labels, probs, predictor.threshold)
-    if predictor.band is not None:
-        metrics["borderline"] = band_stats(labels, probs, predictor.threshold, predictor.band)
+    metrics["borderline"] = band_stats(labels, probs, predictor.threshold, predictor.band)
     # Fitted on this folder's labels, so never a result: how far a threshold rule alone could go here.
     metrics["bound_at_sensitivity95"] = ranking_bound(labels, probs)
     counts = {"outside_population": sum(not inside for *_, inside, _ in checks),
@@ -193,10 +192,10 @@ def run_evaluate(predictor, folder: Path, declared_age: float | None = None) -> 
               # where the heat of correctly called pneumonia falls (with a lung head): mean share inside the lungs
               "heat_in_lungs_true_pneumonia": round(float(np.mean(shares)), 4) if shares else None}
     source = predictor.bundle.threshold_source
-    block = predictor.bundle.config.get("calibration")
+    block = predictor.bundle.config.calibration
     if block:  # what the training's own threshold gives here too: for a calibration folder, the honest figures
-        metrics["at_validation_threshold"] = binary_metrics(labels, probs, block["factory_threshold"])
-    if block and block["folder"] == Path(folder).resolve().name:
+        metrics["at_validation_threshold"] = binary_metrics(labels, probs, block.factory_threshold)
+    if block and block.folder == Path(folder).resolve().name:
         print(f"note: the threshold was set on a folder of this name ({source}): figures at it are in-sample, "
               "not a measurement; the AUC is not affected.", file=sys.stderr)
     print(json.dumps({"folder": str(folder), **metrics, "threshold_source": source,

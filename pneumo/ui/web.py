@@ -96,7 +96,8 @@ class Service:
         self.predictor = predictor
         self.cache_dir = cache_dir  # Gradio's cache: files there are served as they are and deleted on schedule
         self.examples = examples
-        split = predictor.bundle.config.get("calibration", {}).get("split_estimate", {})
+        block = predictor.bundle.config.calibration
+        split = block.split_estimate if block else {}
         self.band_accuracy = split.get("borderline", {}).get("accuracy_inside")  # measured on new children
 
     def analyze(self, path: str | None, name: str | None = None, truth: str | None = None,
