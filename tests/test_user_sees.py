@@ -223,3 +223,41 @@ def test_read_image_refuses_a_file_over_its_size_limit(tmp_path):
         handle.truncate(MAX_BYTES + 1)
     with pytest.raises(ValueError, match=f"'huge.png' is 200 MB; the limit is {MAX_BYTES // 2**20} MB."):
         read_image(big)
+
+
+# --- the app takes requests at once ---------------------------------------------------------------------------
+
+def test_requests_at_once_never_run_the_model_pass_together(spread_predictor, tmp_path, monkeypatch):
+    """The app takes MODEL_REQUESTS requests at once so one decodes and draws while another's model pass runs,
+    but the passes themselves take turns (each already uses both cores)."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pneumo.ui.web import MODEL_REQUESTS, Service
+
+    running, most, lock = 0, 0, threading.Lock()
+    analyze = spread_predictor.analyze
+
+    def counted(*args, **kwargs):
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.05)  # long enough for the others to arrive
+        try:
+            return analyze(*args, **kwargs)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(spread_predictor, "analyze", counted)
+    paths = []
+    for seed in range(4):
+        paths.append(tmp_path / f"film{seed}.png")
+        Image.fromarray(spread.lesion_film(seed) if seed % 2 else spread.clean_film(seed)).save(paths[-1])
+    service = Service(spread_predictor, str(tmp_path), [])
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda path: service.api(str(path))[0], paths))
+    assert MODEL_REQUESTS >= 2 and most == 1
+    assert [r["label"] for r in results] == ["NORMAL", "PNEUMONIA", "NORMAL", "PNEUMONIA"]

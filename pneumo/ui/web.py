@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import signal
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,6 +43,9 @@ def safety_link() -> str:
         return f"https://huggingface.co/spaces/{space}/blob/main/docs/safety.md"
     return f"/gradio_api/file={DOCS / 'safety.md'}"
 ACCEPTED = "JPEG, PNG or DICOM (.dcm or no extension)"
+# Requests analysed at once. The model pass itself runs one at a time (Service.model_lock: it already uses both
+# cores); a second request decodes its film, draws its overlay and goes through Gradio meanwhile.
+MODEL_REQUESTS = 2
 # System fonts only: web fonts are not reachable offline, and a half-loaded font changes letters mid-word.
 THEME = gr.themes.Default(font=["system-ui", "Segoe UI", "Roboto", "Helvetica", "Arial", "sans-serif"],
                           font_mono=["ui-monospace", "Menlo", "Consolas", "monospace"])
@@ -96,6 +100,7 @@ class Service:
         self.predictor = predictor
         self.cache_dir = cache_dir  # Gradio's cache: files there are served as they are and deleted on schedule
         self.examples = examples
+        self.model_lock = threading.Lock()  # one model pass at a time: it already uses both cores
         block = predictor.bundle.config.calibration
         split = block.split_estimate if block else {}
         self.band_accuracy = split.get("borderline", {}).get("accuracy_inside")  # measured on new children
@@ -108,7 +113,8 @@ class Service:
         started, name = time.perf_counter(), name or Path(path).name
         declared = ages.parse_age(age)
         image = read_image(path, name=name)
-        prediction = self.predictor.analyze(image, declared_age=declared)
+        with self.model_lock:
+            prediction = self.predictor.analyze(image, declared_age=declared)
         return Analysis(name, image, prediction, time.perf_counter() - started, truth)
 
     @staticmethod
@@ -266,7 +272,7 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
         api_overlay = gr.Image(visible=False, type="filepath", label="overlay")
         api_button = gr.Button(visible=False)
         api_button.click(service.on_api, [api_file, api_age], [api_result, api_overlay], api_name="predict",
-                         concurrency_id="model")
+                         concurrency_id="model", concurrency_limit=MODEL_REQUESTS)
         shown = [state, label, summary, overlay]
         controls = [opacity, show, show_lungs]
         # always_last: Gradio's default ("once") drops a file dropped while the previous one is still being
@@ -277,10 +283,12 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
         upload.upload(lambda path: (path, None), upload, [dropped, upload], queue=False, api_visibility="private",
                       trigger_mode="multiple",
                       ).then(service.on_upload, [dropped, age, *controls], [*shown, gallery], api_visibility="private",
-                             concurrency_id="model", show_progress_on=overlay, trigger_mode="always_last",
+                             concurrency_id="model", concurrency_limit=MODEL_REQUESTS, show_progress_on=overlay,
+                             trigger_mode="always_last",
                              ).then(None, js=SHOW_RESULT)
         gallery.select(service.on_example, [age, *controls], [*shown, upload], api_visibility="private",
-                       concurrency_id="model", trigger_mode="always_last", show_progress_on=overlay
+                       concurrency_id="model", concurrency_limit=MODEL_REQUESTS, trigger_mode="always_last",
+                       show_progress_on=overlay
                        ).then(None, js=SHOW_RESULT)
         age.change(service.on_age, [state, age], [state, label, summary], api_visibility="private",
                    trigger_mode="always_last", show_progress="hidden")
@@ -288,7 +296,6 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
         for control in controls:
             control.change(service.shown, [state, *controls], overlay, api_visibility="private",
                            show_progress="hidden")
-    # One model call at a time: TensorFlow already uses both cores for one image.
     demo.queue(max_size=64, default_concurrency_limit=1)
     # Uploads and rendered images are deleted soon after each request (not in the handler: concurrent uploads
     # of the same file share one cached copy); the example images and plots cached just now stay.
