@@ -23,7 +23,7 @@ import numpy as np
 from tools.appserver import ROOT, running_app, status_mb
 
 CLIENTS = ("page", "gradio_client")
-KEEP_S = 15  # seconds the app keeps uploads in this run: above the queue wait of 8 users (docs/safety.md: p95 4.73 s)
+KEEP_S = 15  # seconds the app keeps uploads in this run: above 8 users' queue wait (p95 4.7 s at the slowest seen)
 
 
 def run_load(url: str, files: list[Path], users: int, requests: int, pid: int | None = None,
