@@ -13,8 +13,8 @@ import pytest
 import synth
 from PIL import Image
 
-from pneumo.train import calibrate as rule
-from pneumo.train.metrics import choose_threshold
+from pneumo.stats import site_rule as rule
+from pneumo.stats.metrics import choose_threshold
 
 
 def synthetic_site(rng, pneumonia=100, normal=40, films_per_patient=1) -> rule.SiteScores:
@@ -30,7 +30,7 @@ def true_sensitivity(threshold: float) -> float:
 
 
 def reference_threshold(site: rule.SiteScores, target=0.95, resamples=200, seed=0) -> float:
-    """The rule in plain loops, written apart from pneumo.train.calibrate's vectorised code: resample the pneumonia
+    """The rule in plain loops, written apart from pneumo.stats.site_rule's vectorised code: resample the pneumonia
     patients, take the highest threshold keeping sensitivity >= target in each resample, the 'lower' 5% quantile of
     those, then halfway down to the next lower score of the site's films."""
     names = sorted({p for p, positive in zip(site.patients, site.labels) if positive})

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pneumo.io.folders import Sample, patient_id, resolve_eval_folder, scan_class_folder, split_by_patient
-from pneumo.train.metrics import binary_metrics, choose_threshold, roc_auc
+from pneumo.stats.metrics import binary_metrics, choose_threshold, roc_auc
 
 
 @pytest.mark.parametrize("name, patient", [
@@ -83,7 +83,7 @@ def test_threshold_rules():
 
 
 def test_the_band_is_where_a_resampled_threshold_falls_on_both_sides():
-    from pneumo.train.metrics import band_stats, choose_threshold, threshold_band
+    from pneumo.stats.metrics import band_stats, choose_threshold, threshold_band
 
     def site(n, seed):
         rng = np.random.default_rng(seed)
@@ -115,7 +115,7 @@ def test_the_band_is_where_a_resampled_threshold_falls_on_both_sides():
 
 
 def test_ranking_bound_is_the_best_specificity_any_threshold_reaches_at_sensitivity95():
-    from pneumo.train.metrics import ranking_bound
+    from pneumo.stats.metrics import ranking_bound
 
     # 20 pneumonia films: the lowest one may be missed (19/20 = 0.95); 10 normals, 3 of them above the 2nd-lowest
     # pneumonia score, so no threshold keeping sensitivity >= 0.95 can do better than specificity 0.7

@@ -22,7 +22,7 @@ def shipped():
 def test_shipped_bundle_reproduces_its_stored_kaggle_val_metrics(shipped):
     from pneumo.infer.predictor import predict_paths
     from pneumo.io.folders import scan_class_folder
-    from pneumo.train.metrics import binary_metrics
+    from pneumo.stats.metrics import binary_metrics
 
     samples = scan_class_folder(SHARED_VAL)
     probs = [p.probability for _, p, _ in predict_paths(shipped, [s.path for s in samples])]

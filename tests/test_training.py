@@ -10,6 +10,7 @@ from conftest import ROOT
 from PIL import Image
 
 import train
+from pneumo.io.folders import file_hash
 from pneumo.model import bundle as bundles
 from pneumo.train import features
 from pneumo.train.loop import run
@@ -67,7 +68,7 @@ def test_changed_image_is_recomputed(tiny_config_factory, tiny_data, tmp_path):
     cfg = tiny_config_factory(tmp_path / "b", data_dir=data)
     run(cfg, log=lambda *_: None)
     cache = features.FeatureCache(cfg.cache_dir, backbone_fingerprint("random"), 0, AugmentConfig(), 32)
-    assert features.file_hash(target) in cache.rows
+    assert file_hash(target) in cache.rows
 
 
 @pytest.mark.slow
@@ -81,7 +82,7 @@ def test_interrupted_write_keeps_previous_bundle(tiny_bundle, tiny_config_factor
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("pneumo.train.plots.save_confusion", interrupted)
+    monkeypatch.setattr("pneumo.stats.plots.save_confusion", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(tiny_config_factory(out), log=lambda *_: None)
     assert (out / "config.json").read_text() == before
@@ -189,7 +190,7 @@ def test_loaded_bundle_reproduces_training_predictions(tiny_bundle, tiny_predict
     from pneumo.io import read_image
     from pneumo.io.folders import scan_class_folder
     from pneumo.preprocess import to_model_input
-    from pneumo.train.metrics import binary_metrics
+    from pneumo.stats.metrics import binary_metrics
 
     samples = scan_class_folder(tiny_data / "test")
     x = np.stack([to_model_input(read_image(s.path), 32) for s in samples])

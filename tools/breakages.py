@@ -42,7 +42,7 @@ BREAKAGES = {
                               "chest = chest_check.image_reasons(image)"),
     "verdict_strict": ("the verdict uses > instead of >= the threshold", "pneumo/infer/predictor.py",
                        "int(self.probability >= self.threshold)", "int(self.probability > self.threshold)"),
-    "calibrate_constant": ("pneumo calibrate writes a constant threshold 0.5", "pneumo/train/calibrate.py",
+    "calibrate_constant": ("pneumo calibrate writes a constant threshold 0.5", "pneumo/stats/site_rule.py",
                            "return (chosen + below.max()) / 2 if below.size else chosen / 2, cuts",
                            "return 0.5, cuts"),
     "population_pixels_dropped": ("the population check's image part dropped", "pneumo/infer/predictor.py",

@@ -39,7 +39,7 @@ def films(bundle_config) -> dict[str, list]:
 
 def measure(source: str) -> dict:
     from pneumo.infer.predictor import Predictor, predict_paths
-    from pneumo.train import metrics
+    from pneumo.stats import metrics
 
     predictor = Predictor.load(source, backend="onnx")
     config = predictor.bundle.config

@@ -220,7 +220,7 @@ def crop_table(predictor) -> None:
 def adult_accuracy(predictor) -> None:
     """What the pneumonia model says on adults: it must not be used there."""
     from pneumo.io.folders import scan_class_folder
-    from pneumo.train.metrics import binary_metrics
+    from pneumo.stats.metrics import binary_metrics
 
     samples = scan_class_folder(SHARED / "adult_dev")
     preds = predictions(predictor, [s.path for s in samples], FORMS["as stored"])

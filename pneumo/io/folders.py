@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import random
 import re
 from collections import defaultdict
@@ -127,3 +128,8 @@ def split_by_patient(samples: list[Sample], val_fraction: float, seed: int) -> t
 def _looks_like_image(path: Path) -> bool:
     # Extension-less files may be DICOM straight from PACS; hidden files never are images.
     return not path.name.startswith(".") and (path.suffix.lower() in IMAGE_SUFFIXES or path.suffix == "")
+
+
+def file_hash(path: Path) -> str:
+    """A file's content key (SHA-1 of its bytes): the feature cache's row key, so a renamed file keeps its row."""
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()

@@ -1,2 +1,1 @@
-"""Training: options, the feature cache, the recipe (heads, threshold, checks), the lung-field head, metrics and
-the bundle's card and plots."""
+"""Training: options, the feature cache, the recipe (heads, threshold, checks) and the lung-field head."""

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ..config import CAM_LAYER, IMG_SIZE, PREPROCESSING_VERSION
 from ..io import read_image
+from ..io.folders import file_hash
 from ..model.backends import make_feature_function
 from ..model.build import backbone_fingerprint
 from ..model.pooling import GAP, ZONES
@@ -37,10 +38,6 @@ def trunk_fingerprint(backbone_weights: str, int8=None) -> str:
     """The backbone weights' fingerprint, and for the int8 trunk (Int8Ranges) its ranges': the caches' key."""
     base = backbone_fingerprint(backbone_weights)
     return base if int8 is None else f"{base}-int8-{int8.fingerprint()}"
-
-
-def file_hash(path: Path) -> str:
-    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
 
 
 class FeatureCache:

@@ -15,7 +15,7 @@ from ..model.build import HeadConfig, backbone_weights_setting
 from ..model.int8 import PRECISIONS
 from ..model.pooling import GAP, LUNG_ZONES, POOLINGS
 from ..preprocess import AugmentConfig
-from .metrics import THRESHOLD_RULES
+from ..stats.metrics import THRESHOLD_RULES
 
 SPLIT_NAMES = ("train", "val", "test", "validation", "kaggle_val")  # reserved: --report cannot use them
 HEAD_KEYS = ("pooling", "weight_decay")  # stored in the recipe as its "head" entry (HeadConfig)

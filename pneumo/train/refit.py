@@ -17,8 +17,8 @@ from ..infer.chest_check import CHEST_FILE
 from ..infer.population import POPULATION_FILE
 from ..io import folders
 from ..model import bundle as bundles
+from ..model import card
 from ..model.pooling import LUNG_ZONES
-from . import card
 from .loop import _Extractor, fit_checks
 from .options import TrainConfig
 

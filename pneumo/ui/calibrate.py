@@ -4,7 +4,7 @@ checks taught that site.
 The folder is the site's word: its films are children of the intended age. So films the population check flags
 count (a new site's films often look unlike the training hospital's), while films the chest X-ray or framing check
 rejects are left out, by name. It refuses a set that cannot support a threshold, sets the threshold by
-`pneumo.train.calibrate`'s rule, adds the site to both checks (population.PopulationCheck.with_site,
+`pneumo.stats.site_rule`'s rule, adds the site to both checks (population.PopulationCheck.with_site,
 chest_check.ChestCheck.with_site) and writes the copy atomically; the source bundle is never touched.
 """
 
@@ -21,11 +21,11 @@ import numpy as np
 from ..config import CLASS_NAMES
 from ..infer.chest_check import CHEST_FILE
 from ..infer.population import POPULATION_FILE
-from ..io.folders import scan_class_folder
+from ..io.folders import file_hash, scan_class_folder
 from ..model import bundle as bundles
-from ..train import calibrate as rule
-from ..train import card, metrics
-from ..train.features import file_hash
+from ..model import card
+from ..stats import metrics
+from ..stats import site_rule as rule
 
 
 def check_folder(folder: Path, output: Path, target: float = rule.TARGET, out=print) -> list:
@@ -226,7 +226,7 @@ def fill_bundle(folder: Path, source: Path, config: bundles.BundleConfig, site: 
                 checks: dict | None = None) -> None:
     """The source bundle's files, the checks taught the site, the new config, a plot of the site's scores and the
     regenerated model card."""
-    from ..train.plots import save_site_scores
+    from ..stats.plots import save_site_scores
 
     for path in source.iterdir():
         if path.is_file() and not path.name.startswith("."):

@@ -161,7 +161,7 @@ def run_evaluate(predictor, folder: Path, declared_age: float | None = None) -> 
 
     from ..infer.predictor import predict_paths
     from ..io.folders import resolve_eval_folder, scan_class_folder
-    from ..train.metrics import band_stats, binary_metrics, ranking_bound
+    from ..stats.metrics import band_stats, binary_metrics, ranking_bound
 
     samples = scan_class_folder(resolve_eval_folder(folder))
     label_of = {s.path: s.label for s in samples}

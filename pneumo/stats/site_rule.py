@@ -101,7 +101,7 @@ def site_threshold(site: SiteScores, target: float = TARGET, resamples: int = RE
 
 def site_band(site: SiteScores, threshold: float, target: float = TARGET, resamples: int = BAND_RESAMPLES,
               inner: int = RESAMPLES, seed: int = SEED) -> tuple[float, float]:
-    """The borderline band of the site rule (pneumo.train.metrics.threshold_band): the scores a threshold set by
+    """The borderline band of the site rule (pneumo.stats.metrics.threshold_band): the scores a threshold set by
     this rule on another sample of the site's patients could put on the other side."""
     def rule(labels, scores, patients):
         return site_threshold(SiteScores.of(labels, scores, patients), target, inner, seed)[0]

@@ -7,7 +7,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from ..model.bundle import BundleConfig, Calibration
 from ..model.int8 import FP32
 from ..model.pooling import LUNG_ZONES
-from .calibrate import RULE as SITE_RULE
+from ..stats.site_rule import RULE as SITE_RULE
 
 SITE_PLOT = "calibration.png"
 
