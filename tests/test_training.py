@@ -82,7 +82,7 @@ def test_interrupted_write_keeps_previous_bundle(tiny_bundle, tiny_config_factor
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("pneumo.stats.plots.save_confusion", interrupted)
+    monkeypatch.setattr("pneumo.model.plots.save_confusion", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(tiny_config_factory(out), log=lambda *_: None)
     assert (out / "config.json").read_text() == before

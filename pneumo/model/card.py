@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from ..model.bundle import BundleConfig, Calibration
-from ..model.int8 import FP32
-from ..model.pooling import LUNG_ZONES
 from ..stats.site_rule import RULE as SITE_RULE
+from .bundle import BundleConfig, Calibration
+from .int8 import FP32
+from .pooling import LUNG_ZONES
 
 SITE_PLOT = "calibration.png"
 

@@ -1,1 +1,1 @@
-"""Statistics shared by training, calibration and evaluation: metrics and threshold rules, the site rule, plots."""
+"""Statistics shared by training, calibration and evaluation: metrics and threshold rules, the site rule."""

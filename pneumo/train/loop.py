@@ -24,12 +24,12 @@ from ..config import BACKBONE, CLASS_NAMES, PREPROCESSING_VERSION
 from ..infer.chest_check import CHEST_FILE
 from ..infer.population import POPULATION_FILE
 from ..io import folders
-from ..model import build, card
+from ..model import build, card, plots
 from ..model import bundle as bundles
 from ..model.int8 import INT8_FILE, INT8_VERSION, WEIGHT_LEVELS, Int8Ranges
 from ..model.lung_decoder import LUNGS_FILE, decoder_fingerprint, save_decoder
 from ..model.pooling import GAP, LUNG_ZONES, ZONES
-from ..stats import metrics, plots
+from ..stats import metrics
 from . import features
 from .checks import fit_chest_check, fit_population
 from .fit_lungs import fit_lung_head

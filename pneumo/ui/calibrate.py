@@ -226,7 +226,7 @@ def fill_bundle(folder: Path, source: Path, config: bundles.BundleConfig, site: 
                 checks: dict | None = None) -> None:
     """The source bundle's files, the checks taught the site, the new config, a plot of the site's scores and the
     regenerated model card."""
-    from ..stats.plots import save_site_scores
+    from ..model.plots import save_site_scores
 
     for path in source.iterdir():
         if path.is_file() and not path.name.startswith("."):

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..config import CLASS_NAMES
-from .metrics import roc_curve
+from ..stats.metrics import roc_curve
 
 if TYPE_CHECKING:
-    from ..model.bundle import BundleConfig
+    from .bundle import BundleConfig
 
 
 def _pyplot():
