@@ -35,7 +35,7 @@ def main(argv=None) -> int:
             from pneumo.hub import check_repo_id
 
             check_repo_id(args.push_to_hub)  # fail before ten minutes of work, not after
-        config.validate()
+        config.validate()  # every argument, before TensorFlow loads
         from pneumo import import_tensorflow_quietly
 
         import_tensorflow_quietly()

@@ -260,3 +260,17 @@ def test_refit_checks_refuses_a_folder_that_is_not_a_bundle(tiny_data, tmp_path,
             str(tmp_path), "--output", str(tmp_path / "out")]
     assert train.main(argv) == 2
     assert "--refit-checks must be a model bundle folder (with config.json)" in capsys.readouterr().err
+
+
+def test_validate_checks_without_changing_the_config(tiny_data, tmp_path, monkeypatch):
+    """One message lists every problem, a missing backbone file among them; the config is left as it was given."""
+    from pneumo.train.options import TrainConfig
+
+    monkeypatch.delenv("PNEUMO_BACKBONE_WEIGHTS", raising=False)
+    config = TrainConfig(data_dir=tiny_data, output=tmp_path / "out", pooling="gap", epochs=0,
+                         backbone_weights=str(tmp_path / "missing.weights.h5"))
+    with pytest.raises(ValueError, match=r"--epochs must be >= 1, got 0; Backbone weights file '.*missing"):
+        config.validate()
+    good = TrainConfig(data_dir=tiny_data, output=tmp_path / "out", pooling="gap")
+    good.validate()
+    assert good.backbone_weights is None and good.backbone == "imagenet"

@@ -173,11 +173,11 @@ def fit_lung_head(config, log=print, int8=None):
     pairs = load_pairs(config.lung_masks)
     from .features import trunk_fingerprint
 
-    key = _cache_key(pairs, trunk_fingerprint(config.backbone_weights, int8), config, LUNGS_VERSION)
+    key = _cache_key(pairs, trunk_fingerprint(config.backbone, int8), config, LUNGS_VERSION)
     cached = Path(config.cache_dir) / f"lungs-{key}.npz"
     held = pairs[::HOLDOUT_EVERY]
     fit = [p for i, p in enumerate(pairs) if i % HOLDOUT_EVERY]
-    features = feature_function(build_backbone(config.backbone_weights, config.input_size), int8)
+    features = feature_function(build_backbone(config.backbone, config.input_size), int8)
     if cached.is_file():
         decoder = load_decoder(cached)
         log(f"lung head: reused {cached.name} (same masks, backbone and settings)")

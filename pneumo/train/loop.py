@@ -71,13 +71,13 @@ class _Extractor:
 
     def __init__(self, config: TrainConfig, decoder=None, int8: Int8Ranges | None = None):
         self.config = config
-        trunk = build.build_feature_extractor(config.backbone_weights, config.input_size)
+        trunk = build.build_feature_extractor(config.backbone, config.input_size)
         self.pooled, self.network = GAP, features.FeatureExtractor(trunk, int8=int8)  # (what the cache calls the rows,
         self.width = self.network.shape[0]                                           #  what computes them)
         if decoder is not None:  # its own cache: the rows hold the zones too, and depend on the decoder
             self.pooled = f"{LUNG_ZONES}-{decoder_fingerprint(decoder)}"
             self.network = features.FeatureExtractor(trunk, decoder=decoder, int8=int8)
-        self.fingerprint = features.trunk_fingerprint(config.backbone_weights, int8)
+        self.fingerprint = features.trunk_fingerprint(config.backbone, int8)
         self.computed = 0  # backbone passes in this run
 
     def __call__(self, samples: list[folders.Sample], desc: str, view: int = 0, augment=None) -> Labelled:
@@ -97,8 +97,7 @@ class _Extractor:
 
 
 def run(config: TrainConfig, log=print) -> Path:
-    """Train, evaluate and write a bundle; returns the bundle folder."""
-    config.validate()
+    """Train, evaluate and write a bundle from a validated config (`TrainConfig.validate`); returns the folder."""
     started = time.time()
     splits = folders.kaggle_splits(config.data_dir)
     splits.update({name: folders.scan_class_folder(folder) for name, folder in config.report_dirs.items()})
@@ -183,7 +182,7 @@ def calibrate_int8(config: TrainConfig, fit_samples: list, log=print) -> Int8Ran
     rng = np.random.default_rng(config.seed)
     chosen = rng.choice(len(fit_samples), min(CALIBRATION_IMAGES, len(fit_samples)), replace=False)
     images = np.stack([to_model_input(read_image(fit_samples[i].path), config.input_size) for i in sorted(chosen)])
-    ranges = activation_ranges(build.build_backbone(config.backbone_weights, config.input_size), images)
+    ranges = activation_ranges(build.build_backbone(config.backbone, config.input_size), images)
     log(f"int8 trunk: activation ranges from {len(images)} fit films (fingerprint {ranges.fingerprint()})")
     return ranges
 
@@ -252,8 +251,8 @@ def identity(config: TrainConfig) -> dict:
     """The config fields that say what a bundle is and what it pairs with: format, backbone, trunk, preprocessing."""
     return {"format": bundles.FORMAT, "package_version": __version__, "backbone": BACKBONE,
             # What a user needs: a local weights file is only a copy of Keras' ImageNet weights.
-            "backbone_weights": build.RANDOM if config.backbone_weights == build.RANDOM else "imagenet",
-            "backbone_fingerprint": build.backbone_fingerprint(config.backbone_weights),
+            "backbone_weights": build.RANDOM if config.backbone == build.RANDOM else "imagenet",
+            "backbone_fingerprint": build.backbone_fingerprint(config.backbone),
             "precision": config.precision, "input_size": config.input_size, "class_names": list(CLASS_NAMES),
             "preprocessing_version": PREPROCESSING_VERSION}
 

@@ -131,9 +131,17 @@ class TrainConfig:
         if self.pooling != GAP and missing:  # a bundle without its checks is not the shipped model
             errors.append(f"the shipped recipe needs {' and '.join(missing)} (the lung-field head the verdict pools "
                           f"over, the check that flags adult films); for the plain design without them, --pooling gap")
+        try:
+            backbone_weights_setting(self.backbone_weights)
+        except ValueError as err:
+            errors.append(str(err).rstrip("."))
         if errors:
             raise ValueError("; ".join(errors) + ".")
-        self.backbone_weights = backbone_weights_setting(self.backbone_weights)
+
+    @property
+    def backbone(self) -> str:
+        """The VGG16 weights this run uses: --backbone-weights, else env PNEUMO_BACKBONE_WEIGHTS, else imagenet."""
+        return backbone_weights_setting(self.backbone_weights)
 
     def command(self) -> str:
         """The train.py command line that reproduces this recipe (non-default options; paths as placeholders)."""
