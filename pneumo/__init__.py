@@ -1,6 +1,7 @@
 """pneumo: a pediatric pneumonia chest X-ray classifier (VGG16 + small head) with Grad-CAM."""
 
 import os
+import sys
 
 # TensorFlow's C++ start-up messages (CUDA probing on CPU-only machines, oneDNN notes) are noise to a user;
 # errors that matter still reach Python as exceptions. setdefault: a developer can still ask for them.
@@ -16,8 +17,6 @@ def import_tensorflow_quietly() -> None:
     before absl::InitializeLog()") from C++ before any setting is read; on a CPU machine or a Space they
     only alarm. Python errors are unaffected: stderr is restored before any exception propagates.
     """
-    import sys
-
     if "tensorflow" in sys.modules:
         return
     sys.stderr.flush()

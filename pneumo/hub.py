@@ -15,6 +15,9 @@ import os
 import re
 from pathlib import Path
 
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, snapshot_download
+from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
 from .config import DEFAULT_MODEL, ROOT, model_source_env
 from .model.bundle import CONFIG, HEAD_WEIGHTS, load_bundle
 
@@ -29,9 +32,6 @@ def check_repo_id(repo_id: str) -> str:
 
 def push(bundle_dir: Path, repo_id: str, private: bool = False, token: str | None = None) -> str:
     """Upload the bundle folder to a model repo (created if needed); returns the repo URL."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
-
     check_repo_id(repo_id)
     api = HfApi(token=token)
     try:
@@ -54,9 +54,6 @@ def resolve_source(source: str | os.PathLike | None = None) -> Path:
 
 def download(spec: str) -> Path:
     """Local snapshot of USER/REPO[@REVISION] (cached by huggingface_hub)."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
     repo_id, _, revision = spec.partition("@")
     check_repo_id(repo_id)
     try:
@@ -168,9 +165,6 @@ def deploy(repo_id: str, bundle_dir: str | Path, private: bool = False, token: s
     """Create the Space if needed and upload the app with `bundle_dir` as weights/ in one commit; returns its URL."""
     check_repo_id(repo_id)
     files = space_files(ROOT, _check_bundle(bundle_dir))  # all local checks before any network call
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
-    from huggingface_hub.errors import HfHubHTTPError
-
     api = HfApi(token=token)
     try:
         url = api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)

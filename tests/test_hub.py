@@ -23,10 +23,9 @@ class RecordingApi:
 
 
 def test_push_creates_repo_and_uploads_the_bundle(tiny_bundle, monkeypatch, capsys):
-    import huggingface_hub
 
     RecordingApi.calls = []
-    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    monkeypatch.setattr("pneumo.hub.HfApi", RecordingApi)  # the name hub.py calls
     monkeypatch.setenv("HF_TOKEN", "hf_secret_value")
     url = hub.push(tiny_bundle, "alice/pneumo-test", private=True)
     assert url == "https://huggingface.co/alice/pneumo-test"
@@ -44,7 +43,6 @@ def test_repo_id_is_checked(bad):
 
 
 def test_hf_source_downloads_then_loads(tiny_bundle, monkeypatch):
-    import huggingface_hub
 
     seen = {}
 
@@ -52,7 +50,7 @@ def test_hf_source_downloads_then_loads(tiny_bundle, monkeypatch):
         seen.update(repo_id=repo_id, revision=revision)
         return str(tiny_bundle)
 
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    monkeypatch.setattr("pneumo.hub.snapshot_download", fake_snapshot)
     loaded = bundles.load_bundle(hub.resolve_source("hf://alice/pneumo-test@v1"))
     assert seen == {"repo_id": "alice/pneumo-test", "revision": "v1"} and loaded.path == tiny_bundle
 

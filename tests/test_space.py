@@ -55,7 +55,7 @@ class RecordingApi:
 def api(monkeypatch):
     RecordingApi.calls, RecordingApi.fail_with = [], None
     RecordingApi.remote_files = [".gitattributes", "README.md"]
-    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    monkeypatch.setattr("pneumo.hub.HfApi", RecordingApi)  # the name hub.py calls
     monkeypatch.setenv("HF_TOKEN", SECRET)
     return RecordingApi
 

@@ -22,6 +22,9 @@ from .lung_decoder import SKIP_LAYERS
 from .onnx_graph import OnnxTrunk, trunk_to_onnx
 from .pooling import GAP, ZONES, ZONES_LAYER, lung_signature, zone_pool, zone_positions
 
+# Keras/TensorFlow are imported inside the functions that need them (4.3-4.5 s: `python -c 'import keras'`): the
+# served ONNX Runtime path never does.
+
 BACKENDS = ("onnx", "tf")
 
 

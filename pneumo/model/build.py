@@ -17,6 +17,9 @@ from ..config import BACKBONE_ENV, CAM_LAYER, FEATURE_DIM, IMG_SIZE, backbone_we
 from .lung_decoder import SKIP_LAYERS
 from .pooling import GAP, LUNG_ZONES, POOLINGS, ZONES
 
+# Keras is imported inside the functions that build models (4.5 s: `python -c 'import keras'`; .layers imports it
+# too): reading a bundle's settings and fingerprints needs none of it.
+
 
 @dataclass(frozen=True)
 class HeadConfig:

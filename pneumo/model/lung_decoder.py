@@ -8,7 +8,12 @@ of the Grad-CAM heat (14x14) falls on the lungs and whether a plausible pair of 
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
+
+# Keras is imported inside the functions that build or run the decoder (4.5 s: `python -c 'import keras'`), and
+# .onnx_graph where the ONNX path is taken.
 
 SKIP_LAYERS = ("block3_conv3", "block4_conv3", "block5_conv3")  # 1/4, 1/8 and 1/16 of the input side
 
@@ -71,8 +76,6 @@ def save_decoder(decoder, path) -> None:
 def decoder_fingerprint(decoder) -> str:
     """Identifies a decoder by its stored (float16) weights: features pooled over its lung maps are cached
     under it, so another lung head never reuses them."""
-    import hashlib
-
     digest = hashlib.sha256()
     for layer in decoder.layers:
         for weights in layer.get_weights():

@@ -14,6 +14,8 @@ import numpy as np
 from ..config import CAM_LAYER
 from .int8 import Int8Ranges, dequantized_initializers, qdq_nodes
 
+# onnx and onnxruntime are imported where a graph is written or run (0.8 s and 0.15 s at import).
+
 ACTIVATIONS, LUNGS = "activations", "lungs"  # output names
 
 

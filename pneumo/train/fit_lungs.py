@@ -8,6 +8,7 @@ decoder then trains on them in seconds per epoch.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,19 @@ from tqdm.auto import tqdm
 
 from ..config import IMG_SIZE
 from ..io import read_image
+from ..model.build import build_backbone
+from ..model.lung_decoder import (
+    LUNGS_FILE,
+    LUNGS_VERSION,
+    build_decoder,
+    feature_function,
+    load_decoder,
+    save_decoder,
+)
 from ..preprocess import crop_box, normalize
+from .features import trunk_fingerprint
+
+# Keras/TensorFlow are imported where the decoder is fitted (4.5 s at import), after train.py quiets them.
 
 
 @dataclass(frozen=True)
@@ -160,19 +173,7 @@ HOLDOUT_EVERY = 10  # every 10th pair (by name) is held out of the shipped decod
 def fit_lung_head(config, log=print, int8=None):
     """The bundle's lung-field decoder and its stats, from `config.lung_masks`; cached by everything it depends on.
     `int8` (Int8Ranges): fitted on, and measured with, the int8 trunk's activations."""
-    from ..model.build import build_backbone
-    from ..model.lung_decoder import (
-        LUNGS_FILE,
-        LUNGS_VERSION,
-        build_decoder,
-        feature_function,
-        load_decoder,
-        save_decoder,
-    )
-
     pairs = load_pairs(config.lung_masks)
-    from .features import trunk_fingerprint
-
     key = _cache_key(pairs, trunk_fingerprint(config.backbone, int8), config, LUNGS_VERSION)
     cached = Path(config.cache_dir) / f"lungs-{key}.npz"
     held = pairs[::HOLDOUT_EVERY]
@@ -200,8 +201,6 @@ def fit_lung_head(config, log=print, int8=None):
 
 
 def _cache_key(pairs, backbone: str, config, version: int) -> str:
-    import hashlib
-
     digest = hashlib.sha256(repr((backbone, config.lung_views, config.lung_epochs, config.seed, config.input_size,
                                   LungAugment(), version, PROCEDURE)).encode())
     for name, gray, mask in pairs:

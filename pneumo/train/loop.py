@@ -23,17 +23,22 @@ from .. import __version__
 from ..config import BACKBONE, CLASS_NAMES, PREPROCESSING_VERSION
 from ..infer.chest_check import CHEST_FILE
 from ..infer.population import POPULATION_FILE
-from ..io import folders
+from ..io import folders, read_image
 from ..model import build, card, plots
 from ..model import bundle as bundles
-from ..model.int8 import INT8_FILE, INT8_VERSION, WEIGHT_LEVELS, Int8Ranges
+from ..model.int8 import CALIBRATION_IMAGES, INT8_FILE, INT8_VERSION, WEIGHT_LEVELS, Int8Ranges
 from ..model.lung_decoder import LUNGS_FILE, decoder_fingerprint, save_decoder
+from ..model.onnx_graph import activation_ranges
 from ..model.pooling import GAP, LUNG_ZONES, ZONES
+from ..preprocess import to_model_input
 from ..stats import metrics
 from . import features
 from .checks import fit_chest_check, fit_population
 from .fit_lungs import fit_lung_head
+from .heads import fold_into
 from .options import TrainConfig
+
+# Keras/TensorFlow are imported where a model is built or fitted (4.5 s at import), after train.py quiets them.
 
 REPORT_NAMES = {"val": "kaggle_val"}  # Kaggle's val/ is 16 images, not our validation split
 
@@ -174,11 +179,6 @@ def fill_bundle(folder: Path, config: bundles.BundleConfig, head, predictions: d
 
 def calibrate_int8(config: TrainConfig, fit_samples: list, log=print) -> Int8Ranges:
     """The int8 trunk's activation ranges, from the float trunk on a seeded choice of fit films (plain views)."""
-    from ..io import read_image
-    from ..model.int8 import CALIBRATION_IMAGES
-    from ..model.onnx_graph import activation_ranges
-    from ..preprocess import to_model_input
-
     rng = np.random.default_rng(config.seed)
     chosen = rng.choice(len(fit_samples), min(CALIBRATION_IMAGES, len(fit_samples)), replace=False)
     images = np.stack([to_model_input(read_image(fit_samples[i].path), config.input_size) for i in sorted(chosen)])
@@ -191,8 +191,6 @@ def fit_heads(config: TrainConfig, fit_x, fit_y, val_x, val_y, log):
     """--heads K: K heads, seeds seed .. seed + K - 1, their mean logit folded into one head (the first one's
     layers). One head on 2,048 features moves with its seed; the mean of five does not (docs/decisions.md)."""
     import keras
-
-    from .heads import fold_into
 
     heads = []
     for k in range(config.heads):
@@ -214,7 +212,7 @@ def fit_head(head, fit_x, fit_y, val_x, val_y, config: TrainConfig):
     head.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                  loss=keras.losses.BinaryCrossentropy(),
                  metrics=[keras.metrics.AUC(name="auc")],
-                 steps_per_execution=32)  # the same updates in fewer calls: 5 heads' fits 46 s -> ~35 s, same weights
+                 steps_per_execution=32)  # the same updates in fewer calls: same weights, less time
     counts = np.bincount(fit_y.astype(int), minlength=2)
     # Pneumonia outnumbers normal ~3:1 in train; weight each class to half the total.
     weights = {c: len(fit_y) / (2.0 * max(counts[c], 1)) for c in (0, 1)}

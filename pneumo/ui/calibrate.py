@@ -21,9 +21,11 @@ import numpy as np
 from ..config import CLASS_NAMES
 from ..infer.chest_check import CHEST_FILE
 from ..infer.population import POPULATION_FILE
+from ..infer.predictor import predict_paths
 from ..io.folders import file_hash, scan_class_folder
 from ..model import bundle as bundles
 from ..model import card
+from ..model.plots import save_site_scores
 from ..stats import metrics
 from ..stats import site_rule as rule
 
@@ -91,8 +93,6 @@ class SiteFilms:
 
 def score_site(predictor, samples) -> SiteFilms:
     """Score every film; a film counts unless it is unreadable or the chest X-ray or framing check rejects it."""
-    from ..infer.predictor import predict_paths
-
     by_path = {s.path: s for s in samples}
     kept, left_out = [], defaultdict(list)
     for path, prediction, error in predict_paths(predictor, list(by_path), desc="calibrate",
@@ -226,8 +226,6 @@ def fill_bundle(folder: Path, source: Path, config: bundles.BundleConfig, site: 
                 checks: dict | None = None) -> None:
     """The source bundle's files, the checks taught the site, the new config, a plot of the site's scores and the
     regenerated model card."""
-    from ..model.plots import save_site_scores
-
     for path in source.iterdir():
         if path.is_file() and not path.name.startswith("."):
             shutil.copy2(path, folder / path.name)

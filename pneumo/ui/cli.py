@@ -7,7 +7,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .. import import_tensorflow_quietly
+from ..hub import run_deploy
+from ..infer.age import parse_age
+from ..infer.gradcam import heat_in_image_frame
+from ..infer.predictor import Predictor, predict_paths
+from ..io.folders import resolve_eval_folder, scan_class_folder, scan_images
+from ..stats.metrics import band_stats, binary_metrics, ranking_bound
+from .calibrate import check_folder, run_calibrate
 
 PREDICT_FIELDS = """output fields (one JSON object per line):
   file              the path as given
@@ -69,31 +82,19 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "deploy-space":
-            from ..hub import run_deploy
-
             return run_deploy(args)
-        from ..infer.age import parse_age
-
         samples = None
         # A bad age is refused before the model loads.
         declared = parse_age(args.age) if args.command in ("predict", "evaluate") else None
         if args.command == "predict":  # a folder without images too
             args.files = with_folders_expanded(args.files)
         if args.command == "calibrate":  # a folder that can never do is refused before the model loads
-            from .calibrate import check_folder
-
             samples = check_folder(args.folder, args.output, args.sensitivity)
-        from .. import import_tensorflow_quietly
-
         import_tensorflow_quietly()
-        from ..infer.predictor import Predictor
-
         predictor = Predictor.load(args.model, args.backbone_weights)
         if args.command == "predict":
             return run_predict(predictor, args.files, args.heatmaps, declared)
         if args.command == "calibrate":
-            from .calibrate import run_calibrate
-
             return run_calibrate(predictor, args.folder, samples, args.output, args.sensitivity)
         return run_evaluate(predictor, args.folder, declared)
     except ValueError as err:
@@ -102,8 +103,6 @@ def main(argv=None) -> int:
 
 
 def run_predict(predictor, files: list[Path], heatmaps: Path | None = None, declared_age: float | None = None) -> int:
-    from ..infer.predictor import predict_paths
-
     files = with_folders_expanded(files)
     targets = heatmap_paths(files, heatmaps) if heatmaps else {}
     failures = 0
@@ -122,8 +121,6 @@ def run_predict(predictor, files: list[Path], heatmaps: Path | None = None, decl
 def with_folders_expanded(paths: list[Path]) -> list[Path]:
     """The files as given, each folder replaced by every image below it, sorted (as `evaluate` reads folders); a
     folder without images is refused before any work."""
-    from ..io.folders import scan_images
-
     out = []
     for path in paths:
         out += [s.path for s in scan_images(path)] if Path(path).is_dir() else [Path(path)]
@@ -132,8 +129,6 @@ def with_folders_expanded(paths: list[Path]) -> list[Path]:
 
 def heatmap_paths(files: list[Path], folder: Path) -> dict[Path, Path]:
     """DIR/<file stem>.png per input; refused up front if two inputs would write the same file."""
-    from collections import Counter
-
     targets = {path: Path(folder) / f"{Path(path).stem}.png" for path in files}
     clashes = sorted(str(t) for t, n in Counter(targets.values()).items() if n > 1)
     if clashes:
@@ -145,11 +140,6 @@ def heatmap_paths(files: list[Path], folder: Path) -> dict[Path, Path]:
 
 def write_heatmap(target: Path, heat, size: tuple[int, int]) -> Path:
     """The heatmap at the image's (width, height), 0..1 scaled to 0..65535, as a 16-bit grayscale PNG."""
-    import cv2
-    import numpy as np
-
-    from ..infer.gradcam import heat_in_image_frame
-
     full = heat_in_image_frame(heat, size[1], size[0])
     if not cv2.imwrite(str(target), np.round(full * 65535).astype(np.uint16)):
         raise ValueError(f"could not write the heatmap '{target}'.")
@@ -157,12 +147,6 @@ def write_heatmap(target: Path, heat, size: tuple[int, int]) -> Path:
 
 
 def run_evaluate(predictor, folder: Path, declared_age: float | None = None) -> int:
-    import numpy as np
-
-    from ..infer.predictor import predict_paths
-    from ..io.folders import resolve_eval_folder, scan_class_folder
-    from ..stats.metrics import band_stats, binary_metrics, ranking_bound
-
     samples = scan_class_folder(resolve_eval_folder(folder))
     label_of = {s.path: s.label for s in samples}
     labels, probs, skipped, checks, shares = [], [], [], [], []
@@ -180,7 +164,7 @@ def run_evaluate(predictor, folder: Path, declared_age: float | None = None) -> 
                 shares.append(prediction.heat_in_lungs)
     if not labels:
         raise ValueError(f"no readable images in '{folder}'.")
-    # Metrics over every readable film, as before: the counts say how many the model should not have answered.
+    # Metrics over every readable film; the counts say how many the model should not have answered.
     metrics = binary_metrics(labels, probs, predictor.threshold)
     metrics["borderline"] = band_stats(labels, probs, predictor.threshold, predictor.band)
     # Fitted on this folder's labels, so never a result: how far a threshold rule alone could go here.

@@ -12,6 +12,7 @@ import os
 import sys
 
 from .. import import_tensorflow_quietly
+from ..infer.predictor import Predictor
 from .cache import default_folder
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -24,8 +25,6 @@ def load_predictor():
     for noisy in ("httpx", "httpcore", "urllib3"):  # one line per request otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
     import_tensorflow_quietly()  # no CUDA chatter on CPU machines and Spaces
-    from ..infer.predictor import Predictor  # TensorFlow's import, quieted just now
-
     try:
         return Predictor.load()
     except ValueError as err:
