@@ -91,7 +91,7 @@ def test_gradcam_explains_the_side_the_score_falls_on(spread_predictor, monkeypa
 
 def test_the_overlay_shows_the_heat_and_only_where_it_is(spread_predictor):
     from pneumo.infer.gradcam import heat_in_image_frame
-    from pneumo.ui.web import Analysis, Service
+    from pneumo.ui.service import Analysis, Service
 
     pixels = spread.lesion_film(47)
     prediction = spread_predictor.analyze(film(pixels))
@@ -113,7 +113,7 @@ def test_a_large_film_is_drawn_at_display_size_with_its_heat_in_the_same_place(s
 
     from pneumo.infer.gradcam import heat_in_image_frame
     from pneumo.ui.cache import DISPLAY_MAX, display_film
-    from pneumo.ui.web import Analysis, Service
+    from pneumo.ui.service import Analysis, Service
 
     pixels = cv2.resize(spread.lesion_film(47), (2048, 1536), interpolation=cv2.INTER_CUBIC)  # a film 4:3, large
     prediction = spread_predictor.analyze(film(pixels))
@@ -234,7 +234,7 @@ def test_requests_at_once_never_run_the_model_pass_together(spread_predictor, tm
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    from pneumo.ui.web import MODEL_REQUESTS, Service
+    from pneumo.ui.service import MODEL_REQUESTS, Service
 
     running, most, lock = 0, 0, threading.Lock()
     analyze = spread_predictor.analyze

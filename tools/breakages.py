@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BREAKAGES = {
     "gradcam_side": ("Grad-CAM always explains the PNEUMONIA side", "pneumo/infer/predictor.py",
                      "run.weights[k], run.probs[k] >= self.threshold,", "run.weights[k], True,"),
-    "overlay_off": ("the app's overlay never draws the heatmap", "pneumo/ui/web.py",
+    "overlay_off": ("the app's overlay never draws the heatmap", "pneumo/ui/service.py",
                     "rgb = gradcam.overlay(film, p.heatmap, float(opacity))",
                     "rgb = np.repeat(film[..., None], 3, axis=-1)"),
     "monochrome_inverted": ("DICOM MONOCHROME handling upside down", "pneumo/io/dicom.py",
@@ -63,7 +63,7 @@ BREAKAGES = {
     "framing_dropped": ("the framing check ('Cropped film?') dropped from predictions", "pneumo/infer/predictor.py",
                         "framing = lung_fields.framing_reasons(lung_map) if lung_map is not None else []",
                         "framing = []"),
-    "not_assessed_drawn": ("heat and lung outline drawn on a film that is not assessed", "pneumo/ui/web.py",
+    "not_assessed_drawn": ("heat and lung outline drawn on a film that is not assessed", "pneumo/ui/service.py",
                            "if not p.assessed:  # nothing of the model's answer applies", "if False:"),
     "resize_bilinear": ("uploads resized bilinearly, not bicubically as the training images were",
                         "pneumo/preprocess.py", "return np.asarray(Image.fromarray(gray).resize((size, size), "
