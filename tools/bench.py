@@ -38,7 +38,7 @@ from pneumo.model.bundle import CONFIG, HEAD_WEIGHTS, load_int8_ranges
 from pneumo.model.lung_decoder import LUNGS_FILE
 from pneumo.model.pooling import GAP, zone_pool
 from pneumo.preprocess import to_model_input
-from pneumo.ui.cache import display_film
+from pneumo.ui.service import Analysis
 from tools.appserver import ROOT
 from tools.bench_served import bench_app, draw, served_breakdown
 from tools.timing import Table, interleaved, machine, timed
@@ -110,7 +110,7 @@ def analyze_and_draw(predictor, path: Path, with_cam: bool) -> None:
     image = read_image(path)
     prediction = predictor.analyze(image, with_cam)
     if with_cam:
-        draw(display_film(image.gray), prediction)
+        draw(Analysis(path.name, image, prediction, 0.0))  # the display-size film is made here, as in the app
 
 
 def bench_lung_head(predictor, path: Path, repeats: int, table: Table) -> float | None:

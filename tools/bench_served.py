@@ -4,22 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from pneumo.infer import gradcam, lung_fields
 from pneumo.io import read_image
 from pneumo.preprocess import to_model_input
-from pneumo.ui.cache import display_film
+from pneumo.ui.cache import display_film, encode_image
+from pneumo.ui.service import Analysis, Service
 from tools.appserver import running_app, status_mb
 from tools.timing import Table, interleaved, timed
 
 
-def draw(film: np.ndarray, prediction) -> bytes:
-    drawn = gradcam.overlay(film, prediction.heatmap)
-    if prediction.lung_fields is not None:
-        drawn = lung_fields.outline(drawn, prediction.lung_fields)
-    return cv2.imencode(".jpg", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
+def draw(analysis: Analysis) -> bytes:
+    """The app's own drawing of a result, as the page shows it (heat at 0.5, lung outline on), and its JPEG."""
+    return encode_image(Service.render(analysis, 0.5, True, show_lungs=True), ".jpg")
 
 
 def served_breakdown(predictor, path: Path, repeats: int, served_ms: float, trunk_ms: float | None,
@@ -28,12 +25,11 @@ def served_breakdown(predictor, path: Path, repeats: int, served_ms: float, trun
     the served p50, which is Gradio's: upload, queue, response, the client's download."""
     image = read_image(path)
     x = to_model_input(image, predictor.input_size)[None]
-    prediction = predictor.predictions([image], x, with_cam=True)[0]
-    film = display_film(image.gray)
+    analysis = Analysis(path.name, image, predictor.predictions([image], x, with_cam=True)[0], 0.0)
     stages = {"decode (read_image)": lambda: read_image(path),
               "preprocess (to_model_input)": lambda: to_model_input(image, predictor.input_size),
               "model pass: trunk, heads, lung head, Grad-CAM, checks": lambda: predictor.predictions([image], x, True),
-              "overlay render at display size (with the outline), JPEG": lambda: draw(film, prediction),
+              "overlay render at display size (with the outline), JPEG": lambda: draw(analysis),
               "display resize": lambda: display_film(image.gray)}
     found = {name: float(np.median(timed(fn, repeats))) * 1000 for name, fn in stages.items()}
     for name, ms in found.items():
@@ -48,18 +44,13 @@ def bench_app(model_source: str | None, request_path: Path, requests: int, load_
     """Start `python app.py` and time it to ready; one user's `requests` of `request_path` (upload, JSON and the
     overlay picture back: what a visitor waits for), interleaved through the page's own requests (PageClient) and
     gradio_client; 8 users at once over `load_files`, 5 requests each, through each client; peak RSS."""
-    from gradio_client import Client, handle_file
-
-    from tools.load_test import run_load
-    from tools.page_client import PageClient
+    from tools.load_test import CLIENTS, make_client, run_load
 
     with running_app({"PNEUMO_MODEL": model_source} if model_source else None) as app:
-        page, client = PageClient(app.url), Client(app.url, verbose=False)
-        both = interleaved([lambda: page.predict(request_path),
-                            lambda: client.predict(handle_file(str(request_path)), api_name="/predict")], requests)
+        sends = [make_client(app.url, name) for name in CLIENTS]  # the page's requests, then gradio_client
+        both = interleaved([lambda send=send: send(request_path) for send in sends], requests)
         served, through_client = ([t * 1000 for t in times] for times in both)
-        loads = {name: run_load(app.url, load_files, users=8, requests=5, client=name)
-                 for name in ("page", "gradio_client")}
+        loads = {name: run_load(app.url, load_files, users=8, requests=5, client=name) for name in CLIENTS}
         rss = status_mb(app.process.pid, "VmHWM")
     failures = [f for load in loads.values() for f in load["failures"]]
     if failures:

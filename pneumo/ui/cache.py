@@ -86,15 +86,21 @@ def cache_image(rgb: np.ndarray | None, cache_dir: str | Path, ext: str) -> str 
     """
     if rgb is None:
         return None
+    encoded = encode_image(rgb, ext)
+    os.makedirs(cache_dir, exist_ok=True)
+    fd, path = tempfile.mkstemp(prefix="overlay-", suffix=ext, dir=cache_dir)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(encoded)
+    return path
+
+
+def encode_image(rgb: np.ndarray, ext: str) -> bytes:
+    """RGB (or gray) -> the bytes the app sends: JPEG at quality 92, or PNG at fast compression."""
     params = [cv2.IMWRITE_JPEG_QUALITY, 92] if ext == ".jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
     ok, encoded = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb, params)
     if not ok:
         raise ValueError(f"could not encode the image as {ext}")
-    os.makedirs(cache_dir, exist_ok=True)
-    fd, path = tempfile.mkstemp(prefix="overlay-", suffix=ext, dir=cache_dir)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(encoded.tobytes())
-    return path
+    return encoded.tobytes()
 
 
 def files_written_since(folder: Path, since: float) -> set[Path]:

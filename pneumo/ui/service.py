@@ -45,7 +45,6 @@ class Analysis:
             self.film = display_film(self.image.gray)
 
 
-
 class Service:
     """The app's logic and its event handlers: analyse a file, render an overlay, describe a result."""
 
