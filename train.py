@@ -22,8 +22,6 @@ from pneumo.train.options import add_arguments, from_arguments
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
-    parser.add_argument("--push-to-hub", metavar="USER/REPO", default=None, help="upload the bundle to the Hub")
-    parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
     return parser.parse_args(argv)
 
 
@@ -31,11 +29,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         config = from_arguments(args)
-        if args.push_to_hub:
-            from pneumo.hub import check_repo_id
-
-            check_repo_id(args.push_to_hub)  # fail before ten minutes of work, not after
-        config.validate()  # every argument, before TensorFlow loads
+        config.validate()  # every argument (the Hub repository's name too), before ten minutes of work
         from pneumo import import_tensorflow_quietly
 
         import_tensorflow_quietly()
@@ -48,10 +42,10 @@ def main(argv=None) -> int:
 
             out = run(config)
         print(f"bundle written to {out}")
-        if args.push_to_hub:
+        if config.push_to_hub:
             from pneumo.hub import push
 
-            print(f"pushed to {push(out, args.push_to_hub, private=args.private)}")
+            print(f"pushed to {push(out, config.push_to_hub, private=config.private)}")
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

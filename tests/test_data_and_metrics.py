@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from pneumo.io.folders import Sample, patient_id, resolve_eval_folder, scan_class_folder, split_by_patient
 from pneumo.stats.metrics import binary_metrics, choose_threshold, roc_auc
@@ -128,3 +129,39 @@ def test_ranking_bound_is_the_best_specificity_any_threshold_reaches_at_sensitiv
                if binary_metrics(y, p, t)["sensitivity"] >= 0.95)
     assert bound["specificity"] == pytest.approx(best)
     assert ranking_bound(np.ones(5), np.linspace(0, 1, 5)) is None  # one class: nothing to bound
+
+
+def test_a_share_of_zero_holds_out_nothing_and_a_bad_share_is_named():
+    samples = _samples(5, 2, 0)
+    assert split_by_patient(samples, 0.0, seed=1) == (samples, [])
+    with pytest.raises(ValueError, match=r"held out must be in \[0, 1\), got 1.5"):
+        split_by_patient(samples, 1.5, seed=1)
+
+
+def test_find_data_splits_every_folder_once_by_patient_and_age(tiny_data, tmp_path):
+    import synth
+
+    from pneumo.train.data import ADULT_FOLDERS, LUNG_MASK_IMAGES, find_data
+    from pneumo.train.options import TrainConfig
+
+    for folder in ("adults", "masks/images", "hands"):
+        (tmp_path / folder).mkdir(parents=True)
+    adults = synth.adult_folder(tmp_path / "adults")
+    (adults / "metadata.csv").write_text("file,age\n" + "".join(  # patient 10000003 is 12 years old
+        f"{p.name},{12 if p.stem.startswith('10000003') else 50}\n" for p in sorted(adults.glob("*.png"))))
+    synth.adult_folder(tmp_path / "masks" / "images", patients=4)
+    Image.fromarray(synth.knee()).save(tmp_path / "hands" / "knee.png")
+    config = TrainConfig(data_dir=tiny_data, output=None, adult_dirs=(adults,), lung_masks=tmp_path / "masks",
+                         not_chest_dirs=(tmp_path / "hands",), report_dirs={"site": tiny_data / "test"}, seed=3)
+    data = find_data(config)
+    assert {s.patient for s in data.fit}.isdisjoint({s.patient for s in data.validation})
+    assert sorted(data.fit + data.validation, key=str) == sorted(data.train, key=str)
+    assert list(data.measured) == ["kaggle_val", "test", "site"] and data.measured["site"] == data.measured["test"]
+    fit, held_out = data.outside[ADULT_FOLDERS]
+    assert len(fit) + len(held_out) == 16 and held_out and not {s.patient for s in fit} & {s.patient for s in held_out}
+    assert [s.path.name for s in data.minors] == ["10000003_000.png", "10000003_001.png"]
+    assert sum(map(len, data.adults)) == 14 and not set(data.minors) & set(data.adults[0] + data.adults[1])
+    assert sum(map(len, data.outside[LUNG_MASK_IMAGES])) == 8 and [s.path.name for s in data.not_chest] == ["knee.png"]
+    assert data.counts()["validation"] == {"NORMAL": sum(s.label == 0 for s in data.validation),
+                                           "PNEUMONIA": sum(s.label == 1 for s in data.validation)}
+    assert find_data(config) == data, "seeded: the same folders give the same split"

@@ -136,7 +136,7 @@ def test_folded_heads_give_the_mean_logit():
     import keras
 
     from pneumo.model.build import HeadConfig, build_head_model
-    from pneumo.train.heads import fold_into
+    from pneumo.model.heads import fold_into
 
     rng = np.random.default_rng(4)
     heads = []

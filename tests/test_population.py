@@ -243,12 +243,9 @@ def test_predict_json_carries_in_population(adult_bundle, tiny_data, tmp_path):
 
 def held_out_adults(n: int):
     """Held-out adult_dev patients aged 18 or more (metadata.csv): films neither check was fitted on."""
-    from pneumo.io.folders import read_ages, scan_images, split_by_patient
+    from tools.shared_data import training_data
 
-    recipe = json.loads((ROOT / "weights" / "config.json").read_text())["recipe"]
-    _, held_out = split_by_patient(scan_images(ADULTS), recipe["adult_holdout"], recipe["seed"])
-    ages = read_ages(ADULTS)
-    held_out = [s for s in held_out if ages[s.path] >= 18]
+    held_out = training_data(json.loads((ROOT / "weights" / "config.json").read_text())["recipe"]).adults[1]
     return [s.path for s in held_out[:: max(1, len(held_out) // n)][:n]]
 
 

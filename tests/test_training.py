@@ -144,7 +144,8 @@ def test_views_cost_one_pass_per_fit_film_and_are_cached(tiny_config_factory, tm
     (["--output", "out"], "the shipped recipe needs --lung-masks DIR and --adult-dir DIR"),
     (["--output", "out", "--lung-masks", "."], "the shipped recipe needs --adult-dir DIR (the lung-field head"),
     (["--epochs", "0"], "--epochs must be >= 1, got 0"),
-    (["--push-to-hub", "not a repo"], "expected a Hub repository as USER/REPO"),
+    (["--push-to-hub", "not a repo"], "--push-to-hub must be a Hub repository USER/REPO (e.g. alice/pneumo-vgg16), "
+                                      "got 'not a repo'"),
     (["--report", "shift_dev"], "--report expects NAME=DIR"),
 ])
 def test_cli_rejects_bad_arguments_before_work(tiny_data, argv, message, capsys):

@@ -23,18 +23,16 @@ import sys
 import cv2
 import numpy as np
 
-from tools.appserver import ROOT
-
-SHARED = ROOT.parent / "shared" / "data"
+from tools.shared_data import SHARED, training_data
 
 
 def films(bundle_config) -> dict[str, list]:
-    from pneumo.io.folders import scan_class_folder, scan_images, split_by_patient
+    from pneumo.io.folders import scan_class_folder
+    from pneumo.train.data import ADULT_FOLDERS
 
-    recipe = bundle_config.recipe
-    _, held_out = split_by_patient(scan_images(SHARED / "adult_dev"), recipe["adult_holdout"], recipe["seed"])
-    return {"shift_dev": scan_class_folder(SHARED / "shift_dev"),
-            "val": scan_class_folder(SHARED / "chest_xray" / "val"), "adults": held_out}
+    data = training_data(bundle_config.recipe)
+    return {"shift_dev": scan_class_folder(SHARED / "shift_dev"), "val": data.measured["kaggle_val"],
+            "adults": data.outside[ADULT_FOLDERS][1]}
 
 
 def measure(source: str) -> dict:

@@ -3,7 +3,7 @@
     PNEUMO_BACKBONE_WEIGHTS=../shared/weights/vgg16_imagenet_notop.weights.h5 python -m tools.ood_report
     (add --others-only to skip the ~3 minutes of chest X-rays)
 
-Chest X-rays of every source, split as `train.py` splits them (pneumo.train.checks.outside_sources): the
+Chest X-rays of every source, split as `train.py` splits them (pneumo.train.data.find_data): the
 pediatric validation patients and the held-out halves of adult_dev and lung_masks' images (the check's cut-off was
 set on these), the halves it was fitted on, adult_dev's patients under 18 by age (NIH metadata), the 16
 full-resolution originals of val/ and shift_dev (other patients; never used). The "no lungs" column counts films
@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data"
+from tools.shared_data import SHARED, training_data
 
 
 def png(pixels: np.ndarray) -> bytes:
@@ -144,30 +143,21 @@ def main(argv=None) -> None:
 
 def chest_sets(predictor) -> dict[str, list[Path]]:
     """Every chest film here, by source and by whether the check was fitted on it (train.py's own splits)."""
-    from types import SimpleNamespace
+    from pneumo.io.folders import scan_class_folder
+    from pneumo.train.data import ADULT_FOLDERS, LUNG_MASK_IMAGES
 
-    from pneumo.io.folders import read_ages, scan_class_folder, split_by_patient
-    from pneumo.train.checks import outside_sources
-
-    recipe = predictor.bundle.config.recipe
-    fit, validation = split_by_patient(scan_class_folder(SHARED / "chest_xray" / "train"), recipe["val_fraction"],
-                                       recipe["seed"])
-    config = SimpleNamespace(adult_dirs=(SHARED / "adult_dev",), adult_holdout=recipe["adult_holdout"],
-                             seed=recipe["seed"], lung_masks=SHARED / "lung_masks")
-    sources = outside_sources(config)
-    adults_fit, adults_held = sources["adult folders"]
-    masks_fit, masks_held = sources["lung-mask images"]
-    young = {p for p, age in read_ages(SHARED / "adult_dev").items() if age < 18}
-    return {"pediatric validation patients (cut-off set here)": [s.path for s in validation],
+    data = training_data(predictor.bundle.config.recipe)
+    adults_fit, adults_held = data.outside[ADULT_FOLDERS]
+    masks_fit, masks_held = data.outside[LUNG_MASK_IMAGES]
+    return {"pediatric validation patients (cut-off set here)": [s.path for s in data.validation],
             "adult_dev, held-out patients (cut-off set here)": [s.path for s in adults_held],
             "lung_masks images, held-out half (cut-off set here)": [s.path for s in masks_held],
-            "adult_dev, patients under 18 (NIH children, 5-17)": sorted(young),
-            "val/ full-resolution originals (never used)": [s.path for s in
-                                                            scan_class_folder(SHARED / "chest_xray" / "val")],
+            "adult_dev, patients under 18 (NIH children, 5-17)": sorted(s.path for s in data.minors),
+            "val/ full-resolution originals (never used)": [s.path for s in data.measured["kaggle_val"]],
             "shift_dev (other patients, never used)": [s.path for s in scan_class_folder(SHARED / "shift_dev")],
             "adult_dev, fitted-on patients": [s.path for s in adults_fit],
             "lung_masks images, fitted-on half": [s.path for s in masks_fit],
-            "pediatric fit patients, every 8th": [s.path for s in fit[::8]]}
+            "pediatric fit patients, every 8th": [s.path for s in data.fit[::8]]}
 
 
 def _line(name: str, reasons: dict[str, list[str]], no_lungs: str, has_lungs: bool, chest: bool) -> None:

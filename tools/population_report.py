@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data"
+from tools.shared_data import SHARED, training_data
 
 
 def as_224_jpeg(data: bytes) -> bytes:
@@ -129,22 +128,16 @@ def predictions(predictor, files: list[Path], form) -> list:
 
 
 def film_sets(predictor) -> dict[str, tuple[str, list[Path]]]:
-    from pneumo.io.folders import read_ages, scan_class_folder, scan_images, split_by_patient
+    from pneumo.io.folders import scan_class_folder
 
-    recipe = predictor.bundle.config.recipe
-    films = scan_images(SHARED / "adult_dev")
-    _, held_out = split_by_patient(films, recipe["adult_holdout"], recipe["seed"])
-    ages = read_ages(SHARED / "adult_dev")  # NIH's own metadata: 18 of the films are of patients under 18
-    _, validation = split_by_patient(scan_class_folder(SHARED / "chest_xray" / "train"), recipe["val_fraction"],
-                                     recipe["seed"])
+    data = training_data(predictor.bundle.config.recipe)  # NIH's metadata: 18 of adult_dev's films are of minors
     return {
-        "adult_dev, held-out patients aged 18+ (NIH, 512 px PNG)": ("adult",
-                                                                    [s.path for s in held_out if ages[s.path] >= 18]),
+        "adult_dev, held-out patients aged 18+ (NIH, 512 px PNG)": ("adult", [s.path for s in data.adults[1]]),
         "adult_dev, patients under 18, none fitted on (NIH, aged 5-17)": ("young",
-                                                                          [s.path for s in films if ages[s.path] < 18]),
+                                                                          sorted(s.path for s in data.minors)),
         "lung_masks (adults, other hospitals, 256 px PNG)": ("adult",
                                                              sorted((SHARED / "lung_masks" / "images").glob("*.png"))),
-        "pediatric validation patients (224 px JPEG)": ("child", [s.path for s in validation]),
+        "pediatric validation patients (224 px JPEG)": ("child", [s.path for s in data.validation]),
         "shift_dev (other patients, 224 px JPEG)": ("child", [s.path for s in scan_class_folder(SHARED / "shift_dev")]),
         "val/ originals (full resolution JPEG)": ("child",
                                                   [s.path for s in scan_class_folder(SHARED / "chest_xray" / "val")]),

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data"
+from tools.appserver import ROOT
+from tools.shared_data import SHARED, training_data
+
 SHIELD = 0.45  # of the film's height, above and below
 GAMMA = 0.8
 NOISE = 4.0  # grey levels
@@ -52,11 +53,9 @@ def write_site(samples: list, folder: Path) -> Path:
 def site_halves(predictor, step: int = 1, seed: int = 0) -> tuple[list, list]:
     """(calibration half, new patients) of the bundle's pediatric validation patients: every NORMAL patient (the
     scarcer class) and every `step`-th PNEUMONIA patient."""
-    from pneumo.io.folders import scan_class_folder, split_by_patient
+    from pneumo.io.folders import split_by_patient
 
-    recipe = predictor.bundle.config.recipe
-    _, validation = split_by_patient(scan_class_folder(SHARED / "chest_xray" / "train"), recipe["val_fraction"],
-                                     recipe["seed"])
+    validation = training_data(predictor.bundle.config.recipe).validation
     patients = sorted({s.patient for s in validation if s.label == 0})
     patients += sorted({s.patient for s in validation if s.label == 1})[::step]
     chosen = [s for s in validation if s.patient in set(patients)]
@@ -66,16 +65,11 @@ def site_halves(predictor, step: int = 1, seed: int = 0) -> tuple[list, list]:
 def outside_sets(predictor) -> dict[str, list[Path]]:
     """What must stay out after calibration: adults no check was fitted on, other hospitals' minors, other body
     parts."""
-    from pneumo.io.folders import read_ages, scan_images, split_by_patient
-
-    recipe = predictor.bundle.config.recipe
-    films = scan_images(SHARED / "adult_dev")
-    _, held_out = split_by_patient(films, recipe["adult_holdout"], recipe["seed"])
-    ages = read_ages(SHARED / "adult_dev")
-    return {"adult_dev, held-out patients aged 18+": [s.path for s in held_out if ages[s.path] >= 18],
-            "adult_dev, patients under 18": [s.path for s in films if ages[s.path] < 18],
+    data = training_data(predictor.bundle.config.recipe)
+    return {"adult_dev, held-out patients aged 18+": [s.path for s in data.adults[1]],
+            "adult_dev, patients under 18": sorted(s.path for s in data.minors),
             "lung_masks images (adults)": sorted((SHARED / "lung_masks" / "images").glob("*.png")),
-            "not_chest_dev (hands, pelvises)": [s.path for s in scan_images(SHARED / "not_chest_dev")]}
+            "not_chest_dev (hands, pelvises)": [s.path for s in data.not_chest]}
 
 
 def answers(predictor, paths: list[Path]) -> list:

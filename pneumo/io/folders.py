@@ -107,10 +107,13 @@ def kaggle_splits(data_dir: str | Path) -> dict[str, list[Sample]]:
     return splits
 
 
-def split_by_patient(samples: list[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """Seeded split with every patient wholly on one side, stratified by class."""
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}.")
+def split_by_patient(samples: list[Sample], share: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """(kept, held out): a seeded split with every patient wholly on one side, stratified by class, about `share`
+    of each class's patients held out; a share of 0 holds out nothing."""
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"the share of patients held out must be in [0, 1), got {share}.")
+    if share == 0:
+        return list(samples), []
     by_patient: dict[str, list[Sample]] = defaultdict(list)
     for sample in samples:
         by_patient[sample.patient].append(sample)
@@ -119,7 +122,7 @@ def split_by_patient(samples: list[Sample], val_fraction: float, seed: int) -> t
     for label in range(len(CLASS_NAMES)):
         patients = sorted(p for p, group in by_patient.items() if group[0].label == label)
         rng.shuffle(patients)
-        val_patients.update(patients[: max(1, round(len(patients) * val_fraction))])
+        val_patients.update(patients[: max(1, round(len(patients) * share))])
     train = [s for s in samples if s.patient not in val_patients]
     val = [s for s in samples if s.patient in val_patients]
     return train, val

@@ -14,7 +14,8 @@ import tempfile
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 
-from ..config import MODEL_ENV, PREPROCESSING_VERSION
+from .. import __version__
+from ..config import BACKBONE, CLASS_NAMES, MODEL_ENV, PREPROCESSING_VERSION
 from . import build
 from .int8 import FP32, INT8_FILE, PRECISIONS, Int8Ranges
 from .lung_decoder import LUNGS_FILE, load_decoder
@@ -178,6 +179,17 @@ class Bundle:
         --lung-masks), int8.npz (int8 bundles)."""
         path = self.path / name
         return path if path.is_file() else None
+
+
+def identity(backbone: str, precision: str, input_size: int) -> dict:
+    """The config fields that say what a bundle is and what it pairs with (what `load_bundle` and the predictor
+    check): format, package, backbone and trunk, input, classes, preprocessing."""
+    return {"format": FORMAT, "package_version": __version__, "backbone": BACKBONE,
+            # What a user needs: a local weights file is only a copy of Keras' ImageNet weights.
+            "backbone_weights": build.RANDOM if backbone == build.RANDOM else "imagenet",
+            "backbone_fingerprint": build.backbone_fingerprint(backbone),
+            "precision": precision, "input_size": input_size, "class_names": list(CLASS_NAMES),
+            "preprocessing_version": PREPROCESSING_VERSION}
 
 
 def save_config(folder: Path, config: BundleConfig) -> None:

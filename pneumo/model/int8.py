@@ -52,6 +52,11 @@ class Int8Ranges:
             digest.update(name.encode() + np.float32(self.maxima[name]).tobytes())
         return digest.hexdigest()[:10]
 
+    def record(self) -> dict:
+        """What the bundle's config says of them: their file, and how they were measured."""
+        return {"file": INT8_FILE, "version": INT8_VERSION, "calibration_images": self.images,
+                "weight_levels": WEIGHT_LEVELS, "fingerprint": self.fingerprint()}
+
     def save(self, path: str | Path) -> None:
         names = sorted(self.maxima)
         np.savez(path, version=INT8_VERSION, names=np.array(names),

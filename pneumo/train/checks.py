@@ -15,32 +15,15 @@ import numpy as np
 
 from ..infer import population
 from ..infer.chest_check import CHEST_FILE, VERSION, ChestCheck
-from ..io import folders
 from ..preprocess import FormConfig
-
-ADULT_AGE = 18.0
-
-
-def outside_sources(config) -> dict[str, tuple[list, list]]:
-    """{source: (fit films, held-out films)} of the chest films of other hospitals, split by patient, seeded."""
-    adults = [s for folder in config.adult_dirs for s in folders.scan_images(folder)]
-    out = {"adult folders": _split(adults, config.adult_holdout, config.seed)}
-    if config.lung_masks:
-        out["lung-mask images"] = _split(folders.scan_images(config.lung_masks / "images"), 0.5, config.seed)
-    return {name: pair for name, pair in out.items() if pair[0] or pair[1]}
+from .data import TrainingData
 
 
-def _split(samples: list, holdout: float, seed: int) -> tuple[list, list]:
-    if not samples:
-        return [], []
-    return folders.split_by_patient(samples, holdout, seed) if holdout else (samples, [])
-
-
-def fit_chest_check(config, extract, fit, val) -> tuple[ChestCheck, dict]:
+def fit_chest_check(extract, data: TrainingData, fit, val) -> tuple[ChestCheck, dict]:
     """The chest X-ray check: Gaussian and lung template on the pediatric fit patients and the fit half of every
     other source; cut-off on the pediatric validation patients and the held-out half of every other source."""
     sources = {name: (extract(a, f"{name}, fit"), extract(b, f"{name}, held out") if b else None)
-               for name, (a, b) in outside_sources(config).items()}
+               for name, (a, b) in data.outside.items()}
     fitted = [(fit.checks, fit.signatures)] + [(x.checks, x.signatures) for x, _ in sources.values() if len(x.y)]
     held = {"pediatric validation patients": (val.checks, val.signatures)}
     held.update({name: (h.checks, h.signatures) for name, (_, h) in sources.items() if h is not None and len(h.y)})
@@ -49,9 +32,8 @@ def fit_chest_check(config, extract, fit, val) -> tuple[ChestCheck, dict]:
              "lung_template": check.template is not None,
              "fit_films": {"pediatric fit patients": len(fit.y), **{n: len(x.y) for n, (x, _) in sources.items()}},
              "held_out_flagged": {n: _share(check.score(*pair) > check.cutoff) for n, pair in held.items()}}
-    not_chest = [s for folder in config.not_chest_dirs for s in folders.scan_images(folder)]
-    if not_chest:  # measured only: nothing of them is fitted
-        other = extract(not_chest, "not chest X-rays")
+    if data.not_chest:  # measured only: nothing of them is fitted
+        other = extract(data.not_chest, "not chest X-rays")
         stats["not_chest_caught_by_score"] = _share(check.score(other.checks, other.signatures) > check.cutoff)
     stats["summary"] = "; ".join(f"{n}: {v['flagged']} of {v['films']} flagged"
                                  for n, v in stats["held_out_flagged"].items())
@@ -62,38 +44,29 @@ def _share(flags: np.ndarray) -> dict:
     return {"flagged": int(flags.sum()), "films": int(len(flags)), "share": float(flags.mean())}
 
 
-def adult_samples(config, samples: list) -> tuple[list, list]:
-    """(adults, minors): a film counts as an adult's unless its folder's metadata.csv gives an age under 18."""
-    ages = {}
-    for folder in config.adult_dirs:
-        ages.update(folders.read_ages(folder))
-    young = {s.path for s in samples if ages.get(s.path, ADULT_AGE) < ADULT_AGE}
-    return [s for s in samples if s.path not in young], [s for s in samples if s.path in young]
-
-
-def form_features(config, extract, child_samples: list) -> tuple[list, list, list, list, list]:
-    """(adult fit films, held-out adult films, minors, [plain, *form views] global averages of the adult fit films,
-    the same of every 8th pediatric fit film), as `fit_population` reads them."""
-    fit, held_out = outside_sources(config)["adult folders"]
-    (fit, young), (held_out, young_held) = adult_samples(config, fit), adult_samples(config, held_out)
+def form_features(config, extract, data: TrainingData) -> tuple[list, list]:
+    """([plain, *form views] global averages of the adult fit films, the same of every 8th pediatric fit film),
+    as `fit_population` reads them."""
+    fit = data.adults[0]
     form = FormConfig(**config.augment.to_dict())
     views = range(1, config.population_views + 1)
     adult_x = [extract(fit, "adult films").checks]
     adult_x += [extract(fit, f"adult form {v}", v, form).checks for v in views]
-    sample = child_samples[::8]
+    sample = data.fit[::8]
     child_x = [extract(sample, "child sample").checks]  # cached: the same films' plain features
     child_x += [extract(sample, f"child form {v}", v, form).checks for v in views]
-    return fit, held_out, young + young_held, adult_x, child_x
+    return adult_x, child_x
 
 
-def fit_population(config, extract, children: np.ndarray, child_samples: list, children_val):
+def fit_population(config, extract, data: TrainingData, children: np.ndarray, children_val: np.ndarray):
     """The pediatric-vs-adult check: fitted on adult patients' films and views, measured on held-out adult patients
     and on the patients under 18 of the adult folders (never fitted on).
 
     Both sides also get FormConfig views (random sharpness and JPEG compression), so the film's texture
     tells nothing and anatomy has to; for the children a 1-in-8 sample of the fit films is enough.
     """
-    fit, held_out, minors, adult_x, child_x = form_features(config, extract, child_samples)
+    (fit, held_out), minors = data.adults, data.minors
+    adult_x, child_x = form_features(config, extract, data)
     form = FormConfig(**config.augment.to_dict())
     check = population.fit_with_forms(children, child_x, adult_x, children_val)
     children_flagged = float(check.flags(children_val).mean())

@@ -1,14 +1,16 @@
-"""Training: cached backbone features -> head -> threshold -> checks -> metrics -> bundle.
+"""Training: films -> cached backbone features -> head and checks -> threshold and metrics -> bundle.
 
 The recipe, end to end:
-1. scan the Kaggle folders; split train/ by patient (seeded) into fit and validation;
-2. extract pooled VGG16 features once per image (and per augmented view), cached;
-3. train the head on the fit patients' features with balanced class weights,
+1. find every film once (data.py): train/ split by patient (seeded) into fit and validation, the other
+   hospitals' films into the checks' fit and held-out halves;
+2. with --precision int8, the int8 trunk's ranges; with --lung-masks, the lung-field head (fit_lungs.py);
+3. extract pooled VGG16 features once per image (and per augmented view), cached;
+4. train the head on the fit patients' features with balanced class weights,
    keeping the epoch with the best validation loss;
-4. choose the decision threshold on validation with the configured rule;
 5. fit the "is this a chest X-ray?" check and, with --adult-dir, the "is this a child's film?" check (checks.py),
    both on chest films of several hospitals, with cut-offs on films they were not fitted on;
-6. measure every split, draw the plots, write the bundle atomically.
+6. choose the decision threshold on validation with the configured rule, measure every split;
+7. draw the plots, write the bundle atomically.
 """
 
 from __future__ import annotations
@@ -19,14 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..config import BACKBONE, CLASS_NAMES, PREPROCESSING_VERSION
 from ..infer.chest_check import CHEST_FILE
 from ..infer.population import POPULATION_FILE
 from ..io import folders, read_image
 from ..model import build, card, plots
 from ..model import bundle as bundles
-from ..model.int8 import CALIBRATION_IMAGES, INT8_FILE, INT8_VERSION, WEIGHT_LEVELS, Int8Ranges
+from ..model.heads import fold_into
+from ..model.int8 import CALIBRATION_IMAGES, INT8_FILE, Int8Ranges
 from ..model.lung_decoder import LUNGS_FILE, decoder_fingerprint, save_decoder
 from ..model.onnx_graph import activation_ranges
 from ..model.pooling import GAP, LUNG_ZONES, ZONES
@@ -34,13 +35,11 @@ from ..preprocess import to_model_input
 from ..stats import metrics
 from . import features
 from .checks import fit_chest_check, fit_population
+from .data import TrainingData, find_data
 from .fit_lungs import fit_lung_head
-from .heads import fold_into
 from .options import TrainConfig
 
 # Keras/TensorFlow are imported where a model is built or fitted (4.5 s at import), after train.py quiets them.
-
-REPORT_NAMES = {"val": "kaggle_val"}  # Kaggle's val/ is 16 images, not our validation split
 
 
 @dataclass
@@ -60,6 +59,11 @@ class Labelled:
         if self.checks is None:
             self.checks = self.x
 
+    @property
+    def patients(self) -> list[str]:
+        """Each row's patient id from its file name (folders.patient_id): the band resamples them."""
+        return [folders.patient_id(p.name) for p in self.paths]
+
     def subset(self, samples: list[folders.Sample]) -> Labelled:
         wanted = {s.path for s in samples}
         rows = [i for i, p in enumerate(self.paths) if p in wanted]
@@ -76,13 +80,13 @@ class _Extractor:
 
     def __init__(self, config: TrainConfig, decoder=None, int8: Int8Ranges | None = None):
         self.config = config
+        self.fingerprint = features.trunk_fingerprint(config.backbone, int8)
         trunk = build.build_feature_extractor(config.backbone, config.input_size)
         self.pooled, self.network = GAP, features.FeatureExtractor(trunk, int8=int8)  # (what the cache calls the rows,
         self.width = self.network.shape[0]                                           #  what computes them)
         if decoder is not None:  # its own cache: the rows hold the zones too, and depend on the decoder
             self.pooled = f"{LUNG_ZONES}-{decoder_fingerprint(decoder)}"
             self.network = features.FeatureExtractor(trunk, decoder=decoder, int8=int8)
-        self.fingerprint = features.trunk_fingerprint(config.backbone, int8)
         self.computed = 0  # backbone passes in this run
 
     def __call__(self, samples: list[folders.Sample], desc: str, view: int = 0, augment=None) -> Labelled:
@@ -104,41 +108,38 @@ class _Extractor:
 def run(config: TrainConfig, log=print) -> Path:
     """Train, evaluate and write a bundle from a validated config (`TrainConfig.validate`); returns the folder."""
     started = time.time()
-    splits = folders.kaggle_splits(config.data_dir)
-    splits.update({name: folders.scan_class_folder(folder) for name, folder in config.report_dirs.items()})
-    fit_samples, val_samples = folders.split_by_patient(splits["train"], config.val_fraction, config.seed)
-    int8 = calibrate_int8(config, fit_samples, log) if config.precision == "int8" else None
+    data = find_data(config)
+    int8 = calibrate_int8(config, data.fit, log) if config.precision == "int8" else None
     decoder = lung_stats = None
     if config.lung_masks:  # first: a head that pools over the lungs reads its maps (cached, seeded on its own)
         decoder, lung_stats = fit_lung_head(config, log, int8)
     extract = _Extractor(config, decoder if config.pooling == LUNG_ZONES else None, int8)
-    train = extract(splits["train"], "train")
-    views = [extract(fit_samples, f"train view {view}", view) for view in range(1, config.views + 1)]
-    others = {name: extract(samples, name) for name, samples in splits.items() if name != "train"}
+    train = extract(data.train, "train")
+    views = [extract(data.fit, f"train view {view}", view) for view in range(1, config.views + 1)]
+    others = {name: extract(samples, name) for name, samples in data.measured.items()}
     failed = train.failed + [f for split in others.values() for f in split.failed]
-    fit, val = train.subset(fit_samples), train.subset(val_samples)
+    fit, val = train.subset(data.fit), train.subset(data.validation)
     fit_x, fit_y = np.concatenate([fit.x, *(v.x for v in views)]), np.concatenate([fit.y, *(v.y for v in views)])
-    log(f"fit: {len(fit_y)} rows from {len(fit_samples)} images; validation: {len(val.y)} images "
-        f"of {len({s.patient for s in val_samples})} patients, none of them in fit")
+    log(f"fit: {len(fit_y)} rows from {len(data.fit)} images; validation: {len(val.y)} images "
+        f"of {len({s.patient for s in data.validation})} patients, none of them in fit")
     head = fit_heads(config, fit_x, fit_y, val.x, val.y, log)
-    predictions = {"validation": (val.y, predict_head(head, val.x))}
+    (chest, chest_stats), (population, population_stats) = fit_checks(config, extract, data, fit, val, log)
+    # the head's scores: validation's set the threshold, the measured splits' only report (Kaggle's val/ is 16 films)
+    predictions = {name: (split.y, head.predict(split.x, batch_size=1024, verbose=0).ravel().astype(np.float64))
+                   for name, split in {"validation": val, **others}.items()}
     threshold = metrics.choose_threshold(*predictions["validation"], config.threshold_rule)
-    for name, split in others.items():  # official val/ is 16 full-resolution images
-        predictions[REPORT_NAMES.get(name, name)] = (split.y, predict_head(head, split.x))
     scores = {name: metrics.binary_metrics(y, p, threshold) for name, (y, p) in predictions.items()}
-    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    patients = [folders.patient_id(p.name) for p in val.paths]  # the band resamples the validation patients
-    band = metrics.threshold_band(*predictions["validation"], patients,
+    band = metrics.threshold_band(*predictions["validation"], val.patients,
                                   lambda y, p, _: metrics.choose_threshold(y, p, config.threshold_rule), threshold)
-    (chest, chest_stats), (population, population_stats) = fit_checks(config, extract, fit, val, fit_samples, log)
     cfg = bundles.BundleConfig(
-        **identity(config), threshold=threshold, threshold_rule=config.threshold_rule, recipe=config.recipe(),
-        command=config.command(), data_counts=_counts(splits, fit_samples, val_samples), metrics=scores,
+        **bundles.identity(config.backbone, config.precision, config.input_size), threshold=threshold,
+        threshold_rule=config.threshold_rule, recipe=config.recipe(), command=config.command(),
+        data_counts=data.counts(), metrics=scores,
         # counted once the population check's films are through too (the lung head's views are not in it)
         training_seconds=round(time.time() - started, 1), backbone_passes_this_run=extract.computed,
-        created=created, borderline=band,
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), borderline=band,
         borderline_validation=metrics.band_stats(*predictions["validation"], threshold, band),
-        skipped_files=[{"file": str(p), "error": e} for p, e in failed], int8=int8_block(int8),
+        skipped_files=[{"file": str(p), "error": e} for p, e in failed], int8=None if int8 is None else int8.record(),
         chest_check=chest_stats, population=population_stats, lungs=lung_stats or None)
     out = bundles.write(config.output, lambda folder: fill_bundle(folder, cfg, head, predictions, chest, population,
                                                                   decoder, int8))
@@ -146,16 +147,16 @@ def run(config: TrainConfig, log=print) -> Path:
     return out
 
 
-def fit_checks(config: TrainConfig, extract, fit: Labelled, val: Labelled, fit_samples: list, log=print):
+def fit_checks(config: TrainConfig, extract, data: TrainingData, fit: Labelled, val: Labelled, log=print):
     """Both checks (checks.py), each with its measurements: ((chest, stats), (population, stats)); the population
     check only with --adult-dir, else (None, None)."""
-    chest, chest_stats = fit_chest_check(config, extract, fit, val)
+    chest, chest_stats = fit_chest_check(extract, data, fit, val)
     log(f"chest X-ray check: {chest_stats['summary']}")
     population = population_stats = None
     if config.adult_dirs:
         # Plain fit films only, whatever --views: the classifier's zoomed views among the children make the check
         # let through more adults of other hospitals (docs/decisions.md).
-        population, population_stats = fit_population(config, extract, fit.checks, fit_samples, val.checks)
+        population, population_stats = fit_population(config, extract, data, fit.checks, val.checks)
         log(f"population check: {population_stats['summary']}")
     return (chest, chest_stats), (population, population_stats)
 
@@ -230,37 +231,6 @@ def _batches(x, y, class_weights, config: TrainConfig):
     w = np.array([class_weights[int(label)] for label in y], np.float32)
     ds = tf.data.Dataset.from_tensor_slices((x, y[:, None], w)).shuffle(len(y), seed=config.seed)
     return ds.batch(config.batch_size).prefetch(2)
-
-
-def predict_head(head, x: np.ndarray) -> np.ndarray:
-    return head.predict(x, batch_size=1024, verbose=0).ravel().astype(np.float64)
-
-
-def _counts(splits, fit_samples, val_samples) -> dict:
-    def by_class(samples):
-        return {name: sum(s.label == i for s in samples) for i, name in enumerate(CLASS_NAMES)}
-
-    out = {"fit": by_class(fit_samples), "validation": by_class(val_samples)}
-    out.update({REPORT_NAMES.get(k, k): by_class(v) for k, v in splits.items() if k != "train"})
-    return out
-
-
-def identity(config: TrainConfig) -> dict:
-    """The config fields that say what a bundle is and what it pairs with: format, backbone, trunk, preprocessing."""
-    return {"format": bundles.FORMAT, "package_version": __version__, "backbone": BACKBONE,
-            # What a user needs: a local weights file is only a copy of Keras' ImageNet weights.
-            "backbone_weights": build.RANDOM if config.backbone == build.RANDOM else "imagenet",
-            "backbone_fingerprint": build.backbone_fingerprint(config.backbone),
-            "precision": config.precision, "input_size": config.input_size, "class_names": list(CLASS_NAMES),
-            "preprocessing_version": PREPROCESSING_VERSION}
-
-
-def int8_block(int8: Int8Ranges | None) -> dict | None:
-    """How the int8 trunk's ranges were measured, for an int8 run."""
-    if int8 is None:
-        return None
-    return {"file": INT8_FILE, "version": INT8_VERSION, "calibration_images": int8.images,
-            "weight_levels": WEIGHT_LEVELS, "fingerprint": int8.fingerprint()}
 
 
 def report(scores: dict, threshold: float, rule: str, failed: list, log=print) -> None:

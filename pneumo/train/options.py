@@ -11,6 +11,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from ..config import IMG_SIZE, feature_cache_dir
+from ..hub import REPO_ID
 from ..model.build import HeadConfig, backbone_weights_setting
 from ..model.int8 import PRECISIONS
 from ..model.pooling import GAP, LUNG_ZONES, POOLINGS
@@ -67,6 +68,10 @@ class TrainConfig:
         "write it to --output; its heads, lung-field head, threshold and calibration stay as they are", type=Path,
         metavar="BUNDLE", check=lambda v: v is None or (Path(v) / "config.json").is_file(),
         expect="must be a model bundle folder (with config.json)")
+    push_to_hub: str | None = option(None, recipe=False, help="upload the bundle to the Hub", metavar="USER/REPO",
+                                     check=lambda v: v is None or bool(REPO_ID.match(v)),
+                                     expect="must be a Hub repository USER/REPO (e.g. alice/pneumo-vgg16)")
+    private: bool = option(False, recipe=False, help="create the Hub repo as private", action="store_true")
     report_dirs: dict[str, Path] = option(
         default_factory=dict, recipe=False, help="also measure on DIR (NORMAL/, PNEUMONIA/) as split NAME; never "
         "fitted on (repeatable)", check=lambda v: all(Path(d).is_dir() and n.isidentifier() and n not in SPLIT_NAMES
@@ -144,14 +149,16 @@ class TrainConfig:
         return backbone_weights_setting(self.backbone_weights)
 
     def command(self) -> str:
-        """The train.py command line that reproduces this recipe (non-default options; paths as placeholders)."""
+        """The train.py command line that reproduces this run (non-default recipe options; paths as placeholders);
+        with --refit-checks, the refit's (the recipe is the bundle's)."""
+        sources = ["--adult-dir ADULTS"] * len(self.adult_dirs) + ["--not-chest OTHERS"] * len(self.not_chest_dirs)
+        sources += ["--lung-masks MASKS"] if self.lung_masks else []
+        if self.refit_checks:
+            return " ".join(["python train.py --refit-checks BUNDLE --data-dir DATA", *sources, "--output OUT"])
         default = TrainConfig(data_dir=self.data_dir)
         flags = [f"{_flag(f)} {getattr(self, f.name)}" for f in fields(self)
                  if f.metadata["recipe"] and f.metadata["cli"] and getattr(self, f.name) != getattr(default, f.name)]
-        flags += ["--adult-dir ADULTS"] * len(self.adult_dirs)
-        flags += ["--not-chest OTHERS"] * len(self.not_chest_dirs)
-        flags += ["--lung-masks MASKS"] if self.lung_masks else []
-        flags += [f"--report {name}=DIR" for name in self.report_dirs]
+        flags += sources + [f"--report {name}=DIR" for name in self.report_dirs]
         return " ".join(["python train.py --data-dir DATA", *flags, "--output OUT"])
 
     def recipe(self) -> dict:
@@ -195,7 +202,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         elif not kwargs.get("required"):
             default = f.default_factory() if f.default is MISSING else f.default
             kwargs["default"] = list(default) if isinstance(default, tuple) else default
-            if default is not None:
+            if default is not None and kwargs.get("action") != "store_true":
                 kwargs["help"] = f"{f.metadata['help']} (default: {kwargs['default']})"
         kwargs.setdefault("help", f.metadata["help"])
         group.add_argument(_flag(f), dest=f.name, **kwargs)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from ..infer.chest_check import CHEST_FILE
 from ..infer.population import POPULATION_FILE
-from ..io import folders
 from ..model import bundle as bundles
 from ..model import card
 from ..model.pooling import LUNG_ZONES
+from .data import find_data
 from .loop import _Extractor, fit_checks
 from .options import TrainConfig
 
@@ -34,15 +34,14 @@ def refit_checks(config: TrainConfig, log=print) -> Path:
                      precision=bundle.precision)
     decoder = bundles.load_lung_decoder(bundle) if config.pooling == LUNG_ZONES else None
     extract = _Extractor(config, decoder, bundles.load_int8_ranges(bundle))
-    samples = folders.scan_class_folder(Path(config.data_dir) / "train")
-    fit_samples, val_samples = folders.split_by_patient(samples, config.val_fraction, config.seed)
-    train = extract(samples, "train")
+    data = find_data(config)
+    train = extract(data.train, "train")
     (chest, chest_stats), (population, population_stats) = fit_checks(
-        config, extract, train.subset(fit_samples), train.subset(val_samples), fit_samples, log)
+        config, extract, data, train.subset(data.fit), train.subset(data.validation), log)
     source = bundle.config
     cfg = replace(source, chest_check=chest_stats,
                   population=source.population if population is None else population_stats,
-                  checks_refit={"command": refit_command(config), "backbone_passes": extract.computed,
+                  checks_refit={"command": config.command(), "backbone_passes": extract.computed,
                                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
                   extra={k: v for k, v in source.extra.items() if k != "ood"})  # "ood": the check before chest_check
 
@@ -58,9 +57,3 @@ def refit_checks(config: TrainConfig, log=print) -> Path:
 
     return bundles.write(config.output, fill)
 
-
-def refit_command(config: TrainConfig) -> str:
-    """The command line that refits the checks this way (paths as placeholders)."""
-    flags = ["--adult-dir ADULTS"] * len(config.adult_dirs) + ["--not-chest OTHERS"] * len(config.not_chest_dirs)
-    flags += ["--lung-masks MASKS"] if config.lung_masks else []
-    return " ".join(["python train.py --refit-checks BUNDLE --data-dir DATA", *flags, "--output OUT"])

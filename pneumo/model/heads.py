@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..model.backends import affine_bn
+from .backends import affine_bn
 
 
 def folded_logit_weights(heads) -> tuple[np.ndarray, np.ndarray, float]:
