@@ -32,9 +32,9 @@ def refit_checks(config: TrainConfig, log=print) -> Path:
     config = replace(config, seed=recipe["seed"], val_fraction=recipe["val_fraction"],
                      input_size=int(bundle.config.input_size), pooling=bundle.config.head["pooling"],
                      precision=bundle.precision)
+    data = find_data(config)  # a folder that is not what it should be fails here, before any model is built
     decoder = bundles.load_lung_decoder(bundle) if config.pooling == LUNG_ZONES else None
     extract = _Extractor(config, decoder, bundles.load_int8_ranges(bundle))
-    data = find_data(config)
     train = extract(data.train, "train")
     (chest, chest_stats), (population, population_stats) = fit_checks(
         config, extract, data, train.subset(data.fit), train.subset(data.validation), log)
