@@ -120,15 +120,6 @@ def build_full_model(backbone_weights: str, head, input_size: int = IMG_SIZE, de
     return keras.Model(base.input, x, name="pneumo_vgg16")
 
 
-def build_feature_extractor(backbone_weights: str, input_size: int = IMG_SIZE):
-    """Backbone + GAP: the pooled features the head trains on (what the cache stores)."""
-    import keras
-    from keras import layers
-
-    base = build_backbone(backbone_weights, input_size)
-    return keras.Model(base.input, layers.GlobalAveragePooling2D(name=GAP)(base.output))
-
-
 def split_after(full_model, layer_name: str, outputs: tuple[str, ...] = ()):
     """(trunk: image -> `layer_name`'s output, tail: that output -> the outputs of the layers named in
     `outputs`, default the model's own output). Both reuse the full model's layers (shared weights);

@@ -18,7 +18,6 @@ from tqdm.auto import tqdm
 
 from ..config import IMG_SIZE
 from ..io import read_image
-from ..model.build import build_backbone
 from ..model.lung_decoder import (
     LUNGS_FILE,
     LUNGS_VERSION,
@@ -170,15 +169,16 @@ PROCEDURE = 2  # bump when how the decoder is trained changes, so cached decoder
 HOLDOUT_EVERY = 10  # every 10th pair (by name) is held out of the shipped decoder to measure it
 
 
-def fit_lung_head(config, log=print, int8=None):
+def fit_lung_head(config, trunk, log=print, int8=None):
     """The bundle's lung-field decoder and its stats, from `config.lung_masks`; cached by everything it depends on.
-    `int8` (Int8Ranges): fitted on, and measured with, the int8 trunk's activations."""
+    `trunk`: the run's float VGG16 (build.build_backbone); `int8` (Int8Ranges): fitted on, and measured with, the
+    int8 trunk's activations."""
     pairs = load_pairs(config.lung_masks)
     key = _cache_key(pairs, trunk_fingerprint(config.backbone, int8), config, LUNGS_VERSION)
     cached = Path(config.cache_dir) / f"lungs-{key}.npz"
     held = pairs[::HOLDOUT_EVERY]
     fit = [p for i, p in enumerate(pairs) if i % HOLDOUT_EVERY]
-    features = feature_function(build_backbone(config.backbone, config.input_size), int8)
+    features = feature_function(trunk, int8)
     if cached.is_file():
         decoder = load_decoder(cached)
         log(f"lung head: reused {cached.name} (same masks, backbone and settings)")

@@ -73,15 +73,14 @@ class Labelled:
 
 
 class _Extractor:
-    """Feature extraction for this run: one backbone, one cache root, labels attached.
+    """Feature extraction for this run: the run's trunk, one cache root, labels attached.
 
     With a lung decoder (--pooling lung-zones) every row holds the global average, the lung zones' averages and the
     lung signature, from one pass."""
 
-    def __init__(self, config: TrainConfig, decoder=None, int8: Int8Ranges | None = None):
+    def __init__(self, config: TrainConfig, trunk, decoder=None, int8: Int8Ranges | None = None):
         self.config = config
         self.fingerprint = features.trunk_fingerprint(config.backbone, int8)
-        trunk = build.build_feature_extractor(config.backbone, config.input_size)
         self.pooled, self.network = GAP, features.FeatureExtractor(trunk, int8=int8)  # (what the cache calls the rows,
         self.width = self.network.shape[0]                                           #  what computes them)
         if decoder is not None:  # its own cache: the rows hold the zones too, and depend on the decoder
@@ -109,11 +108,12 @@ def run(config: TrainConfig, log=print) -> Path:
     """Train, evaluate and write a bundle from a validated config (`TrainConfig.validate`); returns the folder."""
     started = time.time()
     data = find_data(config)
-    int8 = calibrate_int8(config, data.fit, log) if config.precision == "int8" else None
+    trunk = build.build_backbone(config.backbone, config.input_size)  # float VGG16: the int8 trunk is made from it
+    int8 = calibrate_int8(config, trunk, data.fit, log) if config.precision == "int8" else None
     decoder = lung_stats = None
     if config.lung_masks:  # first: a head that pools over the lungs reads its maps (cached, seeded on its own)
-        decoder, lung_stats = fit_lung_head(config, log, int8)
-    extract = _Extractor(config, decoder if config.pooling == LUNG_ZONES else None, int8)
+        decoder, lung_stats = fit_lung_head(config, trunk, log, int8)
+    extract = _Extractor(config, trunk, decoder if config.pooling == LUNG_ZONES else None, int8)
     train = extract(data.train, "train")
     views = [extract(data.fit, f"train view {view}", view) for view in range(1, config.views + 1)]
     others = {name: extract(samples, name) for name, samples in data.measured.items()}
@@ -178,12 +178,12 @@ def fill_bundle(folder: Path, config: bundles.BundleConfig, head, predictions: d
     (folder / "README.md").write_text(card.model_card(config))
 
 
-def calibrate_int8(config: TrainConfig, fit_samples: list, log=print) -> Int8Ranges:
+def calibrate_int8(config: TrainConfig, trunk, fit_samples: list, log=print) -> Int8Ranges:
     """The int8 trunk's activation ranges, from the float trunk on a seeded choice of fit films (plain views)."""
     rng = np.random.default_rng(config.seed)
     chosen = rng.choice(len(fit_samples), min(CALIBRATION_IMAGES, len(fit_samples)), replace=False)
     images = np.stack([to_model_input(read_image(fit_samples[i].path), config.input_size) for i in sorted(chosen)])
-    ranges = activation_ranges(build.build_backbone(config.backbone, config.input_size), images)
+    ranges = activation_ranges(trunk, images)
     log(f"int8 trunk: activation ranges from {len(images)} fit films (fingerprint {ranges.fingerprint()})")
     return ranges
 

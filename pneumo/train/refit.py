@@ -15,8 +15,8 @@ from pathlib import Path
 
 from ..infer.chest_check import CHEST_FILE
 from ..infer.population import POPULATION_FILE
+from ..model import build, card
 from ..model import bundle as bundles
-from ..model import card
 from ..model.pooling import LUNG_ZONES
 from .data import find_data
 from .loop import _Extractor, fit_checks
@@ -34,7 +34,8 @@ def refit_checks(config: TrainConfig, log=print) -> Path:
                      precision=bundle.precision)
     data = find_data(config)  # a folder that is not what it should be fails here, before any model is built
     decoder = bundles.load_lung_decoder(bundle) if config.pooling == LUNG_ZONES else None
-    extract = _Extractor(config, decoder, bundles.load_int8_ranges(bundle))
+    extract = _Extractor(config, build.build_backbone(config.backbone, config.input_size), decoder,
+                         bundles.load_int8_ranges(bundle))
     train = extract(data.train, "train")
     (chest, chest_stats), (population, population_stats) = fit_checks(
         config, extract, data, train.subset(data.fit), train.subset(data.validation), log)
