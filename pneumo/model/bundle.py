@@ -11,6 +11,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -197,19 +199,20 @@ def save_config(folder: Path, config: BundleConfig) -> None:
     (folder / CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
 
 
-def write(output: str | os.PathLike, fill) -> Path:
-    """Call `fill(folder)` on a new temporary folder, then swap it in as `output` atomically."""
+@contextmanager
+def writing(output: str | os.PathLike) -> Iterator[Path]:
+    """`with writing(output) as folder:` a new temporary folder to write a bundle into, swapped in as `output`
+    atomically when the block ends; if the block raises, it is removed and the old bundle stays."""
     output = Path(output)
     _check_replaceable(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     try:
-        fill(tmp)
+        yield tmp
         _swap_in(tmp, output)
     except BaseException:  # Ctrl-C included: remove our partial folder, keep the old bundle
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return output
 
 
 def _check_replaceable(output: Path) -> None:

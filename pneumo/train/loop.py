@@ -141,10 +141,10 @@ def run(config: TrainConfig, log=print) -> Path:
         borderline_validation=metrics.band_stats(*predictions["validation"], threshold, band),
         skipped_files=[{"file": str(p), "error": e} for p, e in failed], int8=None if int8 is None else int8.record(),
         chest_check=chest_stats, population=population_stats, lungs=lung_stats or None)
-    out = bundles.write(config.output, lambda folder: fill_bundle(folder, cfg, head, predictions, chest, population,
-                                                                  decoder, int8))
+    with bundles.writing(config.output) as folder:
+        fill_bundle(folder, cfg, head, predictions, chest, population, decoder, int8)
     report(scores, threshold, config.threshold_rule, failed, log)
-    return out
+    return Path(config.output)
 
 
 def fit_checks(config: TrainConfig, extract, data: TrainingData, fit: Labelled, val: Labelled, log=print):

@@ -45,8 +45,7 @@ def refit_checks(config: TrainConfig, log=print) -> Path:
                   checks_refit={"command": config.command(), "backbone_passes": extract.computed,
                                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
                   extra={k: v for k, v in source.extra.items() if k != "ood"})  # "ood": the check before chest_check
-
-    def fill(folder: Path) -> None:
+    with bundles.writing(config.output) as folder:
         for path in bundle.path.iterdir():
             if path.is_file() and path.name not in REWRITTEN:
                 shutil.copy2(path, folder / path.name)
@@ -55,6 +54,5 @@ def refit_checks(config: TrainConfig, log=print) -> Path:
             population.save(folder / POPULATION_FILE)
         bundles.save_config(folder, cfg)
         (folder / "README.md").write_text(card.model_card(cfg))
-
-    return bundles.write(config.output, fill)
+    return Path(config.output)
 

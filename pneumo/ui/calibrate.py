@@ -59,7 +59,8 @@ def run_calibrate(predictor, folder: Path, samples: list, output: Path, target: 
     checks, taught = site_checks(predictor, films)
     config = calibrated_config(predictor.bundle.config, Path(folder).resolve().name, films.site, target, taught, out,
                                films.unlike, films.left_out)
-    bundles.write(output, lambda tmp: fill_bundle(tmp, source, config, films.site, checks))
+    with bundles.writing(output) as new_bundle:
+        fill_bundle(new_bundle, source, config, films.site, checks)
     out(f"wrote {output}: threshold {config.threshold:.4f} (the source bundle had {predictor.bundle.threshold:.4f})")
     return 0
 
