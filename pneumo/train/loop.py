@@ -72,7 +72,7 @@ class Labelled:
         return Labelled(self.x[rows], self.y[rows], [self.paths[i] for i in rows], [], checks, signatures)
 
 
-class _Extractor:
+class Extractor:
     """Feature extraction for this run: the run's trunk, one cache root, labels attached.
 
     With a lung decoder (--pooling lung-zones) every row holds the global average, the lung zones' averages and the
@@ -113,7 +113,7 @@ def run(config: TrainConfig, log=print) -> Path:
     decoder = lung_stats = None
     if config.lung_masks:  # first: a head that pools over the lungs reads its maps (cached, seeded on its own)
         decoder, lung_stats = fit_lung_head(config, trunk, log, int8)
-    extract = _Extractor(config, trunk, decoder if config.pooling == LUNG_ZONES else None, int8)
+    extract = Extractor(config, trunk, decoder if config.pooling == LUNG_ZONES else None, int8)
     train = extract(data.train, "train")
     views = [extract(data.fit, f"train view {view}", view) for view in range(1, config.views + 1)]
     others = {name: extract(samples, name) for name, samples in data.measured.items()}

@@ -19,7 +19,7 @@ from ..model import build, card
 from ..model import bundle as bundles
 from ..model.pooling import LUNG_ZONES
 from .data import find_data
-from .loop import _Extractor, fit_checks
+from .loop import Extractor, fit_checks
 from .options import TrainConfig
 
 REWRITTEN = {CHEST_FILE, POPULATION_FILE, bundles.CONFIG, "README.md"}
@@ -34,7 +34,7 @@ def refit_checks(config: TrainConfig, log=print) -> Path:
                      precision=bundle.precision)
     data = find_data(config)  # a folder that is not what it should be fails here, before any model is built
     decoder = bundles.load_lung_decoder(bundle) if config.pooling == LUNG_ZONES else None
-    extract = _Extractor(config, build.build_backbone(config.backbone, config.input_size), decoder,
+    extract = Extractor(config, build.build_backbone(config.backbone, config.input_size), decoder,
                          bundles.load_int8_ranges(bundle))
     train = extract(data.train, "train")
     (chest, chest_stats), (population, population_stats) = fit_checks(
