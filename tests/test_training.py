@@ -157,6 +157,22 @@ def test_cli_rejects_bad_arguments_before_work(tiny_data, argv, message, capsys)
     assert message in capsys.readouterr().err
 
 
+def test_cli_trains_then_pushes_what_it_wrote(tiny_data, tiny_bundle, tmp_path, monkeypatch, capsys):
+    """train.py's own wiring: the parsed options reach the training run, and --push-to-hub / --private the upload of
+    the folder it wrote (the run and the upload stubbed; both are tested on their own)."""
+    runs, pushes = [], []
+    monkeypatch.setattr("pneumo.train.loop.run", lambda config: runs.append(config) or tiny_bundle)
+    monkeypatch.setattr("pneumo.hub.push", lambda folder, repo, private: pushes.append((folder, repo, private))
+                        or f"https://huggingface.co/{repo}")
+    argv = ["--data-dir", str(tiny_data), "--backbone-weights", "random", "--pooling", "gap", "--heads", "2",
+            "--output", str(tmp_path / "out"), "--push-to-hub", "alice/pneumo-test", "--private"]
+    assert train.main(argv) == 0
+    assert [(c.heads, c.pooling, c.output, c.push_to_hub, c.private) for c in runs] == [
+        (2, "gap", tmp_path / "out", "alice/pneumo-test", True)]
+    assert pushes == [(tiny_bundle, "alice/pneumo-test", True)]
+    assert "pushed to https://huggingface.co/alice/pneumo-test" in capsys.readouterr().out
+
+
 def test_a_missing_output_is_refused_by_name(tiny_data, capsys):
     with pytest.raises(SystemExit) as stopped:
         train.main(["--data-dir", str(tiny_data), "--backbone-weights", "random", "--pooling", "gap"])
