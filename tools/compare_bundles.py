@@ -23,13 +23,12 @@ import sys
 import cv2
 import numpy as np
 
+from pneumo.io.folders import scan_class_folder
+from pneumo.train.data import ADULT_FOLDERS
 from tools.shared_data import SHARED, training_data
 
 
 def films(bundle_config) -> dict[str, list]:
-    from pneumo.io.folders import scan_class_folder
-    from pneumo.train.data import ADULT_FOLDERS
-
     data = training_data(bundle_config.recipe)
     return {"shift_dev": scan_class_folder(SHARED / "shift_dev"), "val": data.measured["kaggle_val"],
             "adults": data.outside[ADULT_FOLDERS][1]}

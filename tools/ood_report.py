@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from pneumo.io.folders import scan_class_folder
+from pneumo.train.data import ADULT_FOLDERS, LUNG_MASK_IMAGES
 from tools.shared_data import SHARED, training_data
 
 
@@ -143,9 +145,6 @@ def main(argv=None) -> None:
 
 def chest_sets(predictor) -> dict[str, list[Path]]:
     """Every chest film here, by source and by whether the check was fitted on it (train.py's own splits)."""
-    from pneumo.io.folders import scan_class_folder
-    from pneumo.train.data import ADULT_FOLDERS, LUNG_MASK_IMAGES
-
     data = training_data(predictor.bundle.config.recipe)
     adults_fit, adults_held = data.outside[ADULT_FOLDERS]
     masks_fit, masks_held = data.outside[LUNG_MASK_IMAGES]

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pneumo.io.folders import scan_class_folder
 from tools.shared_data import SHARED, training_data
 
 
@@ -128,8 +129,6 @@ def predictions(predictor, files: list[Path], form) -> list:
 
 
 def film_sets(predictor) -> dict[str, tuple[str, list[Path]]]:
-    from pneumo.io.folders import scan_class_folder
-
     data = training_data(predictor.bundle.config.recipe)  # NIH's metadata: 18 of adult_dev's films are of minors
     return {
         "adult_dev, held-out patients aged 18+ (NIH, 512 px PNG)": ("adult", [s.path for s in data.adults[1]]),
@@ -195,8 +194,6 @@ def centre_crop(share: float):
 def crop_table(predictor) -> None:
     """Children's films (shift_dev and the val/ originals) cut around the centre to 100%..50% of each side: how many
     are not assessed and by which check, and what is said of the normal ones that are (docs/safety.md#framing)."""
-    from pneumo.io.folders import scan_class_folder
-
     samples = scan_class_folder(SHARED / "shift_dev") + scan_class_folder(SHARED / "chest_xray" / "val")
     normal = np.array([s.label == 0 for s in samples])
     print("| share of each side kept | films | not assessed: cropped / other checks | normal films called PNEUMONIA "
@@ -212,7 +209,6 @@ def crop_table(predictor) -> None:
 
 def adult_accuracy(predictor) -> None:
     """What the pneumonia model says on adults: it must not be used there."""
-    from pneumo.io.folders import scan_class_folder
     from pneumo.stats.metrics import binary_metrics
 
     samples = scan_class_folder(SHARED / "adult_dev")

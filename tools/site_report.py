@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pneumo.io.folders import split_by_patient
 from tools.appserver import ROOT
 from tools.shared_data import SHARED, training_data
 
@@ -53,8 +54,6 @@ def write_site(samples: list, folder: Path) -> Path:
 def site_halves(predictor, step: int = 1, seed: int = 0) -> tuple[list, list]:
     """(calibration half, new patients) of the bundle's pediatric validation patients: every NORMAL patient (the
     scarcer class) and every `step`-th PNEUMONIA patient."""
-    from pneumo.io.folders import split_by_patient
-
     validation = training_data(predictor.bundle.config.recipe).validation
     patients = sorted({s.patient for s in validation if s.label == 0})
     patients += sorted({s.patient for s in validation if s.label == 1})[::step]
