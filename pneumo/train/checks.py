@@ -19,6 +19,21 @@ from ..preprocess import FormConfig
 from .data import TrainingData
 
 
+def fit_checks(config, extract, data: TrainingData, fit, val, log=print):
+    """Both checks, each with its measurements: ((chest, stats), (population, stats)); the population
+    check only with --adult-dir, else (None, None). `extract`: the run's Extractor; `fit`, `val`: the pediatric fit
+    and validation patients' features from it."""
+    chest, chest_stats = fit_chest_check(extract, data, fit, val)
+    log(f"chest X-ray check: {chest_stats['summary']}")
+    population = population_stats = None
+    if config.adult_dirs:
+        # Plain fit films only, whatever --views: the classifier's zoomed views among the children make the check
+        # let through more adults of other hospitals (docs/decisions.md).
+        population, population_stats = fit_population(config, extract, data, fit.checks, val.checks)
+        log(f"population check: {population_stats['summary']}")
+    return (chest, chest_stats), (population, population_stats)
+
+
 def fit_chest_check(extract, data: TrainingData, fit, val) -> tuple[ChestCheck, dict]:
     """The chest X-ray check: Gaussian and lung template on the pediatric fit patients and the fit half of every
     other source; cut-off on the pediatric validation patients and the held-out half of every other source."""

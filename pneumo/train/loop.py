@@ -34,8 +34,8 @@ from ..model.pooling import GAP, LUNG_ZONES, ZONES
 from ..preprocess import to_model_input
 from ..stats import metrics
 from . import features
-from .checks import fit_chest_check, fit_population
-from .data import TrainingData, find_data
+from .checks import fit_checks
+from .data import find_data
 from .fit_lungs import fit_lung_head
 from .options import TrainConfig
 
@@ -145,20 +145,6 @@ def run(config: TrainConfig, log=print) -> Path:
         fill_bundle(folder, cfg, head, predictions, chest, population, decoder, int8)
     report(scores, threshold, config.threshold_rule, failed, log)
     return Path(config.output)
-
-
-def fit_checks(config: TrainConfig, extract, data: TrainingData, fit: Labelled, val: Labelled, log=print):
-    """Both checks (checks.py), each with its measurements: ((chest, stats), (population, stats)); the population
-    check only with --adult-dir, else (None, None)."""
-    chest, chest_stats = fit_chest_check(extract, data, fit, val)
-    log(f"chest X-ray check: {chest_stats['summary']}")
-    population = population_stats = None
-    if config.adult_dirs:
-        # Plain fit films only, whatever --views: the classifier's zoomed views among the children make the check
-        # let through more adults of other hospitals (docs/decisions.md).
-        population, population_stats = fit_population(config, extract, data, fit.checks, val.checks)
-        log(f"population check: {population_stats['summary']}")
-    return (chest, chest_stats), (population, population_stats)
 
 
 def fill_bundle(folder: Path, config: bundles.BundleConfig, head, predictions: dict, chest, population=None,

@@ -18,8 +18,9 @@ from ..infer.population import POPULATION_FILE
 from ..model import build, card
 from ..model import bundle as bundles
 from ..model.pooling import LUNG_ZONES
+from .checks import fit_checks
 from .data import find_data
-from .loop import Extractor, fit_checks
+from .loop import Extractor
 from .options import TrainConfig
 
 REWRITTEN = {CHEST_FILE, POPULATION_FILE, bundles.CONFIG, "README.md"}
