@@ -195,7 +195,7 @@ def identity(backbone: str, precision: str, input_size: int) -> dict:
 
 
 def save_config(folder: Path, config: BundleConfig) -> None:
-    """config.json, the one way every writer (training, calibration, a refit of the checks) stores it."""
+    """config.json, the one way it is written (card.save writes it with its model card)."""
     (folder / CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..stats.site_rule import RULE as SITE_RULE
-from .bundle import BundleConfig, Calibration
+from .bundle import BundleConfig, Calibration, save_config
 from .int8 import FP32
 from .pooling import LUNG_ZONES
 
@@ -25,6 +27,18 @@ RULES = {
     SITE_RULE: "set on a site's own films by `pneumo calibrate`",
 }
 DATASET = "Chest X-Ray Images (Pneumonia), Kermany et al. 2018"
+
+
+def save(folder: Path, config: BundleConfig) -> None:
+    """config.json and the model card (README.md) that presents it, together: how every bundle writer (training,
+    a refit of the checks, calibration) stores them, so a card never describes another config."""
+    save_config(folder, config)
+    (folder / "README.md").write_text(model_card(config))
+
+
+def spread(figure: dict) -> str:
+    """A split estimate's figure as "median (p5-p95)"."""
+    return f"{figure['median']:.3f} ({figure['p5']:.3f}-{figure['p95']:.3f})"
 
 
 def model_card(config: BundleConfig) -> str:
@@ -140,17 +154,13 @@ def _calibration_text(block: Calibration | None) -> str:
     if block is None:
         return ""
     est, films = block.split_estimate, block.films
-
-    def spread(name):
-        return f"{est[name]['median']:.3f} ({est[name]['p5']:.3f}-{est[name]['p95']:.3f})"
-
     return (f"\n**Calibrated on `{block.folder}`**: {films['PNEUMONIA']} PNEUMONIA and {films['NORMAL']} NORMAL "
             f"films ({block.patients['PNEUMONIA']} and {block.patients['NORMAL']} patients); rule: "
             f"{block.rule_text} (target sensitivity {block.target_sensitivity}). The resampled thresholds "
             f"spread {block.resampled_thresholds['p5']:.3f}-{block.resampled_thresholds['p95']:.3f}. "
             f"Expected on new patients of that site (the rule set on half of its patients and checked on the "
-            f"other half, {est['splits']} splits; median and 5-95%): sensitivity {spread('sensitivity')}, "
-            f"specificity {spread('specificity')}. The validation threshold was {block.factory_threshold:.3f}; "
+            f"other half, {est['splits']} splits; median and 5-95%): sensitivity {spread(est['sensitivity'])}, "
+            f"specificity {spread(est['specificity'])}. The validation threshold was {block.factory_threshold:.3f}; "
             f"the table below is measured at it.\n\n![Calibration films]({SITE_PLOT})\n"
             + _site_table(block.site_checks))
 

@@ -160,8 +160,7 @@ def fill_bundle(folder: Path, config: bundles.BundleConfig, head, predictions: d
         save_decoder(decoder, folder / LUNGS_FILE)
     plots.save_roc(predictions, config.metrics, folder / "roc.png")
     plots.save_confusion(config.metrics, folder / "confusion.png")
-    bundles.save_config(folder, config)
-    (folder / "README.md").write_text(card.model_card(config))
+    card.save(folder, config)
 
 
 def calibrate_int8(config: TrainConfig, trunk, fit_samples: list, log=print) -> Int8Ranges:

@@ -53,7 +53,6 @@ def refit_checks(config: TrainConfig, log=print) -> Path:
         chest.save(folder / CHEST_FILE)
         if population is not None:
             population.save(folder / POPULATION_FILE)
-        bundles.save_config(folder, cfg)
-        (folder / "README.md").write_text(card.model_card(cfg))
+        card.save(folder, cfg)
     return Path(config.output)
 

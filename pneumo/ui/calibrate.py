@@ -205,20 +205,15 @@ def _in_sample(site: rule.SiteScores, threshold: float) -> dict:
 
 def summary(block: bundles.Calibration) -> list[str]:
     """What the command prints: the films, what the checks learned, the threshold, what to expect on new patients."""
-    est, films, patients = block.split_estimate, block.films, block.patients
-
-    def spread(name):
-        return f"{est[name]['median']:.3f} ({est[name]['p5']:.3f}-{est[name]['p95']:.3f})"
-
-    inside = block.in_sample
+    est, films, patients, inside = block.split_estimate, block.films, block.patients, block.in_sample
     return [f"{block.folder}: {films['PNEUMONIA']} PNEUMONIA films of {patients['PNEUMONIA']} patients, "
             f"{films['NORMAL']} NORMAL films of {patients['NORMAL']} patients",
             *card.site_lines(block.site_checks),
             f"threshold {block.threshold:.4f} (validation: {block.factory_threshold:.4f}); rule: "
             f"{block.rule_text}",
             f"on new patients of this site (rule set on half the patients, checked on the other half, "
-            f"{est['splits']} splits; median, 5-95%): sensitivity {spread('sensitivity')}, "
-            f"specificity {spread('specificity')}",
+            f"{est['splits']} splits; median, 5-95%): sensitivity {card.spread(est['sensitivity'])}, "
+            f"specificity {card.spread(est['specificity'])}",
             f"on these films themselves (in-sample, not a measurement): sensitivity "
             f"{inside['sensitivity']['value']:.3f}, specificity {inside['specificity']['value']:.3f}"]
 
@@ -233,5 +228,4 @@ def fill_bundle(folder: Path, source: Path, config: bundles.BundleConfig, site: 
     for name, check in (checks or {}).items():
         check.save(folder / name)
     save_site_scores(site, config, folder / card.SITE_PLOT)
-    bundles.save_config(folder, config)
-    (folder / "README.md").write_text(card.model_card(config))
+    card.save(folder, config)
