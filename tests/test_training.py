@@ -270,6 +270,10 @@ def test_refit_checks_keeps_everything_but_the_checks(tiny_bundle, tiny_config_f
     assert after["chest_check"]["held_out_flagged"]["pediatric validation patients"]["films"] == sum(
         before["data_counts"]["validation"].values()), "the bundle's own validation patients set the cut-off"
     assert "Both checks were refit on" in (out / "README.md").read_text()
+    # Without --adult-dir the bundle's population check stays, its file with its figures.
+    again = refit_checks(tiny_config_factory(tmp_path / "again", refit_checks=out), log=lambda *_: None)
+    assert (again / "population.npz").read_bytes() == (out / "population.npz").read_bytes()
+    assert json.loads((again / "config.json").read_text())["population"] == after["population"]
 
 
 def test_refit_checks_refuses_a_folder_that_is_not_a_bundle(tiny_data, tmp_path, capsys):

@@ -23,7 +23,7 @@ from .data import find_data
 from .loop import Extractor
 from .options import TrainConfig
 
-REWRITTEN = {CHEST_FILE, POPULATION_FILE, bundles.CONFIG, "README.md"}
+REWRITTEN = {CHEST_FILE, bundles.CONFIG, "README.md"}  # and the population check's file, where one is fitted
 
 
 def refit_checks(config: TrainConfig, log=print) -> Path:
@@ -46,9 +46,11 @@ def refit_checks(config: TrainConfig, log=print) -> Path:
                   checks_refit={"command": config.command(), "backbone_passes": extract.computed,
                                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
                   extra={k: v for k, v in source.extra.items() if k != "ood"})  # "ood": the check before chest_check
+    # Without --adult-dir no population check is fitted: the bundle's own stays, file and figures.
+    rewritten = REWRITTEN if population is None else REWRITTEN | {POPULATION_FILE}
     with bundles.writing(config.output) as folder:
         for path in bundle.path.iterdir():
-            if path.is_file() and path.name not in REWRITTEN:
+            if path.is_file() and path.name not in rewritten:
                 shutil.copy2(path, folder / path.name)
         chest.save(folder / CHEST_FILE)
         if population is not None:
