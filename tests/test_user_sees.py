@@ -261,3 +261,14 @@ def test_requests_at_once_never_run_the_model_pass_together(spread_predictor, tm
         results = list(pool.map(lambda path: service.api(str(path))[0], paths))
     assert MODEL_REQUESTS >= 2 and most == 1
     assert [r["label"] for r in results] == ["NORMAL", "PNEUMONIA", "NORMAL", "PNEUMONIA"]
+
+
+def test_every_event_that_runs_the_model_takes_the_same_requests_at_once(spread_predictor):
+    """Gradio holds a concurrency group to its lowest limit: one model event without it would serialise them all."""
+    from pneumo.ui.service import MODEL_REQUESTS
+    from pneumo.ui.web import build_demo
+
+    demo = build_demo(spread_predictor)
+    model = [fn for fn in demo.fns.values() if fn.concurrency_id == "model"]
+    assert sorted(fn.name for fn in model) == ["on_api", "on_example", "on_upload"]
+    assert [fn.concurrency_limit for fn in model] == [MODEL_REQUESTS] * 3 and MODEL_REQUESTS >= 2

@@ -133,8 +133,11 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
         api_result = gr.JSON(visible=False, label="result")
         api_overlay = gr.Image(visible=False, type="filepath", label="overlay")
         api_button = gr.Button(visible=False)
+        # The three events that run the model share one limit: Gradio takes a group's lowest, so one left out
+        # would quietly hold the group to one request at a time.
+        model_pass = {"concurrency_id": "model", "concurrency_limit": MODEL_REQUESTS}
         api_button.click(service.on_api, [api_file, api_age], [api_result, api_overlay], api_name="predict",
-                         concurrency_id="model", concurrency_limit=MODEL_REQUESTS)
+                         **model_pass)
         shown = [state, label, summary, overlay]
         controls = [opacity, show, show_lungs]
         # always_last: Gradio's default ("once") drops a file dropped while the previous one is still being
@@ -145,12 +148,10 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
         upload.upload(lambda path: (path, None), upload, [dropped, upload], queue=False, api_visibility="private",
                       trigger_mode="multiple",
                       ).then(service.on_upload, [dropped, age, *controls], [*shown, gallery], api_visibility="private",
-                             concurrency_id="model", concurrency_limit=MODEL_REQUESTS, show_progress_on=overlay,
-                             trigger_mode="always_last",
+                             **model_pass, show_progress_on=overlay, trigger_mode="always_last",
                              ).then(None, js=SHOW_RESULT)
         gallery.select(service.on_example, [age, *controls], [*shown, upload], api_visibility="private",
-                       concurrency_id="model", concurrency_limit=MODEL_REQUESTS, trigger_mode="always_last",
-                       show_progress_on=overlay
+                       **model_pass, trigger_mode="always_last", show_progress_on=overlay
                        ).then(None, js=SHOW_RESULT)
         age.change(service.on_age, [state, age], [state, label, summary], api_visibility="private",
                    trigger_mode="always_last", show_progress="hidden")
