@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from pneumo.model import bundle as bundles
 
-ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = json.loads((ROOT / "weights" / bundles.CONFIG).read_text())
 
 

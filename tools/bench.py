@@ -9,10 +9,10 @@ full GradientTape forward pass); a full-size float overlay; `model.fit` through 
 train.py's shipped command on 100 images per class (with ../shared's adult_dev and lung_masks), cold then warm,
 at both precisions. The int8 trunk is timed against fp32 on the same bundle, interleaved: its JSON ratios
 `int8_fp32_cam_ratio` (predict + Grad-CAM + overlay p50) and `int8_fp32_throughput_ratio` (folder images/s).
-Through the running app (/predict: upload, JSON and the overlay back): one user's p50 through the page's own
-requests (`served_p50_ms`, tools/page_client.py) and through gradio_client (`served_gradio_client_p50_ms`, which
-adds its 50 ms polling), 8 gradio_client users at once (`load8_p50_ms`), `served_over_predict` (served p50 over the
-in-process predict + Grad-CAM + overlay p50), and a breakdown of one served request by stage.
+Through the running app (/predict: upload, JSON and the overlay back): one user's p50 through a browser's requests
+(`served_p50_ms`, tools/page_client.py) and through gradio_client (`served_gradio_client_p50_ms`, which adds its
+50 ms polling), 8 users at once each way (`load8_p50_ms`, `load8_gradio_client_p50_ms`), `served_over_predict`
+(served p50 over the in-process predict + Grad-CAM + overlay p50), and a breakdown of one served request by stage.
 """
 
 from __future__ import annotations
@@ -41,9 +41,8 @@ from pneumo.preprocess import to_model_input
 from pneumo.ui.service import Analysis
 from tools.appserver import ROOT
 from tools.bench_served import bench_app, draw, served_breakdown
+from tools.shared_data import SHARED
 from tools.timing import Table, interleaved, machine, timed
-
-SHARED = ROOT.parent / "shared" / "data"
 
 
 def naive_overlay(gray: np.ndarray, heat: np.ndarray) -> np.ndarray:

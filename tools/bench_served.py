@@ -42,12 +42,12 @@ def served_breakdown(predictor, path: Path, repeats: int, served_ms: float, trun
 def bench_app(model_source: str | None, request_path: Path, requests: int, load_files: list[Path],
               table: Table) -> dict:
     """Start `python app.py` and time it to ready; one user's `requests` of `request_path` (upload, JSON and the
-    overlay picture back: what a visitor waits for), interleaved through the page's own requests (PageClient) and
+    overlay picture back: what a visitor waits for), interleaved through a browser's requests (PageClient) and
     gradio_client; 8 users at once over `load_files`, 5 requests each, through each client; peak RSS."""
     from tools.load_test import CLIENTS, make_client, run_load
 
     with running_app({"PNEUMO_MODEL": model_source} if model_source else None) as app:
-        sends = [make_client(app.url, name) for name in CLIENTS]  # the page's requests, then gradio_client
+        sends = [make_client(app.url, name) for name in CLIENTS]  # a browser's requests, then gradio_client
         both = interleaved([lambda send=send: send(request_path) for send in sends], requests)
         served, through_client = ([t * 1000 for t in times] for times in both)
         loads = {name: run_load(app.url, load_files, users=8, requests=5, client=name) for name in CLIENTS}
@@ -57,12 +57,13 @@ def bench_app(model_source: str | None, request_path: Path, requests: int, load_
         raise RuntimeError(f"the 8-user loads had {len(failures)} failures, e.g. {failures[0]}")
     load8 = {name: [t * 1000 for t in load["latencies"]] for name, load in loads.items()}
     table.add("app start-up to ready (python app.py)", app.seconds_to_ready, None, "s")
-    table.add("served request, one user (the page's requests), p50", served, None, "ms")
+    table.add("served request, one user (a browser's requests), p50", served, None, "ms")
     table.add("  same through gradio_client (its 50 ms polling), p50", through_client, None, "ms")
-    table.add("served request, 8 users at once (5 each, the page's requests), p50", load8["page"], None, "ms")
+    table.add("served request, 8 users at once (5 each, a browser's requests), p50", load8["page"], None, "ms")
     table.add("  same through gradio_client (8 clients' CPU on this machine), p50", load8["gradio_client"], None,
               "ms")
-    table.add(f"app peak RSS after {2 * requests + 82} requests", rss, None, "MB")
+    sent = len(sends) * (requests + 1) + sum(len(load["latencies"]) for load in loads.values())  # +1: warm-ups
+    table.add(f"app peak RSS after {sent} requests", rss, None, "MB")
     return {"app_start_s": round(app.seconds_to_ready, 1), "app_rss_mb": round(rss),
             "served_p50_ms": round(float(np.median(served)), 1),
             "served_gradio_client_p50_ms": round(float(np.median(through_client)), 1),

@@ -25,6 +25,7 @@ import numpy as np
 
 from tools.appserver import ROOT
 from tools.lung_report import hull_of_both
+from tools.shared_data import SHARED
 
 
 def shares(heat: np.ndarray, mask: np.ndarray) -> tuple[float, float, float, float]:
@@ -45,7 +46,7 @@ def run_cli(images: list[Path], heatmaps: Path, model: str | None, age: float | 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", nargs="?", type=Path, default=ROOT.parent / "shared" / "data" / "lung_masks")
+    parser.add_argument("folder", nargs="?", type=Path, default=SHARED / "lung_masks")
     parser.add_argument("--model", default=None, help="bundle folder (default: the CLI's, weights/)")
     parser.add_argument("--all", action="store_true", help="every assessed film, not only those called PNEUMONIA")
     parser.add_argument("--age", type=float, default=None, help="declare this age for every film (the CLI's --age): "

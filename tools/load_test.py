@@ -23,7 +23,9 @@ import numpy as np
 from tools.appserver import ROOT, running_app, status_mb
 
 CLIENTS = ("page", "gradio_client")
-KEEP_S = 15  # seconds the app keeps uploads in this run: above 8 users' queue wait (p95 4.7 s at the slowest seen)
+# Seconds the app keeps uploads in this run: well above 8 users' queue wait, slower machines included (p95 554-591 ms
+# on the 2-core EPYC of docs/safety.md#concurrency).
+KEEP_S = 15
 
 
 def run_load(url: str, files: list[Path], users: int, requests: int, pid: int | None = None,

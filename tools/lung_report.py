@@ -20,9 +20,7 @@ import sys
 import cv2
 import numpy as np
 
-from tools.appserver import ROOT
-
-SHARED = ROOT.parent / "shared" / "data"
+from tools.shared_data import SHARED
 
 
 def cross_validate(pairs, feats, targets, args) -> list[float]:

@@ -1,11 +1,14 @@
-"""A client that asks the app what the web page asks it, the way the page does: for timing what a visitor waits for.
+"""A client that calls the app's /predict the way the web page calls the app: for timing what a visitor waits for.
 
 gradio_client adds time of its own between a result's arrival and its return: its reader thread hands messages
 over through a list that the caller polls every 50 ms (gradio_client/utils.py, `time.sleep(0.05)`), and it runs a
 cancel-check thread and extra requests per call. A browser reads the event stream as it arrives. This client makes
-the page's requests in the page's order, nothing else: upload the film (POST /gradio_api/upload), join the queue
+a browser's requests in a browser's order, nothing else: upload the film (POST /gradio_api/upload), join the queue
 (POST /gradio_api/queue/join), read the event stream until the result (GET /gradio_api/queue/data), fetch the
-overlay picture (GET its URL). Used by tools.bench next to gradio_client, so both figures appear in one run.
+overlay picture (GET its URL). It joins /predict's queue, not the page's upload event: both run the same model pass
+under the same lock and draw the same JPEG overlay (the page's with the lung outline), the page answering with HTML
+instead of JSON. Used by tools.bench next to gradio_client, so both figures appear in one run, and by
+tools.load_test (its default client).
 """
 
 from __future__ import annotations

@@ -138,8 +138,7 @@ def film_sets(predictor) -> dict[str, tuple[str, list[Path]]]:
                                                              sorted((SHARED / "lung_masks" / "images").glob("*.png"))),
         "pediatric validation patients (224 px JPEG)": ("child", [s.path for s in data.validation]),
         "shift_dev (other patients, 224 px JPEG)": ("child", [s.path for s in scan_class_folder(SHARED / "shift_dev")]),
-        "val/ originals (full resolution JPEG)": ("child",
-                                                  [s.path for s in scan_class_folder(SHARED / "chest_xray" / "val")]),
+        "val/ originals (full resolution JPEG)": ("child", [s.path for s in data.measured["kaggle_val"]]),
     }
 
 

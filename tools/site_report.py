@@ -98,11 +98,11 @@ def report(model: str, step: int = 1, out=print) -> Path:
     run_calibrate(before, folder, check_folder(folder, work / "calibrated"), work / "calibrated", out=out)
     after = Predictor.load(work / "calibrated")
     site_films = sorted(folder.rglob("*.png"))
+    outside = outside_sets(before)
     rows = [("site, calibration half: assessed", site_films, lambda p: p.assessed),
             ("site, new patients: assessed", new_paths, lambda p: p.assessed),
-            *((f"{name}: not assessed", paths, lambda p: not p.assessed)
-              for name, paths in outside_sets(before).items()),
-            ("not_chest_dev: called not a chest X-ray", outside_sets(before)["not_chest_dev (hands, pelvises)"],
+            *((f"{name}: not assessed", paths, lambda p: not p.assessed) for name, paths in outside.items()),
+            ("not_chest_dev: called not a chest X-ray", outside["not_chest_dev (hands, pelvises)"],
              lambda p: not p.looks_like_chest_xray)]
     out("\n| films | before calibration | after |\n|---|---|---|")
     for name, paths, counts in rows:

@@ -11,13 +11,8 @@ import numpy as np
 
 
 def timed(fn, repeats: int) -> list[float]:
-    fn()  # warm-up: tracing, allocation, caches
-    out = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
+    """Seconds per call of `fn`, after one warm-up (tracing, allocation, caches)."""
+    return interleaved([fn], repeats)[0]
 
 
 def interleaved(fns: list, repeats: int) -> list[list[float]]:
