@@ -96,9 +96,13 @@ class FeatureSet:
 
 def extract(paths: list[Path], extractor, cache: FeatureCache, view: int = 0,
             augment_config: AugmentConfig = AugmentConfig(), batch_size: int = 32,
-            desc: str = "features") -> FeatureSet:
-    """Features for `paths` (from the cache where present); unreadable files are listed, not fatal."""
-    hashes = [file_hash(p) for p in tqdm(paths, desc=f"hash {desc}", unit="img", leave=False)]
+            desc: str = "features", known: dict[Path, str] | None = None) -> FeatureSet:
+    """Features for `paths` (from the cache where present); unreadable files are listed, not fatal. `known`:
+    {path: content hash} of files hashed before, filled in here (a run reads the same films in several views)."""
+    known = {} if known is None else known
+    for path in tqdm([p for p in paths if p not in known], desc=f"hash {desc}", unit="img", leave=False):
+        known[path] = file_hash(path)
+    hashes = [known[p] for p in paths]
     todo = [(p, h) for p, h in zip(paths, hashes) if h not in cache.rows]
     failed = _compute_missing(todo, extractor, cache, view, augment_config, batch_size, desc)
     bad = {str(p) for p, _ in failed}

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import CAM_LAYER
 from ..infer.chest_check import CHEST_FILE
 from ..infer.population import POPULATION_FILE
 from ..io import folders, read_image
@@ -81,19 +82,23 @@ class Extractor:
     def __init__(self, config: TrainConfig, trunk, decoder=None, int8: Int8Ranges | None = None):
         self.config = config
         self.fingerprint = features.trunk_fingerprint(config.backbone, int8)
-        self.pooled, self.network = GAP, features.FeatureExtractor(trunk, int8=int8)  # (what the cache calls the rows,
-        self.width = self.network.shape[0]                                           #  what computes them)
-        if decoder is not None:  # its own cache: the rows hold the zones too, and depend on the decoder
-            self.pooled = f"{LUNG_ZONES}-{decoder_fingerprint(decoder)}"
-            self.network = features.FeatureExtractor(trunk, decoder=decoder, int8=int8)
+        self.network = features.FeatureExtractor(trunk, decoder=decoder, int8=int8)  # what computes the rows
+        self.width = int(trunk.get_layer(CAM_LAYER).output.shape[-1])  # the global average's width: block5's channels
+        # What the cache calls the rows: with a decoder they hold the zones too, and depend on the decoder.
+        self.pooled = GAP if decoder is None else f"{LUNG_ZONES}-{decoder_fingerprint(decoder)}"
         self.computed = 0  # backbone passes in this run
+        self.hashes: dict[Path, str] = {}  # each film's content key, read once per run whatever its views
+        self.caches: dict[tuple, features.FeatureCache] = {}  # each cache folder loaded once per run
 
     def __call__(self, samples: list[folders.Sample], desc: str, view: int = 0, augment=None) -> Labelled:
         augment = augment or self.config.augment
-        cache = features.FeatureCache(self.config.cache_dir, self.fingerprint, view, augment,
-                                      self.config.input_size, self.pooled)
+        key = (view, augment.cache_key())
+        if key not in self.caches:
+            self.caches[key] = features.FeatureCache(self.config.cache_dir, self.fingerprint, view, augment,
+                                                     self.config.input_size, self.pooled)
+        cache = self.caches[key]
         fs = features.extract([s.path for s in samples], self.network, cache, view=view, augment_config=augment,
-                              desc=desc)
+                              desc=desc, known=self.hashes)
         label_of = {s.path: s.label for s in samples}
         self.computed += fs.computed
         y = np.array([label_of[p] for p in fs.paths], np.float32)
